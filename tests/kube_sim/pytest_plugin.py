@@ -1,0 +1,1 @@
+"""pytest fixtures for the simulated cluster (filled in with the simulator)."""
