@@ -6,7 +6,7 @@ import socket
 import pytest
 
 from ansible_collections.homelab.gpu.plugins.module_utils import registry as reg
-from tests.integration.registry.stub_registry import StubRegistry, digest_of
+from tests.integration.registry.stub_registry import StubRegistry
 
 SHA = "sha256:" + "0123456789abcdef" * 4
 
