@@ -1,0 +1,233 @@
+"""Unit tests of the mode catalog, rendering, fingerprints and plans (profiles.py)."""
+import copy
+
+import pytest
+
+from ansible_collections.homelab.gpu.plugins.module_utils import profiles
+from ansible_collections.homelab.gpu.plugins.module_utils.profiles import ProfileError
+
+CATALOG = {
+    "ml": {
+        "description": "Qwen3 8B AWQ",
+        "model": "Qwen/Qwen3-8B-AWQ",
+        "image": "vllm/vllm-openai:v0.8.5.post1",
+        "served_model_names": ["Qwen/Qwen3-8B-AWQ"],
+        "args": ["--quantization", "awq_marlin", "--max-model-len", 8192, "--gpu-memory-utilization", 0.9],
+        "env": {"VLLM_LOGGING_LEVEL": "INFO"},
+        "vram_mib": 10820,
+        "wait_timeout": 120,
+    },
+    "r1": {
+        "model": "casperhansen/deepseek-r1-distill-qwen-7b-awq",
+        "image": "vllm/vllm-openai:v0.8.5.post1",
+        "args": ["--reasoning-parser", "deepseek_r1"],
+    },
+    "gaming": {"replicas": 0, "wait_timeout": 30},
+}
+POD = {"node_selector": {"nvidia.com/gpu.present": "true"},
+       "tolerations": [{"key": "gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"}]}
+
+
+def profile(mode, catalog=None):
+    return profiles.resolve_profile(catalog or CATALOG, mode)
+
+
+def test_unknown_mode_lists_the_modes():
+    with pytest.raises(ProfileError) as err:
+        profile("r2")
+    assert "unknown mode 'r2'" in str(err.value)
+    assert "gaming, ml, r1" in str(err.value)
+
+
+@pytest.mark.parametrize("entry, words", [
+    ({"image": "x:1"}, "no model"),
+    ({"model": "m", "image": "x:1", "imgae": "typo"}, "unknown setting(s) imgae"),
+    ({"model": "m", "image": "x:1", "args": "--foo"}, "args must be a list"),
+    ({"model": "m", "image": "x:1", "args": ["--model", "other"]}, "must not contain --model"),
+    ({"model": "m", "image": "x:1", "replicas": -1}, "replicas must be an integer >= 0"),
+    ({"model": "m", "image": "x:1", "env": {"HF_TOKEN": "hf_x"}}, "Secret"),
+    ({"model": "m", "image": "x:1", "image_cuda": {"cuda": "12.4"}}, "image_cuda has unknown key"),
+    ({"model": "m", "image": "has space"}, "without spaces"),
+])
+def test_bad_entries_get_one_clear_sentence(entry, words):
+    with pytest.raises(ProfileError) as err:
+        profiles.validate_catalog({"x": entry})
+    assert words in str(err.value)
+
+
+def test_status_is_a_reserved_mode_name():
+    with pytest.raises(ProfileError, match="reserved"):
+        profiles.validate_catalog({"status": {"replicas": 0}})
+
+
+def test_defaults_filled_in():
+    r1 = profile("r1")
+    assert r1["served_model_names"] == ["casperhansen/deepseek-r1-distill-qwen-7b-awq"]
+    assert r1["wait_timeout"] == 120 and r1["replicas"] == 1 and r1["vram_mib"] is None
+    gaming = profile("gaming")
+    assert gaming["replicas"] == 0 and gaming["wait_timeout"] == 30 and gaming["model"] is None
+
+
+def test_rendered_deployment_follows_the_contract():
+    body = profiles.render_deployment(profile("ml"), pod=POD)
+    meta, spec = body["metadata"], body["spec"]
+    assert meta["labels"]["gpu-mode"] == "ml"
+    assert meta["labels"]["app.kubernetes.io/instance"] == "vllm-server"
+    assert meta["annotations"]["homelab.gpu/mode"] == "ml"
+    assert meta["annotations"]["homelab.gpu/fingerprint"].startswith("sha256:")
+    assert spec["strategy"] == {"type": "Recreate"}
+    assert spec["selector"] == {"matchLabels": {"app.kubernetes.io/name": "vllm",
+                                                "app.kubernetes.io/instance": "vllm-server"}}
+    pod = spec["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["args"][:6] == ["--model", "Qwen/Qwen3-8B-AWQ", "--served-model-name", "Qwen/Qwen3-8B-AWQ",
+                                     "local-llm", "--port"]
+    assert container["args"][7:] == ["--quantization", "awq_marlin", "--max-model-len", "8192",
+                                     "--gpu-memory-utilization", "0.9"]
+    assert container["resources"] == {"limits": {"nvidia.com/gpu": 1}}
+    assert container["startupProbe"]["httpGet"]["path"] == "/health"
+    assert container["startupProbe"]["periodSeconds"] == 5
+    assert container["startupProbe"]["failureThreshold"] * 5 >= 120
+    assert container["readinessProbe"]["initialDelaySeconds"] == 0
+    assert {"name": "HF_HOME", "value": "/root/.cache/huggingface"} in container["env"]
+    assert pod["runtimeClassName"] == "nvidia"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["tolerations"] == POD["tolerations"]
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}} in pod["volumes"]
+    assert spec["template"]["metadata"]["labels"]["gpu-mode"] == "ml"
+
+
+def test_token_comes_from_a_secret_never_from_args():
+    body = profiles.render_deployment(profile("ml"), pod=dict(POD, hf_token_secret="hf-token"))
+    container = body["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "HF_TOKEN"}}} \
+        in container["env"]
+    assert not any("hf_" in a for a in container["args"])
+
+
+def test_empty_alias_disables_it():
+    body = profiles.render_deployment(profile("ml"), served_alias="")
+    args = body["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "local-llm" not in args
+
+
+def test_fingerprint_is_stable_and_ignores_dict_order_and_time():
+    a = profiles.render_deployment(profile("ml"), pod=POD)
+    reordered = dict(reversed(list(copy.deepcopy(CATALOG["ml"]).items())))
+    b = profiles.render_deployment(profiles.resolve_profile(dict(CATALOG, ml=reordered), "ml"), pod=POD)
+    assert a["metadata"]["annotations"]["homelab.gpu/fingerprint"] == b["metadata"]["annotations"]["homelab.gpu/fingerprint"]
+    b["metadata"]["annotations"]["homelab.gpu/switched-at"] = "2026-11-22T18:00:00Z"
+    assert profiles.fingerprint(a) == profiles.fingerprint(b)
+
+
+@pytest.mark.parametrize("edit", [
+    {"image": "vllm/vllm-openai:v0.9.0"},
+    {"args": ["--quantization", "awq_marlin", "--enforce-eager"]},
+    {"env": {"X": "1"}},
+    {"wait_timeout": 300},
+])
+def test_a_profile_edit_changes_the_fingerprint(edit):
+    a = profiles.render_deployment(profile("ml"))
+    edited = dict(CATALOG, ml=dict(CATALOG["ml"], **edit))
+    b = profiles.render_deployment(profiles.resolve_profile(edited, "ml"))
+    assert a["metadata"]["annotations"]["homelab.gpu/fingerprint"] != b["metadata"]["annotations"]["homelab.gpu/fingerprint"]
+
+
+def live_from(body, replicas=None, **status):
+    live = copy.deepcopy(body)
+    live["metadata"]["resourceVersion"] = "7"
+    if replicas is not None:
+        live["spec"]["replicas"] = replicas
+    live["status"] = status
+    return live
+
+
+def test_plan_noop_when_the_live_deployment_carries_the_same_fingerprint():
+    catalog = profiles.validate_catalog(CATALOG)
+    desired = profiles.render_deployment(catalog["ml"], pod=POD)
+    plan = profiles.plan(catalog["ml"], live_from(desired), catalog, pod=POD)
+    assert plan["action"] == "noop"
+    assert plan["expected_names"] == ["Qwen/Qwen3-8B-AWQ", "local-llm"]
+
+
+def test_plan_switch_and_profile_change_apply():
+    catalog = profiles.validate_catalog(CATALOG)
+    live = live_from(profiles.render_deployment(catalog["ml"], pod=POD))
+    assert profiles.plan(catalog["r1"], live, catalog, pod=POD)["action"] == "apply"
+    edited = profiles.validate_catalog(dict(CATALOG, ml=dict(CATALOG["ml"], image="vllm/vllm-openai:v0.9.0")))
+    plan = profiles.plan(edited["ml"], live, edited, pod=POD)
+    assert plan["action"] == "apply" and "profile" in plan["reason"]
+
+
+def test_gaming_scales_down_keeping_the_template_and_then_is_a_noop():
+    catalog = profiles.validate_catalog(CATALOG)
+    live = live_from(profiles.render_deployment(catalog["ml"], pod=POD))
+    plan = profiles.plan(catalog["gaming"], live, catalog, pod=POD)
+    assert plan["action"] == "scale_down"
+    assert plan["desired"]["spec"] == {"replicas": 0}
+    assert "template" not in plan["desired"]["spec"]
+    after = live_from(live, replicas=0)
+    after["metadata"]["labels"].update(plan["desired"]["metadata"]["labels"])
+    after["metadata"]["annotations"].update(plan["desired"]["metadata"]["annotations"])
+    assert profiles.read_live(after, catalog)["mode"] == "gaming"
+    assert profiles.plan(catalog["gaming"], after, catalog, pod=POD)["action"] == "noop"
+    # and back to ml: the same template, so only a scale-up
+    back = profiles.plan(catalog["ml"], after, catalog, pod=POD)
+    assert back["action"] == "apply"
+    assert back["desired"]["spec"]["template"] == live["spec"]["template"]
+
+
+def test_gaming_without_a_deployment_has_nothing_to_do():
+    catalog = profiles.validate_catalog(CATALOG)
+    assert profiles.plan(catalog["gaming"], None, catalog)["action"] == "absent_ok"
+
+
+def old_script_deployment(mode="ml", replicas=1, image="vllm/vllm-openai:v0.8.5.post1",
+                          model="Qwen/Qwen3-8B-AWQ"):
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "vllm-server", "namespace": "ml", "resourceVersion": "3",
+                     "labels": {"app": "vllm-server", "gpu-mode": mode}},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "vllm-server"}},
+                 "template": {"metadata": {"labels": {"app": "vllm-server", "gpu-mode": mode}},
+                              "spec": {"containers": [{"name": "vllm-server", "image": image,
+                                                       "args": ["--model", model, "--port", "8000"]}]}}},
+    }
+
+
+def test_old_script_deployment_is_recognised():
+    catalog = profiles.validate_catalog(CATALOG)
+    info = profiles.read_live(old_script_deployment(), catalog)
+    assert info["mode"] == "ml" and info["old_script"] and not info["managed"]
+    assert info["model"] == "Qwen/Qwen3-8B-AWQ"
+    assert profiles.read_live(old_script_deployment(replicas=0), catalog)["mode"] == "gaming"
+
+
+def test_old_script_same_model_is_adopted_without_touching_the_template():
+    catalog = profiles.validate_catalog(CATALOG)
+    plan = profiles.plan(catalog["ml"], old_script_deployment(), catalog, pod=POD)
+    assert plan["action"] == "adopt"
+    assert set(plan["desired"]) == {"metadata"}
+    assert plan["desired"]["metadata"]["annotations"]["homelab.gpu/adopted"] == "old-script"
+    # after adoption the next run is a no-op
+    adopted = copy.deepcopy(old_script_deployment())
+    adopted["metadata"]["labels"].update(plan["desired"]["metadata"]["labels"])
+    adopted["metadata"]["annotations"] = dict(plan["desired"]["metadata"]["annotations"])
+    assert profiles.plan(catalog["ml"], adopted, catalog, pod=POD)["action"] == "noop"
+
+
+def test_old_script_other_mode_is_replaced_keeping_its_selector():
+    catalog = profiles.validate_catalog(CATALOG)
+    plan = profiles.plan(catalog["r1"], old_script_deployment(), catalog, pod=POD)
+    assert plan["action"] == "replace"
+    spec = plan["desired"]["spec"]
+    assert spec["selector"] == {"matchLabels": {"app": "vllm-server"}}
+    assert spec["template"]["metadata"]["labels"]["app"] == "vllm-server"
+
+
+def test_read_live_parses_served_names_and_equals_forms():
+    dep = old_script_deployment()
+    dep["spec"]["template"]["spec"]["containers"][0]["args"] = [
+        "--model=Qwen/Qwen3-8B-AWQ", "--served-model-name", "a", "b", "--port", "8000"]
+    info = profiles.read_live(dep)
+    assert info["model"] == "Qwen/Qwen3-8B-AWQ" and info["served_model_names"] == ["a", "b"]

@@ -1,0 +1,179 @@
+"""Unit tests of the readiness predicates, failure classes and phase accounting (readiness.py)."""
+import pytest
+
+from ansible_collections.homelab.gpu.plugins.module_utils import readiness
+
+
+class FakeTime(object):
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def pod(name="vllm-server-abc", uid="u1", node=None, phase="Pending", conditions=None, status=None,
+        deleting=False):
+    p = {"metadata": {"name": name, "uid": uid, "creationTimestamp": "2026-11-22T18:00:00Z"},
+         "spec": {"containers": [{"name": "vllm"}]},
+         "status": {"phase": phase, "conditions": conditions or []}}
+    if node:
+        p["spec"]["nodeName"] = node
+    if status is not None:
+        p["status"]["containerStatuses"] = [dict({"name": "vllm", "image": "vllm/vllm-openai:v0.15.1",
+                                                  "restartCount": 0, "ready": False}, **status)]
+    if deleting:
+        p["metadata"]["deletionTimestamp"] = "2026-11-22T18:00:05Z"
+    return p
+
+
+def waiting(reason, message=""):
+    return {"state": {"waiting": {"reason": reason, "message": message}}}
+
+
+READY = [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}]
+
+
+@pytest.mark.parametrize("status, reason, phase", [
+    (waiting("ErrImagePull", "manifest unknown"), "ErrImagePull", "pull"),
+    (waiting("ImagePullBackOff", "Back-off pulling image"), "ImagePullBackOff", "pull"),
+    (waiting("CreateContainerConfigError", 'secret "hf-token" not found'), "CreateContainerConfigError", "start"),
+    (dict(waiting("CrashLoopBackOff", "back-off 10s"), restartCount=2,
+          lastState={"terminated": {"exitCode": 1, "reason": "Error"}}), "CrashLoopBackOff", "start"),
+    (dict(waiting("CrashLoopBackOff"), lastState={"terminated": {"exitCode": 137, "reason": "OOMKilled"}}),
+     "OOMKilled", "start"),
+    (waiting("RunContainerError", "failed to create containerd task: nvidia-container-cli: requirement error: "
+                                  "unsatisfied condition: cuda>=12.9, please update your driver"),
+     "NvidiaRequirementError", "start"),
+    ({"state": {"terminated": {"exitCode": 1, "reason": "Error"}}}, "ContainerExited", "start"),
+])
+def test_failures_are_classified(status, reason, phase):
+    failure = readiness.classify_pod(pod(node="gpu", status=status))
+    assert failure["reason"] == reason and failure["phase"] == phase
+    assert failure["message"]
+
+
+def test_unschedulable_is_a_schedule_failure_with_the_scheduler_message():
+    p = pod(conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                         "message": "0/2 nodes are available: 1 Insufficient nvidia.com/gpu."}])
+    failure = readiness.classify_pod(p)
+    assert failure["phase"] == "schedule" and "Insufficient nvidia.com/gpu" in failure["message"]
+
+
+def test_healthy_loading_pod_and_terminating_pod_are_no_failure():
+    loading = pod(node="gpu", phase="Running", status={"state": {"running": {"startedAt": "x"}}, "imageID": "sha"})
+    assert readiness.classify_pod(loading) is None
+    assert readiness.classify_pod(pod(node="gpu", deleting=True, status=waiting("CrashLoopBackOff"))) is None
+
+
+def test_node_problems():
+    node = {"metadata": {"name": "k3s-gpu-worker"},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                       "capacity": {"nvidia.com/gpu": "1"}, "allocatable": {"nvidia.com/gpu": "1"}}}
+    assert readiness.node_problem(node) is None
+    unplugged = {"metadata": node["metadata"], "status": dict(node["status"], allocatable={"nvidia.com/gpu": "0"})}
+    assert readiness.node_problem(unplugged)["reason"] == "NoGPUCapacity"
+    down = {"metadata": node["metadata"], "status": dict(node["status"], conditions=[
+        {"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting"}])}
+    assert readiness.node_problem(down)["reason"] == "NodeNotReady"
+
+
+def test_candidate_nodes_honour_selector_taints_and_capacity():
+    gpu = {"metadata": {"name": "gpu", "labels": {"nvidia.com/gpu.present": "true"}},
+           "spec": {"taints": [{"key": "gpu", "value": "true", "effect": "NoSchedule"}]},
+           "status": {"allocatable": {"nvidia.com/gpu": "1"}}}
+    server = {"metadata": {"name": "server", "labels": {}}, "spec": {}, "status": {}}
+    tol = [{"key": "gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"}]
+    with_gpu, matching = readiness.candidate_nodes([gpu, server], {"nvidia.com/gpu.present": "true"}, tol)
+    assert [readiness.name_of(n) for n in with_gpu] == ["gpu"]
+    with_gpu, matching = readiness.candidate_nodes([gpu, server], {}, [])
+    assert with_gpu == [] and [readiness.name_of(n) for n in matching] == ["server"]
+
+
+def test_phase_clock_accounts_each_phase_and_fills_skipped_ones():
+    now = FakeTime()
+    clock = readiness.PhaseClock(now)
+    now.t += 5
+    clock.mark("terminate")
+    now.t += 2
+    clock.mark("pull")          # schedule and pull seen in one event
+    now.t += 20
+    clock.mark("ready")
+    d = clock.durations()
+    assert d["terminate"] == 5 and d["schedule"] == 2 and d["pull"] == 0
+    assert d["start"] == 20 and d["ready"] == 0 and d["verify"] is None
+    assert clock.current() == "verify"
+
+
+def test_noop_clock_records_nothing():
+    clock = readiness.NoopClock(FakeTime())
+    clock.mark("ready")
+    assert set(clock.durations().values()) == {None}
+
+
+def test_tracker_follows_a_switch_through_its_phases():
+    now = FakeTime()
+    clock = readiness.PhaseClock(now)
+    old = pod(name="old", uid="old", node="gpu", phase="Running", conditions=READY,
+              status={"state": {"running": {}}, "imageID": "x", "ready": True})
+    t = readiness.SwitchTracker(clock, ["old"], 1)
+    t.set_pods([old])
+    assert t.step() == "waiting" and t.describe() == "1 old pod(s) still terminating"
+    now.t += 3
+    t.pod_event("DELETED", old)
+    assert t.step() == "waiting" and clock.done("terminate")
+    new = pod(name="new", uid="new")
+    t.pod_event("ADDED", new)
+    assert t.step() == "waiting" and not clock.done("schedule")
+    now.t += 1
+    new = pod(name="new", uid="new", node="gpu", status=waiting("ContainerCreating"))
+    t.pod_event("MODIFIED", new)
+    assert t.step() == "waiting" and clock.done("schedule") and not clock.done("pull")
+    now.t += 4
+    new = pod(name="new", uid="new", node="gpu", phase="Running",
+              status={"state": {"running": {}}, "imageID": "sha256:1"})
+    t.pod_event("MODIFIED", new)
+    assert t.step() == "waiting" and clock.done("start")
+    assert "running, not Ready" in t.describe()
+    now.t += 20
+    new = pod(name="new", uid="new", node="gpu", phase="Running", conditions=READY,
+              status={"state": {"running": {}}, "imageID": "sha256:1", "ready": True})
+    t.pod_event("MODIFIED", new)
+    assert t.step() == "done"
+    d = clock.durations()
+    assert (d["terminate"], d["schedule"], d["pull"], d["start"], d["ready"]) == (3, 1, 4, 0, 20)
+
+
+def test_tracker_zero_replicas_waits_for_terminating_pods():
+    clock = readiness.PhaseClock(FakeTime())
+    p = pod(uid="a", node="gpu", phase="Running", deleting=True)
+    t = readiness.SwitchTracker(clock, ["a"], 0)
+    t.set_pods([p])
+    assert t.step() == "waiting"     # a terminating pod still holds the GPU
+    t.pod_event("DELETED", p)
+    assert t.step() == "done"
+
+
+def test_tracker_fails_fast_on_a_crash_and_on_a_lost_gpu():
+    clock = readiness.PhaseClock(FakeTime())
+    t = readiness.SwitchTracker(clock, [], 1)
+    t.set_pods([pod(uid="n", node="gpu", status=dict(
+        waiting("CrashLoopBackOff"), lastState={"terminated": {"exitCode": 1, "reason": "Error",
+                                                               "message": "Error 804: forward compatibility"}}))])
+    assert t.step() == "failed" and t.failure["reason"] == "CrashLoopBackOff" and t.failure["pod"] == "vllm-server-abc"
+
+    clock = readiness.PhaseClock(FakeTime())
+    t = readiness.SwitchTracker(clock, [], 1)
+    t.set_nodes([{"metadata": {"name": "gpu"}, "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                                                         "allocatable": {"nvidia.com/gpu": "0"}}}])
+    t.set_pods([pod(uid="n", node="gpu", phase="Running", status={"state": {"running": {}}, "imageID": "x"})])
+    assert t.step() == "failed" and t.failure["reason"] == "NoGPUCapacity"
+
+
+def test_events_are_summarised_newest_last():
+    events = [{"type": "Warning", "reason": "BackOff", "message": "Back-off restarting", "count": 3,
+               "lastTimestamp": "2026-11-22T18:00:09Z", "involvedObject": {"kind": "Pod", "name": "p"}},
+              {"type": "Normal", "reason": "Pulled", "message": "pulled", "lastTimestamp": "2026-11-22T18:00:01Z",
+               "involvedObject": {"kind": "Pod", "name": "p"}}]
+    out = readiness.summarize_events(events)
+    assert [e["reason"] for e in out] == ["Pulled", "BackOff"] and out[1]["object"] == "pod/p"
