@@ -1,0 +1,134 @@
+"""Entry point: ``python -m tests.kube_sim serve --kubeconfig PATH [--port N] [--scenario FILE] [--speed F]``.
+
+Starts the simulated k3s cluster on 127.0.0.1, writes a kubeconfig whose current context reaches
+it, prints ``ready <url>`` once it accepts requests and runs until SIGTERM or SIGINT (exit 0).
+:class:`Cluster` is the same wiring for in-process use (the pytest fixtures).
+"""
+
+import argparse
+import signal
+import sys
+import threading
+
+from .kubeconfig import write_kubeconfig
+from .server import ApiServer
+from .store import Store
+
+
+def _world_parts():
+    """(Clock, load_scenario, World) from the world half, or None while it is not there."""
+    try:
+        from .clock import Clock
+        from .scenario import load_scenario
+        from .world import World
+    except ImportError:
+        return None
+    return Clock, load_scenario, World
+
+
+class _PlainClock(object):
+    """Stand-in clock used only when the world half (tests/kube_sim/clock.py) is absent."""
+
+    def __init__(self, speed=1.0):
+        self.speed = float(speed)
+
+    def now_iso(self):
+        import time
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class Cluster(object):
+    """One simulated cluster: store, world and API server, wired as docs/sim-interface says."""
+
+    def __init__(self, scenario=None, speed=1.0, port=0, kubeconfig=None, world=True):
+        parts = _world_parts() if world else None
+        if parts:
+            clock_cls, load_scenario, world_cls = parts
+            self.clock = clock_cls(speed)
+            self.scenario = load_scenario(scenario) if not isinstance(scenario, dict) else \
+                _scenario_from_dict(load_scenario, scenario)
+            self.store = Store(self.clock)
+            self.world = world_cls(self.store, self.scenario, self.clock)
+        else:
+            self.clock = _PlainClock(speed)
+            self.scenario = None
+            self.store = Store(self.clock)
+            self.world = None
+        self.server = ApiServer(self.store, self.world, host="127.0.0.1", port=port)
+        self.kubeconfig = kubeconfig
+        self._started = False
+
+    @property
+    def url(self):
+        return self.server.url
+
+    def start(self):
+        self.server.start()
+        if self.world is not None:
+            self.world.start()
+        if self.kubeconfig:
+            write_kubeconfig(self.kubeconfig, self.url)
+        self._started = True
+        return self
+
+    def stop(self):
+        if not self._started:
+            return
+        self._started = False
+        if self.world is not None:
+            self.world.stop()
+        self.server.stop()
+
+
+def _scenario_from_dict(load_scenario, data):
+    """Load a scenario given as a dict (written to a temporary YAML/JSON file for load_scenario)."""
+    import json
+    import os
+    import tempfile
+    fd, path = tempfile.mkstemp(prefix="kube-sim-scenario-", suffix=".yaml")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle)
+        return load_scenario(path)
+    finally:
+        os.unlink(path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m tests.kube_sim",
+                                     description="A simulated k3s cluster with a GPU worker, for tests and demos.")
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="run the simulated cluster until SIGTERM or SIGINT")
+    serve.add_argument("--kubeconfig", required=True, help="where to write the kubeconfig that reaches it")
+    serve.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default 0: a free port)")
+    serve.add_argument("--scenario", default=None, help="scenario YAML file (default: the reference home lab)")
+    serve.add_argument("--speed", type=float, default=1.0,
+                       help="simulated delays run this many times faster (default 1)")
+    args = parser.parse_args(argv)
+    if args.command != "serve":
+        parser.print_help()
+        return 2
+    if args.speed <= 0:
+        parser.error("--speed must be greater than 0, e.g. --speed 20")
+    try:
+        cluster = Cluster(scenario=args.scenario, speed=args.speed, port=args.port, kubeconfig=args.kubeconfig)
+    except OSError as exc:
+        print("kube_sim: cannot start: %s" % exc, file=sys.stderr)
+        return 1
+    done = threading.Event()
+
+    def on_signal(_signum, _frame):
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    cluster.start()
+    print("ready %s" % cluster.url, flush=True)
+    while not done.wait(0.5):
+        pass
+    cluster.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,869 @@
+"""The HTTP face of the simulated cluster: a kube-apiserver look-alike on http.server.
+
+:class:`ApiServer` serves discovery, the REST verbs of every registered resource, watches
+(chunked newline-delimited JSON), pod logs, service/pod proxy, the scale and status
+subresources, and the simulator's control endpoints under ``/_sim/``. Requests to the
+Kubernetes API are counted and logged and may get faults injected (``World.faults()``).
+Bearer tokens are accepted without being checked.
+"""
+
+import json
+import random
+import socket
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from . import errors
+from .errors import ApiError
+from .patch import json_patch, merge_patch, strategic_merge_patch
+from .selectors import label_selector_string, parse_field_selector, parse_label_selector
+from .watch import WatchRequest, watch_events
+
+VERSION_INFO = {
+    "major": "1",
+    "minor": "31",
+    "gitVersion": "v1.31.4+k3s1",
+    "gitCommit": "a562d090b0a69c5c7bd7cbd3e1d0a1bd3eec9a1c",
+    "gitTreeState": "clean",
+    "buildDate": "2024-12-16T21:43:26Z",
+    "goVersion": "go1.22.9",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
+REQUEST_LOG_LIMIT = 100000
+NO_FAULTS = {"error_rate": 0.0, "error_status": 503, "latency_ms": 0, "drop_watch_rate": 0.0, "seed": 1}
+
+
+class RequestLog(object):
+    """Counts per ``"<METHOD> <path>"`` and the ordered log of Kubernetes API requests."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self):
+        with getattr(self, "_lock"):
+            self._counts = {}
+            self._log = []
+            self._seq = 0
+
+    def add(self, method, path, query, status):
+        with self._lock:
+            self._seq += 1
+            key = "%s %s" % (method, path)
+            self._counts[key] = self._counts.get(key, 0) + 1
+            if len(self._log) < REQUEST_LOG_LIMIT:
+                self._log.append({"seq": self._seq, "method": method, "path": path, "query": query,
+                                  "status": status})
+
+    def snapshot(self):
+        with self._lock:
+            return {"counts": dict(self._counts), "total": self._seq, "log": [dict(e) for e in self._log]}
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+class ApiServer(object):
+    """The simulated kube-apiserver on 127.0.0.1."""
+
+    def __init__(self, store, world=None, host="127.0.0.1", port=0):
+        self.store = store
+        self.world = world
+        self.requests = RequestLog()
+        self.rest = RestHandler(self)
+        self._stopping = threading.Event()
+        self._rng_lock = threading.Lock()
+        self._rng = random.Random(1)
+        self._rng_seed = 1
+        self._sockets = set()
+        self._sockets_lock = threading.Lock()
+        handler = type("Handler", (_Handler,), {"api": self})
+        self.httpd = _HTTPServer((host, port), handler)
+        self.host, self.port = self.httpd.server_address[:2]
+        self._thread = None
+
+    @property
+    def url(self):
+        return "http://%s:%d" % (self.host, self.port)
+
+    @property
+    def stopping(self):
+        return self._stopping.is_set()
+
+    def start(self):
+        """Serve in a background thread; returns once the socket accepts connections."""
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="kube-sim-http", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        """Stop serving: end watches and log follows, close open connections."""
+        self._stopping.set()
+        self.store.close()
+        self.httpd.shutdown()
+        with self._sockets_lock:
+            sockets = list(self._sockets)
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    # ------------------------------------------------------------------ faults
+    def faults(self):
+        if self.world is None:
+            return dict(NO_FAULTS)
+        merged = dict(NO_FAULTS)
+        merged.update(self.world.faults() or {})
+        return merged
+
+    def roll(self, seed):
+        """A seeded random number in [0, 1) for fault decisions."""
+        with self._rng_lock:
+            if seed != self._rng_seed:
+                self._rng = random.Random(seed)
+                self._rng_seed = seed
+            return self._rng.random()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "kube-sim"
+    sys_version = ""
+    timeout = 300
+    api = None  # set on the subclass made by ApiServer
+
+    def setup(self):
+        super().setup()
+        with self.api._sockets_lock:
+            self.api._sockets.add(self.connection)
+
+    def finish(self):
+        with self.api._sockets_lock:
+            self.api._sockets.discard(self.connection)
+        try:
+            super().finish()
+        except OSError:
+            pass
+
+    def log_message(self, fmt, *args):  # quiet
+        pass
+
+    # ------------------------------------------------------------------ plumbing
+    def _body(self):
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = b""
+            while True:
+                size = int(self.rfile.readline().strip().split(b";")[0] or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return data
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def send_bytes(self, status, body, content_type="application/json", headers=None):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-cache, private")
+        for key, value in (headers or {}).items():
+            if key.lower() not in ("content-length", "transfer-encoding", "connection", "content-type"):
+                self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        self._status = status
+
+    def send_json(self, status, obj):
+        self.send_bytes(status, json.dumps(obj).encode())
+
+    def send_error_status(self, exc):
+        body = exc.to_status()
+        headers = {"Retry-After": "1"} if exc.status in (429, 503) else None
+        self.send_bytes(exc.status, json.dumps(body).encode(), headers=headers)
+
+    def start_chunked(self, content_type):
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Cache-Control", "no-cache, private")
+        self.end_headers()
+        self._status = 200
+
+    def write_chunk(self, data):
+        if data:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+
+    def end_chunked(self):
+        try:
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True
+
+    # ------------------------------------------------------------------ dispatch
+    def _dispatch(self):
+        self._status = 0
+        parsed = urllib.parse.urlsplit(self.path)
+        path = parsed.path.rstrip("/") or "/"
+        query = urllib.parse.parse_qs(parsed.query, keep_blank_values=True)
+        params = {k: v[-1] for k, v in query.items()}
+        try:
+            body = self._body()
+        except (ValueError, OSError):
+            self.close_connection = True
+            return
+        if path == "/_sim" or path.startswith("/_sim/"):
+            try:
+                self._control(path, body)
+            except ApiError as exc:
+                self.send_error_status(exc)
+            return
+        try:
+            try:
+                self._inject_faults()
+                self.api.rest.handle(self, self.command, path, params, body)
+            except ApiError as exc:
+                self.send_error_status(exc)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+                if not self._status:
+                    self._status = 499
+            except Exception as exc:  # an internal error answers 500 like the apiserver does
+                import traceback
+                traceback.print_exc()
+                self.send_error_status(ApiError(500, "InternalError", "Internal error occurred: %s" % exc))
+        finally:
+            self.api.requests.add(self.command, parsed.path, parsed.query, self._status)
+
+    def _inject_faults(self):
+        faults = self.api.faults()
+        latency = float(faults.get("latency_ms") or 0)
+        if latency > 0:
+            time.sleep(latency / 1000.0)
+        rate = float(faults.get("error_rate") or 0)
+        if rate > 0 and self.api.roll(faults.get("seed", 1)) < rate:
+            status = int(faults.get("error_status") or 503)
+            reason = errors.REASONS.get(status, "InternalError")
+            message = {503: "the server is currently unable to handle the request",
+                       429: "the server has received too many requests and has asked us to try again later",
+                       504: "the server was unable to return a response in the time allotted, but may still be "
+                            "processing the request",
+                       500: "an error on the server (\"injected fault\") has prevented the request from "
+                            "succeeding"}.get(status, "injected fault")
+            raise ApiError(status, reason, message)
+
+    def watch_cut_time(self):
+        """A monotonic time at which to drop this watch (injected fault), or None."""
+        faults = self.api.faults()
+        rate = float(faults.get("drop_watch_rate") or 0)
+        if rate > 0 and self.api.roll(faults.get("seed", 1)) < rate:
+            return time.monotonic() + 0.1 + self.api.roll(faults.get("seed", 1)) * 0.9
+        return None
+
+    def _control(self, path, body):
+        world = self.api.world
+        if path == "/_sim/requests":
+            if self.command == "GET":
+                return self.send_json(200, self.api.requests.snapshot())
+            if self.command == "DELETE":
+                self.api.requests.reset()
+                return self.send_json(200, {"counts": {}, "total": 0, "log": []})
+        elif path == "/_sim/scenario":
+            if world is None:
+                raise ApiError(404, "NotFound", "this simulator runs without a world")
+            if self.command == "GET":
+                return self.send_json(200, world.scenario_dict())
+            if self.command in ("PATCH", "POST"):
+                try:
+                    patch = json.loads(body or b"{}")
+                except ValueError as exc:
+                    raise errors.bad_request("the scenario patch is not JSON: %s" % exc)
+                if not isinstance(patch, dict):
+                    raise errors.bad_request("the scenario patch must be a JSON object (a merge patch)")
+                return self.send_json(200, world.patch_scenario(patch))
+        elif path == "/_sim/healthz":
+            return self.send_bytes(200, b"ok", "text/plain")
+        else:
+            raise ApiError(404, "NotFound", "no such control endpoint: %s" % path)
+        raise errors.method_not_allowed()
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
+
+
+
+# ---------------------------------------------------------------------------------------------
+# The Kubernetes REST API
+
+_BUILTIN_GROUPS = {"", "apps", "policy", "coordination.k8s.io", "node.k8s.io", "networking.k8s.io",
+                   "apiextensions.k8s.io"}
+_NAMESPACE_SUBRESOURCES = {"status", "finalize"}
+_NOT_FOUND = "the server could not find the requested resource"
+
+
+def _not_found():
+    return ApiError(404, "NotFound", _NOT_FOUND, {})
+
+
+def _parse_body(body, content_type=""):
+    """Decode a JSON (or, for apply patches, YAML) request body."""
+    if not body:
+        raise errors.bad_request("the request body is empty")
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        if "yaml" in content_type:
+            try:
+                import yaml
+                return yaml.safe_load(body)
+            except Exception as yexc:  # any YAML error is the client's
+                raise errors.bad_request("error decoding YAML: %s" % yexc)
+        raise errors.bad_request("Object 'Kind' is missing in '%s': %s" % (body[:80].decode("utf-8", "replace"),
+                                                                           exc))
+
+
+def _truthy(value):
+    return str(value).lower() in ("1", "true", "yes")
+
+
+def _dotted_get(obj, path):
+    node = obj
+    for part in path.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _dotted_set(obj, path, value):
+    node = obj
+    parts = path.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+class RestHandler(object):
+    """Routes /api and /apis requests to the store (and to the world for logs and proxy)."""
+
+    def __init__(self, api):
+        self.api = api
+        self.store = api.store
+        self.registry = api.store.registry
+
+    # ------------------------------------------------------------------ routing
+    def handle(self, req, method, path, params, body):
+        parts = [urllib.parse.unquote(p) for p in path.split("/") if p]
+        if path in ("/healthz", "/livez", "/readyz"):
+            return req.send_bytes(200, b"ok", "text/plain; charset=utf-8")
+        if path == "/version":
+            return req.send_json(200, VERSION_INFO)
+        if path == "/api":
+            return req.send_json(200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
+                {"clientCIDR": "0.0.0.0/0", "serverAddress": "%s:%d" % (self.api.host, self.api.port)}]})
+        if path == "/apis":
+            groups = [self._group_doc(g, vs) for g, vs in sorted(self.registry.groups().items())]
+            return req.send_json(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+        if not parts or parts[0] not in ("api", "apis"):
+            raise _not_found()
+        if parts[0] == "api":
+            if len(parts) < 2 or parts[1] != "v1":
+                raise _not_found()
+            group, version, rest = "", parts[1], parts[2:]
+        else:
+            versions = self.registry.groups().get(parts[1]) if len(parts) > 1 else None
+            if not versions:
+                raise _not_found()
+            if len(parts) == 2:
+                return req.send_json(200, dict(self._group_doc(parts[1], versions), kind="APIGroup",
+                                               apiVersion="v1"))
+            if parts[2] not in versions:
+                raise _not_found()
+            group, version, rest = parts[1], parts[2], parts[3:]
+        if not rest:
+            return req.send_json(200, self._resource_list(group, version))
+        watch_path = rest[0] == "watch"
+        if watch_path:
+            rest = rest[1:]
+        namespace = None
+        if len(rest) >= 3 and rest[0] == "namespaces" and not (group == "" and rest[2] in _NAMESPACE_SUBRESOURCES):
+            namespace, rest = rest[1], rest[2:]
+        if not rest:
+            raise _not_found()
+        rtype = self.registry.lookup(group, version, rest[0])
+        if rtype is None or (namespace is not None and not rtype.namespaced):
+            raise _not_found()
+        name = rest[1] if len(rest) > 1 else None
+        sub = rest[2] if len(rest) > 2 else None
+        if sub is not None and sub not in rtype.subresources:
+            raise _not_found()
+        if sub != "proxy" and len(rest) > 3:
+            raise _not_found()
+        if name is not None and rtype.namespaced and namespace is None:
+            raise _not_found()
+        ctx = _Ctx(req, method, params, body, rtype, namespace, name)
+        if watch_path or (name is None and method == "GET" and _truthy(params.get("watch", ""))):
+            if method != "GET":
+                raise errors.method_not_allowed()
+            return self.watch(ctx)
+        if sub == "proxy":
+            return self.proxy(ctx, "/" + "/".join(rest[3:]) if len(rest) > 3 else "")
+        if sub == "log":
+            return self.logs(ctx)
+        if sub == "scale":
+            return self.scale(ctx)
+        return self._verb(ctx, sub)
+
+    def _verb(self, ctx, sub):
+        method, name = ctx.method, ctx.name
+        if name is None:
+            if method == "GET":
+                return self.list(ctx)
+            if method == "POST":
+                return self.create(ctx)
+            if method == "DELETE":
+                return self.delete_collection(ctx)
+        else:
+            if method == "GET":
+                return ctx.req.send_json(200, self.store.get(ctx.rtype.key, name, ctx.namespace))
+            if method == "PUT":
+                return self.replace(ctx, sub)
+            if method == "PATCH":
+                return self.patch(ctx, sub)
+            if method == "DELETE" and sub is None:
+                return self.delete(ctx)
+        raise errors.method_not_allowed()
+
+    def _group_doc(self, group, versions):
+        gvs = [{"groupVersion": "%s/%s" % (group, v), "version": v} for v in versions]
+        return {"name": group, "versions": gvs, "preferredVersion": gvs[0]}
+
+    def _resource_list(self, group, version):
+        resources = []
+        for rtype in sorted(self.registry.in_group_version(group, version), key=lambda t: t.plural):
+            resources.extend(rtype.discovery())
+        return {"kind": "APIResourceList", "apiVersion": "v1",
+                "groupVersion": "%s/%s" % (group, version) if group else version, "resources": resources}
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def manager(ctx):
+        """The field manager of a write: ?fieldManager=, else the User-Agent's first segment."""
+        name = ctx.params.get("fieldManager")
+        if name:
+            if len(name) > 128:
+                raise errors.invalid("PatchOptions", "meta.k8s.io", "", [
+                    ("fieldManager", "FieldValueTooLong", "Too long: may not be more than 128 bytes")])
+            return name
+        agent = ctx.req.headers.get("User-Agent") or "unknown"
+        return agent.split("/", 1)[0] or "unknown"
+
+    @staticmethod
+    def dry_run(ctx, options=None):
+        values = ctx.params.get("dryRun")
+        if values is None and options:
+            values = ",".join(options.get("dryRun") or [])
+        if values and values != "All":
+            raise errors.bad_request('Invalid dry run value: "%s"; supported values: "All"' % values)
+        return values == "All"
+
+    def _check_object(self, ctx, obj):
+        rtype = ctx.rtype
+        if not isinstance(obj, dict):
+            raise errors.bad_request("the body of the request must be a JSON object")
+        api_version = obj.get("apiVersion")
+        if api_version and api_version != rtype.api_version:
+            raise errors.bad_request("the API version in the data (%s) does not match the expected API version "
+                                     "(%s)" % (api_version, rtype.api_version))
+        kind = obj.get("kind")
+        if kind and kind != rtype.kind:
+            raise errors.bad_request("the kind in the data (%s) does not match the expected kind (%s)"
+                                     % (kind, rtype.kind))
+        meta = obj.get("metadata") or {}
+        if ctx.namespace and meta.get("namespace") and meta["namespace"] != ctx.namespace:
+            raise errors.bad_request("the namespace of the provided object does not match the namespace sent "
+                                     "on the request")
+        if ctx.name and meta.get("name") and meta["name"] != ctx.name:
+            raise errors.bad_request("the name of the object (%s) does not match the name on the URL (%s)"
+                                     % (meta["name"], ctx.name))
+
+    def _list_items(self, rtype, items):
+        if rtype.group in _BUILTIN_GROUPS:
+            for item in items:
+                item.pop("apiVersion", None)
+                item.pop("kind", None)
+        return items
+
+    # ------------------------------------------------------------------ verbs
+    def list(self, ctx):
+        rtype, params = ctx.rtype, ctx.params
+        labels = parse_label_selector(params.get("labelSelector"))
+        fields = parse_field_selector(params.get("fieldSelector"), rtype.key)
+        rv = params.get("resourceVersion") or ""
+        current = int(self.store.resource_version)
+        if rv and rv != "0":
+            try:
+                wanted = int(rv)
+            except ValueError:
+                raise errors.bad_request('invalid resource version "%s"' % rv)
+            if params.get("resourceVersionMatch") == "Exact" and wanted != current:
+                if wanted < self.store.oldest_resource_version or wanted < current:
+                    raise ApiError(410, "Expired", "too old resource version: %s (%s)" % (wanted, current))
+            if wanted > current:
+                raise ApiError(504, "Timeout", "Too large resource version: %s, current: %s" % (wanted, current),
+                               {"causes": [{"reason": "ResourceVersionTooLarge",
+                                            "message": "Too large resource version"}], "retryAfterSeconds": 1})
+        items, list_rv = self.store.list(rtype.key, ctx.namespace, labels, fields)
+        meta = {"resourceVersion": list_rv}
+        start = params.get("continue")
+        if start:
+            try:
+                token = json.loads(__import__("base64").urlsafe_b64decode(start.encode()).decode())
+                after, meta["resourceVersion"] = token["start"], token["rv"]
+            except (ValueError, KeyError, TypeError):
+                raise errors.bad_request("continue key is not valid: illegal base64 data")
+            items = [i for i in items if _ident(i) > after]
+        limit = int(params.get("limit") or 0)
+        if limit > 0 and len(items) > limit:
+            rest = len(items) - limit
+            items = items[:limit]
+            token = {"v": "meta.k8s.io/v1", "rv": meta["resourceVersion"], "start": _ident(items[-1])}
+            meta["continue"] = __import__("base64").urlsafe_b64encode(json.dumps(token).encode()).decode()
+            meta["remainingItemCount"] = rest
+        body = {"kind": rtype.list_kind, "apiVersion": rtype.api_version, "metadata": meta,
+                "items": self._list_items(rtype, items)}
+        return ctx.req.send_json(200, body)
+
+    def create(self, ctx):
+        obj = _parse_body(ctx.body)
+        self._check_object(ctx, obj)
+        if ctx.rtype.namespaced and not ctx.namespace:
+            raise _not_found()
+        created = self.store.create(ctx.rtype.key, obj, ctx.namespace, dry_run=self.dry_run(ctx),
+                                    manager=self.manager(ctx))
+        return ctx.req.send_json(201, created)
+
+    def replace(self, ctx, sub):
+        obj = _parse_body(ctx.body)
+        self._check_object(ctx, obj)
+        obj.setdefault("metadata", {}).setdefault("name", ctx.name)
+        result = self.store.replace(ctx.rtype.key, obj, ctx.namespace, subresource=sub,
+                                    dry_run=self.dry_run(ctx), manager=self.manager(ctx))
+        return ctx.req.send_json(200, result)
+
+    def patch(self, ctx, sub):
+        content_type = (ctx.req.headers.get("Content-Type") or "").split(";")[0].strip()
+        patch = _parse_body(ctx.body, content_type)
+        dry = self.dry_run(ctx)
+        rtype = ctx.rtype
+        if content_type == "application/apply-patch+yaml":
+            return self._apply(ctx, patch, sub, dry)
+        apply_fn = self._patch_fn(content_type, patch, rtype)
+
+        def build(current):
+            new = apply_fn(current)
+            if not isinstance(new, dict):
+                raise errors.bad_request("the patch did not produce an object")
+            want_rv = (new.get("metadata") or {}).get("resourceVersion")
+            if want_rv and want_rv != current["metadata"]["resourceVersion"]:
+                raise errors.stale_conflict(rtype.plural, rtype.group, ctx.name)
+            return new
+
+        result = self.store.update(rtype.key, ctx.name, ctx.namespace, build, subresource=sub, dry_run=dry,
+                                   manager=self.manager(ctx))
+        return ctx.req.send_json(200, result)
+
+    @staticmethod
+    def _patch_fn(content_type, patch, rtype):
+        if content_type == "application/json-patch+json":
+            return lambda current: json_patch(current, patch)
+        if content_type == "application/merge-patch+json":
+            if not isinstance(patch, dict):
+                raise errors.bad_request("the merge patch must be a JSON object")
+            return lambda current: merge_patch(current, patch)
+        if content_type == "application/strategic-merge-patch+json":
+            if rtype.group not in _BUILTIN_GROUPS:
+                raise ApiError(415, "UnsupportedMediaType",
+                               "the body of the request was in an unknown format - accepted media types include: "
+                               "application/json-patch+json, application/merge-patch+json, "
+                               "application/apply-patch+yaml")
+            if not isinstance(patch, dict):
+                raise errors.bad_request("the strategic merge patch must be a JSON object")
+            return lambda current: strategic_merge_patch(current, patch)
+        raise errors.unsupported_media_type(content_type)
+
+    def _apply(self, ctx, applied, sub, dry):
+        rtype = ctx.rtype
+        if not ctx.params.get("fieldManager"):
+            raise errors.invalid("PatchOptions", "meta.k8s.io", "", [
+                ("fieldManager", "FieldValueRequired", "Required value: is required for apply patch")])
+        manager = ctx.params["fieldManager"]
+        force = _truthy(ctx.params.get("force", "false"))
+        if not isinstance(applied, dict):
+            raise errors.bad_request("the applied configuration must be an object")
+        self._check_object(ctx, applied)
+        if not applied.get("apiVersion") or not applied.get("kind"):
+            raise errors.bad_request("invalid object type: %s, %s" % (applied.get("apiVersion", ""),
+                                                                      applied.get("kind", "")))
+        applied.setdefault("metadata", {})["name"] = ctx.name
+        if rtype.namespaced:
+            applied["metadata"]["namespace"] = ctx.namespace
+        from . import apply as ssa
+        for _attempt in range(3):
+            if self.store.try_get(rtype.key, ctx.name, ctx.namespace) is None:
+                if sub is not None:
+                    raise errors.not_found(rtype.plural, rtype.group, ctx.name)
+                new = ssa.server_side_apply(None, applied, manager, force, rtype.api_version,
+                                            self.store.clock.now_iso(), rtype.has_status)
+                try:
+                    created = self.store.create(rtype.key, new, ctx.namespace, dry_run=dry)
+                except ApiError as exc:
+                    if exc.reason == "AlreadyExists":
+                        continue
+                    raise
+                return ctx.req.send_json(201, created)
+            try:
+                result = self.store.update(rtype.key, ctx.name, ctx.namespace, lambda current: applied,
+                                           subresource=sub, dry_run=dry, apply_manager=manager, force=force)
+            except ApiError as exc:
+                if exc.status == 404:
+                    continue
+                raise
+            return ctx.req.send_json(200, result)
+        raise ApiError(409, "Conflict", "the object changed while being applied; retry")
+
+    def _delete_options(self, ctx):
+        options = {}
+        if ctx.body:
+            options = _parse_body(ctx.body)
+            if not isinstance(options, dict):
+                raise errors.bad_request("DeleteOptions must be an object")
+        params = ctx.params
+        grace = params.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
+        policy = params.get("propagationPolicy", options.get("propagationPolicy"))
+        orphan = params.get("orphanDependents", options.get("orphanDependents"))
+        if policy is None and orphan is not None:
+            policy = "Orphan" if _truthy(orphan) else "Background"
+        if policy not in (None, "Background", "Foreground", "Orphan"):
+            raise errors.invalid("DeleteOptions", "meta.k8s.io", "", [
+                ("propagationPolicy", "FieldValueNotSupported",
+                 'Unsupported value: "%s": supported values: "Foreground", "Background", "Orphan", "nil"'
+                 % policy)])
+        return {"grace_period_seconds": int(grace) if grace is not None else None,
+                "propagation_policy": policy, "dry_run": self.dry_run(ctx, options),
+                "preconditions": options.get("preconditions")}
+
+    def delete(self, ctx):
+        options = self._delete_options(ctx)
+        result = self.store.delete(ctx.rtype.key, ctx.name, ctx.namespace, **options)
+        return ctx.req.send_json(200, result)
+
+    def delete_collection(self, ctx):
+        rtype = ctx.rtype
+        if "deletecollection" not in rtype.verbs:
+            raise errors.method_not_allowed()
+        options = self._delete_options(ctx)
+        labels = parse_label_selector(ctx.params.get("labelSelector"))
+        fields = parse_field_selector(ctx.params.get("fieldSelector"), rtype.key)
+        items, _rv = self.store.list(rtype.key, ctx.namespace, labels, fields)
+        deleted = []
+        for item in items:
+            meta = item["metadata"]
+            try:
+                result = self.store.delete(rtype.key, meta["name"], meta.get("namespace"), **options)
+            except ApiError as exc:
+                if exc.status == 404:
+                    continue
+                raise
+            deleted.append(result if result.get("kind") != "Status" else item)
+        body = {"kind": rtype.list_kind, "apiVersion": rtype.api_version,
+                "metadata": {"resourceVersion": self.store.resource_version},
+                "items": self._list_items(rtype, deleted)}
+        return ctx.req.send_json(200, body)
+
+    # ------------------------------------------------------------------ watch
+    def watch(self, ctx):
+        rtype, params = ctx.rtype, ctx.params
+        labels = parse_label_selector(params.get("labelSelector"))
+        fields = parse_field_selector(params.get("fieldSelector"), rtype.key)
+        timeout = params.get("timeoutSeconds")
+        request = WatchRequest(rtype, ctx.namespace, ctx.name, labels, fields, params.get("resourceVersion"),
+                               float(timeout) if timeout not in (None, "") else None,
+                               _truthy(params.get("allowWatchBookmarks", "false")))
+        cut = ctx.req.watch_cut_time()
+        req = ctx.req
+        req.start_chunked("application/json")
+        try:
+            for event in watch_events(self.store, request, lambda: self.api.stopping, cut):
+                req.write_chunk(json.dumps(event).encode() + b"\n")
+            req.end_chunked()
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            req.close_connection = True
+        if cut is not None:
+            req.close_connection = True
+
+    # ------------------------------------------------------------------ scale
+    def _scale_of(self, rtype, obj):
+        paths = rtype.scale_path or {}
+        meta = obj["metadata"]
+        selector = _dotted_get(obj, paths["selector"]) if paths.get("selector") else None
+        status = {"replicas": _dotted_get(obj, paths["status"]) or 0}
+        if selector:
+            status["selector"] = label_selector_string(selector) if isinstance(selector, dict) else selector
+        return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+                "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
+                                                  "creationTimestamp") if k in meta},
+                "spec": {"replicas": _dotted_get(obj, paths["spec"]) or 0}, "status": status}
+
+    def scale(self, ctx):
+        rtype = ctx.rtype
+        if ctx.method == "GET":
+            return ctx.req.send_json(200, self._scale_of(rtype, self.store.get(rtype.key, ctx.name,
+                                                                               ctx.namespace)))
+        if ctx.method not in ("PUT", "PATCH"):
+            raise errors.method_not_allowed()
+        content_type = (ctx.req.headers.get("Content-Type") or "").split(";")[0].strip()
+        body = _parse_body(ctx.body, content_type)
+
+        def build(current):
+            scale = self._scale_of(rtype, current)
+            if ctx.method == "PUT":
+                new_scale = body
+            elif content_type == "application/apply-patch+yaml":
+                new_scale = merge_patch(scale, body)
+            else:
+                new_scale = self._patch_fn(content_type, body, self.registry.by_key("pods"))(scale)
+            want_rv = (new_scale.get("metadata") or {}).get("resourceVersion")
+            if want_rv and want_rv != current["metadata"]["resourceVersion"]:
+                raise errors.stale_conflict(rtype.plural, rtype.group, ctx.name)
+            replicas = (new_scale.get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int) or replicas < 0:
+                raise errors.invalid("Scale", "autoscaling", ctx.name, [
+                    ("spec.replicas", "FieldValueInvalid",
+                     "Invalid value: %s: must be greater than or equal to 0" % replicas)])
+            _dotted_set(current, rtype.scale_path["spec"], replicas)
+            return current
+
+        result = self.store.update(rtype.key, ctx.name, ctx.namespace, build, subresource="scale",
+                                   dry_run=self.dry_run(ctx), manager=self.manager(ctx))
+        return ctx.req.send_json(200, self._scale_of(rtype, result))
+
+    # ------------------------------------------------------------------ logs and proxy
+    def logs(self, ctx):
+        if ctx.method != "GET":
+            raise errors.method_not_allowed()
+        params = ctx.params
+        pod = self.store.get("pods", ctx.name, ctx.namespace)
+        containers = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
+        container = params.get("container") or None
+        if container is None and len(containers) > 1:
+            raise errors.bad_request("a container name must be specified for pod %s, choose one of: [%s]"
+                                     % (ctx.name, " ".join(containers)))
+        container = container or (containers[0] if containers else None)
+        tail = params.get("tailLines")
+        try:
+            tail = int(tail) if tail not in (None, "") else None
+        except ValueError:
+            raise errors.bad_request('invalid tailLines "%s"' % tail)
+        previous = _truthy(params.get("previous", "false"))
+        stamps = _truthy(params.get("timestamps", "false"))
+        limit = int(params.get("limitBytes") or 0)
+        world = self.api.world
+
+        def read(tail_lines):
+            if world is None:
+                return ""
+            return world.pod_logs(ctx.namespace, ctx.name, container, previous, tail_lines, stamps)
+
+        text = read(tail)
+        if not _truthy(params.get("follow", "false")):
+            data = text.encode()
+            if limit > 0:
+                data = data[:limit]
+            return ctx.req.send_bytes(200, data, "text/plain")
+        self._follow(ctx, read, text, container)
+
+    def _follow(self, ctx, read, first, container):
+        req = ctx.req
+        req.start_chunked("text/plain")
+        sent = len(read(None))
+        try:
+            req.write_chunk(first.encode())
+            deadline = time.monotonic() + 1800
+            while not self.api.stopping and time.monotonic() < deadline:
+                time.sleep(0.2)
+                pod = self.store.try_get("pods", ctx.name, ctx.namespace)
+                if pod is None:
+                    break
+                full = read(None)
+                if len(full) > sent:
+                    req.write_chunk(full[sent:].encode())
+                    sent = len(full)
+                if not _container_running(pod, container):
+                    break
+            req.end_chunked()
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            req.close_connection = True
+
+    def proxy(self, ctx, subpath):
+        kind = ctx.rtype.plural
+        if kind not in ("pods", "services"):
+            raise _not_found()
+        parts = ctx.name.split(":")
+        if len(parts) == 3:
+            _scheme, name, port = parts
+        elif len(parts) == 2:
+            name, port = parts
+        else:
+            name, port = parts[0], ""
+        world = self.api.world
+        if world is None:
+            raise ApiError(503, "ServiceUnavailable", 'no endpoints available for service "%s"' % name)
+        query = urllib.parse.urlsplit(ctx.req.path).query
+        headers = {k: v for k, v in ctx.req.headers.items()}
+        status, out_headers, data = world.proxy(ctx.namespace, kind, name, port, ctx.method, subpath or "/",
+                                                query, headers, ctx.body)
+        out_headers = dict(out_headers or {})
+        content_type = out_headers.pop("Content-Type", None) or out_headers.pop("content-type", None) or \
+            "application/json"
+        if isinstance(data, str):
+            data = data.encode()
+        return ctx.req.send_bytes(int(status), data or b"", content_type, out_headers)
+
+
+def _container_running(pod, container):
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == container:
+            return "running" in (status.get("state") or {}) or "waiting" in (status.get("state") or {})
+    return (pod.get("status") or {}).get("phase") in ("Pending", "Running")
+
+
+def _ident(obj):
+    meta = obj["metadata"]
+    return "%s/%s" % (meta.get("namespace", ""), meta["name"])
+
+
+class _Ctx(object):
+    """One Kubernetes API request, parsed."""
+
+    def __init__(self, req, method, params, body, rtype, namespace, name):
+        self.req = req
+        self.method = method
+        self.params = params
+        self.body = body
+        self.rtype = rtype
+        self.namespace = namespace
+        self.name = name

@@ -1,0 +1,79 @@
+"""The entry point `python -m tests.kube_sim serve` as a user runs it: a subprocess, the ready line,
+a kubeconfig the unmodified kubernetes client accepts, a clean exit on SIGTERM."""
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+pytestmark = pytest.mark.sim_only
+
+
+def _start(tmp_path, *extra):
+    kubeconfig = tmp_path / "sim" / "kubeconfig"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.kube_sim", "serve", "--kubeconfig", str(kubeconfig), "--port", "0",
+         "--speed", "50"] + list(extra),
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    line = ""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+        if ready:
+            line = proc.stdout.readline()
+            break
+        if proc.poll() is not None:
+            break
+    if not line.startswith("ready "):
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail("no ready line from the simulator: %r %r %r" % (line, out, err))
+    return proc, kubeconfig, line
+
+
+def test_serve_prints_ready_writes_kubeconfig_and_exits_0_on_sigterm(tmp_path):
+    from kubernetes import client, config
+
+    proc, kubeconfig, line = _start(tmp_path)
+    try:
+        url = line.split()[1]
+        assert line == "ready %s\n" % url
+        assert url.startswith("http://127.0.0.1:")
+        api = config.new_client_from_config(config_file=str(kubeconfig))
+        assert api.configuration.host == url
+        assert client.VersionApi(api).get_code().git_version.endswith("+k3s1")
+        v1 = client.CoreV1Api(api)
+        created = v1.create_namespaced_config_map(
+            "default", {"metadata": {"name": "entry-point"}, "data": {"answer": "42"}})
+        assert v1.read_namespaced_config_map("entry-point", "default").data == {"answer": "42"}
+        assert created.metadata.uid
+        namespaces = {ns.metadata.name for ns in v1.list_namespace().items}
+        assert {"default", "kube-system", "kube-public", "kube-node-lease"} <= namespaces
+        api.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out == ""
+
+
+def test_sigint_also_stops_with_exit_0(tmp_path):
+    proc, _kubeconfig, _line = _start(tmp_path)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+
+
+def test_bad_speed_is_refused_with_a_clear_message(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.kube_sim", "serve", "--kubeconfig", str(tmp_path / "k"), "--speed", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "--speed must be greater than 0" in result.stderr
+    assert not (tmp_path / "k").exists()
