@@ -7,7 +7,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 name: image_cuda
-author: homelab.gpu maintainers
+author: homelab.gpu maintainers (@homelab-gpu)
 short_description: Read the CUDA version a container image is built on
 description:
   - For each image reference, finds the CUDA version the image is built on and the

@@ -157,8 +157,8 @@ def resolve_image_cuda(image, override=None, registry=None, cache=None):
                 result.update(cuda_version=cuda, require_cuda=found.get("require_cuda"), source="registry",
                               confirmed=True, digest=found.get("digest"),
                               requirements=list(found.get("requirements") or []),
-                              detail="%s of %s (%s, %s)" % (via, found.get("reference"), found.get("digest"),
-                                                             found.get("platform")))
+                              detail="%s of %s (%s, %s)" % (
+                                  via, found.get("reference"), found.get("digest"), found.get("platform")))
                 result["sources"] = {"cuda_version": "registry" if cuda else None,
                                      "require_cuda": "registry" if found.get("require_cuda") else None}
             elif found.get("env", {}).get("NVIDIA_DISABLE_REQUIRE"):

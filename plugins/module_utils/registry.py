@@ -26,12 +26,9 @@ import socket
 import ssl
 from collections import namedtuple
 
-try:  # Python 3
-    from urllib.error import HTTPError, URLError
-    from urllib.parse import urlencode, urljoin, urlsplit
-    from urllib.request import HTTPRedirectHandler, Request, build_opener, HTTPSHandler, HTTPHandler
-except ImportError:  # pragma: no cover - Python 2 is not supported by this collection
-    raise
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.request import HTTPHandler, HTTPRedirectHandler, HTTPSHandler, Request, build_opener
 
 DOCKER_HUB_DOMAIN = "docker.io"
 DOCKER_HUB_REGISTRY = "registry-1.docker.io"
@@ -220,7 +217,7 @@ def parse_challenge(header):
     if not header:
         return None, {}
     header = header.strip()
-    scheme, _, params = header.partition(" ")
+    scheme, dummy, params = header.partition(" ")
     found = {}
     for key, value in _CHALLENGE_PARAM_RE.findall(params):
         if value.startswith('"'):
@@ -336,7 +333,7 @@ class RegistryClient(object):
 
     def _get_following(self, url, headers, authorised_url):
         """GET with manual redirects; Authorization only goes to the origin it was meant for."""
-        for _ in range(MAX_REDIRECTS + 1):
+        for dummy in range(MAX_REDIRECTS + 1):
             hdrs = dict(headers)
             if self.auth_header and _same_origin(url, authorised_url):
                 hdrs["Authorization"] = self.auth_header

@@ -167,7 +167,7 @@ def _ansible(*args, env_extra=None):
                 "ANSIBLE_CALLBACK_RESULT_FORMAT": "json", "ANSIBLE_NOCOLOR": "1"})
     env.update(env_extra or {})
     return subprocess.run(["ansible", "localhost", "-i", "localhost,", "-c", "local"] + list(args),
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=120, check=False)
 
 
 def _debug_msg(stdout):

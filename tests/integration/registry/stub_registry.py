@@ -90,8 +90,8 @@ class StubRegistry:
         cdig = self.add_blob(cdata)
         cmedia = ("application/vnd.oci.image.config.v1+json" if "oci" in media
                   else "application/vnd.docker.container.image.v1+json")
-        manifest = {"schemaVersion": 2, "mediaType": media, "config": {"mediaType": cmedia, "digest": cdig,
-                                                                        "size": len(cdata)}, "layers": []}
+        config_desc = {"mediaType": cmedia, "digest": cdig, "size": len(cdata)}
+        manifest = {"schemaVersion": 2, "mediaType": media, "config": config_desc, "layers": []}
         body = json.dumps(manifest).encode()
         mdig = digest_of(body)
         self.manifests[(repo, mdig)] = (media, body)
@@ -135,7 +135,7 @@ class StubRegistry:
             return 401, {"WWW-Authenticate": self._challenge(repo)}, b'{"errors":[{"code":"UNAUTHORIZED"}]}'
         if kind == "manifests":
             if (repo, ref) not in self.manifests:
-                code = "MANIFEST_UNKNOWN" if any(r == repo for r, _ in self.manifests) else "NAME_UNKNOWN"
+                code = "MANIFEST_UNKNOWN" if any(key[0] == repo for key in self.manifests) else "NAME_UNKNOWN"
                 return 404, {"Content-Type": "application/json"}, json.dumps(
                     {"errors": [{"code": code, "message": "unknown"}]}).encode()
             media, body = self.manifests[(repo, ref)]

@@ -47,7 +47,7 @@ def test_module_level_cache_when_none_passed(stub):
 def test_failed_fetch_is_memoised_too(stub):
     cache = {}
     image = "%s/vllm/vllm-openai:missing" % stub.host
-    for _ in range(2):
+    for dummy in range(2):
         result = ic.resolve_image_cuda(image, cache=cache)
         assert result["source"] == "none" and "tag missing not found" in result["errors"][0]
     assert len(manifest_gets(stub)) == 1

@@ -269,4 +269,3 @@ def test_insecure_falls_back_to_http(stub_factory):
     client.scheme = "https"  # as for a non-local registry
     resp = client.get("/v2/r/img/manifests/v1", reg.ACCEPT)
     assert resp.status == 200 and client.scheme == "http"
-
