@@ -98,7 +98,7 @@ class ApiServer(object):
 
     def start(self):
         """Serve in a background thread; returns once the socket accepts connections."""
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2},
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="kube-sim-http", daemon=True)
         self._thread.start()
         return self
@@ -138,6 +138,7 @@ class ApiServer(object):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
     server_version = "kube-sim"
     sys_version = ""
     timeout = 300

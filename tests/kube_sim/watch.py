@@ -116,6 +116,9 @@ def watch_events(store, request, should_stop, deadline_hook=None):
                 yield {"type": seen[0], "object": copy.deepcopy(seen[1])}
         now = time.monotonic()
         if now >= end:
+            if request.bookmarks and (deadline_hook is None or now < deadline_hook):
+                # like the watch cache: a last bookmark so the client resumes from a fresh version
+                yield _bookmark(request.rtype, last_rv)
             return
         if request.bookmarks and now - last_sent >= BOOKMARK_INTERVAL:
             last_sent = now
