@@ -1,0 +1,171 @@
+"""Every manifest homelab.gpu puts into a cluster validates against the
+Kubernetes OpenAPI schemas of the targeted k3s version (strict: no unknown
+fields), with the kubernetes-validate package.
+
+The plain objects are rendered by the vllm role itself (its prepare.yml task
+file, through ansible-playbook, with every optional object switched on); each
+mode's Deployment is rendered by profiles.render_deployment, the function
+homelab.gpu.vllm_mode applies.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import kubernetes_validate
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# k3s v1.31 is the reference lab's server; validate against its schemas.
+K8S_VERSION = "1.31.0"
+CRD_KINDS = {"IngressRoute"}  # Traefik's CRD: not in the Kubernetes schemas
+
+RENDER_PLAYBOOK = """
+- name: Render the vllm role's objects
+  hosts: localhost
+  gather_facts: false
+  vars:
+    vllm_ingress_enabled: true
+    vllm_ingressroute_enabled: true
+    vllm_ingress_tls_secret: llm-tls
+    vllm_ingress_annotations: {cert-manager.io/cluster-issuer: home-ca}
+    vllm_cpu_fallback_endpoint: http://ollama-cpu.ml.svc.cluster.local:11434/v1
+    vllm_hf_token: hf_not_a_real_token
+    vllm_instances:
+      - {name: vllm-server, service_name: vllm-api}
+      - name: vllm-server-2
+        service_name: vllm-api-2
+        node_selector: {kubernetes.io/hostname: k3s-gpu-worker-2}
+        ingress_host: llm2.home.arpa
+  tasks:
+    - name: Build the objects
+      ansible.builtin.include_role:
+        name: homelab.gpu.vllm
+        tasks_from: prepare.yml
+        public: true
+    - name: Write them
+      ansible.builtin.copy:
+        content: "{{ {'objects': _vllm_objects, 'secret': _vllm_hf_token_secret, 'modes': vllm_modes,
+                     'pod': pod} | to_json }}"
+        dest: "{{ out }}"
+        mode: "0600"
+      vars:
+        pod:
+          node_selector: "{{ _vllm_instances[1].node_selector }}"
+          tolerations: "{{ vllm_tolerations }}"
+          runtime_class_name: "{{ vllm_runtime_class_name }}"
+          gpu_resource: "{{ vllm_gpu_resource }}"
+          cache_host_path: "{{ vllm_cache_host_path }}"
+          hf_token_secret: "{{ vllm_hf_token_secret_name }}"
+          shm_size: "{{ vllm_shm_size }}"
+          port: "{{ vllm_port }}"
+          labels: {}
+"""
+
+
+def _validate(obj):
+    try:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as err:
+        where = "/".join(str(p) for p in err.absolute_path)
+        pytest.fail("%s/%s does not validate against Kubernetes %s at %s: %s" % (
+            obj["kind"], obj["metadata"]["name"], K8S_VERSION, where or "(top)", err.message))
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("render")
+    playbook = tmp / "render.yml"
+    playbook.write_text(RENDER_PLAYBOOK)
+    out = tmp / "objects.json"
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"))
+    proc = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), str(playbook), "-e", "out=%s" % out],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
+def test_role_renders_every_object_kind(rendered):
+    kinds = sorted({o["kind"] for o in rendered["objects"]})
+    assert kinds == ["ConfigMap", "Ingress", "IngressRoute", "Namespace", "PodDisruptionBudget",
+                     "Role", "RoleBinding", "Secret", "Service", "ServiceAccount"]
+    services = {o["metadata"]["name"]: o for o in rendered["objects"] if o["kind"] == "Service"}
+    # the contract with other services: vllm-api, port 8000 named http
+    assert services["vllm-api"]["spec"]["ports"] == [
+        {"name": "http", "port": 8000, "targetPort": 8000, "protocol": "TCP"}]
+    assert services["vllm-api"]["spec"]["selector"] == {
+        "app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": "vllm-server"}
+    assert services["vllm-api-2"]["spec"]["selector"]["app.kubernetes.io/instance"] == "vllm-server-2"
+    configmaps = {o["metadata"]["name"]: o["data"] for o in rendered["objects"] if o["kind"] == "ConfigMap"}
+    assert configmaps["llm-fallback-config"] == {
+        "VLLM_ENDPOINT": "http://vllm-api.ml.svc.cluster.local:8000/v1",
+        "VLLM_HEALTH_ENDPOINT": "http://vllm-api.ml.svc.cluster.local:8000/health",
+        "CPU_FALLBACK_ENDPOINT": "http://ollama-cpu.ml.svc.cluster.local:11434/v1",
+    }
+    assert "vllm-server-2-fallback-config" in configmaps
+    for obj in rendered["objects"]:
+        assert obj["kind"] == "Namespace" or obj["metadata"]["namespace"] == "ml"
+        assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "home-lab"
+
+
+def test_boot_account_may_only_touch_the_vllm_deployments(rendered):
+    role = next(o for o in rendered["objects"] if o["kind"] == "Role")
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"] and "delete" not in rule["verbs"] and "create" not in rule["verbs"]
+        if "deployments" in rule["resources"]:
+            assert rule["resourceNames"] == ["vllm-server", "vllm-server-2"]
+        if "configmaps" in rule["resources"]:
+            assert rule["resourceNames"] == ["llm-fallback-config", "vllm-server-2-fallback-config"]
+
+
+def test_plain_objects_validate(rendered):
+    checked = 0
+    for obj in rendered["objects"]:
+        if obj["kind"] in CRD_KINDS:
+            continue
+        _validate(obj)
+        checked += 1
+    assert checked == len(rendered["objects"]) - 2  # two IngressRoutes
+
+
+def test_ingressroute_has_traefik_shape(rendered):
+    routes = [o for o in rendered["objects"] if o["kind"] == "IngressRoute"]
+    assert [r["spec"]["routes"][0]["match"] for r in routes] == [
+        "Host(`llm.home.arpa`)", "Host(`llm2.home.arpa`)"]
+    assert routes[0]["apiVersion"] == "traefik.io/v1alpha1"
+    assert routes[0]["spec"]["routes"][0]["services"] == [{"name": "vllm-api", "port": 8000}]
+
+
+def test_hf_token_secret_validates_and_keeps_the_token_out_of_plain_text(rendered):
+    secret = rendered["secret"]
+    _validate(secret)
+    assert "stringData" not in secret
+    assert secret["data"]["HF_TOKEN"] != "hf_not_a_real_token"
+
+
+def test_each_modes_deployment_validates(rendered):
+    """The Deployment homelab.gpu.vllm_mode applies for each serving mode of the role's
+    default catalog, and the merge patch of the zero-replica mode, validate."""
+    from ansible_collections.homelab.gpu.plugins.module_utils import profiles
+
+    catalog = profiles.validate_catalog(rendered["modes"])
+    assert sorted(catalog) == ["gaming", "ml", "r1"]
+    serving = [m for m in catalog.values() if m["replicas"] > 0]
+    assert [m["mode"] for m in serving] == ["ml", "r1"]
+    for profile in serving:
+        body = profiles.render_deployment(profile, name="vllm-server-2", namespace="ml",
+                                          served_alias="local-llm", pod=rendered["pod"])
+        _validate(body)
+        container = body["spec"]["template"]["spec"]["containers"][0]
+        assert body["spec"]["template"]["metadata"]["labels"]["gpu-mode"] == profile["mode"]
+        assert "local-llm" in container["args"]
+        assert body["spec"]["template"]["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "k3s-gpu-worker-2"}
+        env = {e["name"]: e for e in container.get("env", [])}
+        assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf-token", "key": "HF_TOKEN"}
+    r1_args = profiles.render_deployment(catalog["r1"], pod=rendered["pod"])["spec"]["template"]["spec"][
+        "containers"][0]["args"]
+    assert r1_args[r1_args.index("--reasoning-parser") + 1] == "deepseek_r1"
+    assert r1_args[r1_args.index("--tokenizer") + 1] == "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
+    patch = profiles.render_scale_down(catalog["gaming"], pod=rendered["pod"])
+    assert patch["spec"]["replicas"] == 0
