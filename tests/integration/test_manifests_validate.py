@@ -31,6 +31,7 @@ RENDER_PLAYBOOK = """
     vllm_ingress_annotations: {cert-manager.io/cluster-issuer: home-ca}
     vllm_cpu_fallback_endpoint: http://ollama-cpu.ml.svc.cluster.local:11434/v1
     vllm_hf_token: hf_not_a_real_token
+    vllm_boot_default_mode_enabled: true
     vllm_instances:
       - {name: vllm-server, service_name: vllm-api}
       - name: vllm-server-2
