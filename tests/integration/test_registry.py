@@ -175,6 +175,15 @@ def _debug_msg(stdout):
     return json.loads(stdout[start:])["msg"]
 
 
+def test_lookup_anonymous_through_ansible(real_registry):
+    image = "%s/vllm/vllm-openai:test" % real_registry.anon.host
+    run = _ansible("-m", "ansible.builtin.debug", "-a", "msg={{ lookup('homelab.gpu.image_cuda', '%s') }}" % image)
+    assert run.returncode == 0, run.stdout + run.stderr
+    msg = _debug_msg(run.stdout)
+    assert (msg["source"], msg["cuda_version"], msg["require_cuda"]) == ("registry", "12.9.1", REQUIRE_CUDA_12_9)
+    assert msg["digest"] == real_registry.amd_digest and msg["errors"] == []
+
+
 def test_lookup_through_ansible(real_registry):
     image = "%s/vllm/vllm-openai:multi" % real_registry.basic.host
     run = _ansible("-m", "ansible.builtin.debug", "-a",

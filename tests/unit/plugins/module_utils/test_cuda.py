@@ -279,6 +279,16 @@ def test_cuda_12_9_image_without_require_on_geforce_fails_with_error_804_rule():
     assert v["suggestion"] == "use vllm/vllm-openai:v0.10.1.1 (CUDA 12.8.1) or older, or upgrade the driver to >= 575.57.08"
 
 
+def test_runtime_brand_clause_does_not_save_a_newer_image_on_geforce():
+    # v0.8.5 (CUDA 12.4) on driver 535 (CUDA 12.2): NVIDIA_REQUIRE_CUDA admits it through
+    # brand=geforcertx,driver>=535,driver<536, but CUDA init then needs forward compatibility (error 804).
+    v = check(image="vllm/vllm-openai:v0.8.5", image_cuda="12.4.0", require_cuda=REQUIRE_CUDA_12_4,
+              driver_version="535.183.01", driver_cuda="12.2")
+    assert v["verdict"] == "fail" and v["rule"] == "no-forward-compat-consumer"
+    assert "use vllm/vllm-openai:v0.6.6.post1 (CUDA 12.1.0) or older" in v["suggestion"]
+    assert "550.54.14" in v["suggestion"]
+
+
 def test_non_vllm_image_gets_a_generic_suggestion():
     v = check(image="registry.example:5000/team/llm:1", image_cuda="12.9.0")
     assert v["verdict"] == "fail"
