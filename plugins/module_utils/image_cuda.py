@@ -13,7 +13,7 @@ Order (docs/image-cuda.md):
 
 Nothing answering gives ``source: "none"`` and ``cuda_version: None`` with the
 reasons in ``errors``: the caller turns that into a failure under a strict check.
-One registry fetch per image and platform per run: results (and failures) are
+One registry fetch per image, platform and user per run: results (and failures) are
 memoised in the ``cache`` dict passed in, or in a module-level cache.
 Standard library only, Python 3.8+.
 """
@@ -36,7 +36,7 @@ from ansible_collections.homelab.gpu.plugins.module_utils.registry import (
     parse_reference,
 )
 
-#: Module-level memo: (canonical image, platform) -> registry result dict or RegistryError.
+#: Module-level memo: (canonical image, platform, user) -> registry result dict or RegistryError.
 #: Lives as long as the Python process (one module run, one lookup worker).
 _CACHE = {}
 
@@ -48,8 +48,8 @@ def clear_cache():
     _CACHE.clear()
 
 
-def _cache_key(ref, platform):
-    return (ref.name, platform or DEFAULT_PLATFORM)
+def _cache_key(ref, platform, username=None):
+    return (ref.name, platform or DEFAULT_PLATFORM, username or None)
 
 
 def fetch_cached(image, registry=None, cache=None):
@@ -58,7 +58,7 @@ def fetch_cached(image, registry=None, cache=None):
     ref = parse_reference(image)
     platform = registry.get("platform") or DEFAULT_PLATFORM
     memo = _CACHE if cache is None else cache
-    key = _cache_key(ref, platform)
+    key = _cache_key(ref, platform, registry.get("username"))
     if key not in memo:
         try:
             memo[key] = fetch_image_config(

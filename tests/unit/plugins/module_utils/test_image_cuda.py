@@ -77,7 +77,7 @@ def test_offline_uses_the_table():
 
 
 def test_unreachable_registry_falls_back_to_the_table_with_the_reason():
-    cache = {("docker.io/vllm/vllm-openai:v0.9.2", "linux/amd64"):
+    cache = {("docker.io/vllm/vllm-openai:v0.9.2", "linux/amd64", None):
              RegistryError("image vllm/vllm-openai:v0.9.2: registry docker.io is unreachable (x)")}
     result = ic.resolve_image_cuda("vllm/vllm-openai:v0.9.2", cache=cache)
     assert (result["source"], result["cuda_version"]) == ("table", "12.8.1")
