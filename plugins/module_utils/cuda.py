@@ -637,7 +637,10 @@ def check_image_cuda(*, image=None, image_cuda=None, require_cuda=None, driver_v
             "your card is an NGC-ready SKU, run with cuda_check=warn)." % (what, newer, suggestion),
             suggestion)
     # Data-center GPU.
-    if img_mm[0] == drv_mm[0] or reqs:
+    # A satisfied NVIDIA_REQUIRE_CUDA with a cuda>= floor above the driver's CUDA means one of its
+    # brand/driver alternatives admitted this driver: the image's own forward-compatibility claim.
+    admits = any(cuda_from_require(r) for r in reqs)
+    if img_mm[0] == drv_mm[0] or admits:
         low, high = MINOR_VERSION_DRIVER_RANGE.get(img_mm[0], (None, None))
         warning = (
             "%s: %s; this data-center GPU runs it through CUDA forward compatibility (the image's "

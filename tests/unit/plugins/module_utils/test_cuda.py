@@ -319,6 +319,15 @@ def test_cuda_13_image_on_driver_570_datacenter_without_require_fails_on_the_dri
     assert "branch 580" in v["message"] and "580.65.06" in v["message"]
 
 
+def test_cuda_13_image_on_older_datacenter_driver_admitted_by_its_require_passes_with_warning():
+    require = "cuda>=13.0 brand=tesla,driver>=570,driver<571"
+    v = check(image="example/cuda:13", image_cuda="13.0.0", require_cuda=require, gpu_product=A100)
+    assert v["verdict"] == "pass" and v["rule"] == "forward-compat-datacenter" and v["warnings"]
+    # Another requirement without a cuda floor does not count as the image admitting the driver.
+    v = check(image="example/cuda:13", image_cuda="13.0.0", require_cuda=["driver>=500"], gpu_product=A100)
+    assert v["verdict"] == "fail" and v["rule"] == "major-version-driver"
+
+
 def test_cuda_13_image_on_driver_580_passes():
     v = check(image="vllm/vllm-openai:v0.20.0", image_cuda="13.0.0", driver_version="580.95.05", driver_cuda="13.0")
     assert v["verdict"] == "pass"
