@@ -18,6 +18,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+import os
 import random
 import socket
 import threading
@@ -80,14 +81,20 @@ def build_configuration(module):
         raise KubeError("vllm_mode needs the kubernetes Python client and the kubernetes.core collection "
                         "(pip install kubernetes; ansible-galaxy collection install kubernetes.core): %s" % exc)
     auth = core_client._create_auth_spec(module)
+    kubeconfig = auth.get("kubeconfig")
+    if isinstance(kubeconfig, str) and kubeconfig and not any(
+            os.path.exists(os.path.expanduser(p)) for p in kubeconfig.split(os.pathsep)):
+        raise KubeError("Could not load the cluster connection: the kubeconfig file given (kubeconfig option or "
+                        "K8S_AUTH_KUBECONFIG) does not exist; point it at the cluster's kubeconfig "
+                        "(on k3s: /etc/rancher/k3s/k3s.yaml).")
     try:
         configuration = core_client._create_configuration(auth)
-    except Exception as exc:  # ConfigException, FileNotFoundError, yaml errors
-        where = auth.get("kubeconfig") if isinstance(auth.get("kubeconfig"), str) else "the default kubeconfig"
-        raise KubeError("Could not load the cluster connection from %s%s: %s. Check the kubeconfig/context "
+    except Exception as exc:  # ConfigException, yaml errors, unknown context
+        raise KubeError("Could not load the cluster connection from the %s%s: %s. Check that the kubeconfig/context "
                         "options (or K8S_AUTH_KUBECONFIG) point at a valid kubeconfig."
-                        % (where or "~/.kube/config", " (context %s)" % auth["context"] if auth.get("context") else "",
-                           exc))
+                        % ("kubeconfig given" if kubeconfig else "default kubeconfig (~/.kube/config or in-cluster)",
+                           " (context %s)" % auth["context"] if auth.get("context") else "",
+                           str(exc).rstrip(".")))
     headers = core_client._create_headers(module)
     return configuration, headers
 
@@ -361,7 +368,7 @@ def ns_path(namespace, resource, name=None, group=None, subresource=None):
     base = "/api/v1" if not group else "/apis/" + group
     path = "%s/namespaces/%s/%s" % (base, quote(namespace, safe=""), resource)
     if name:
-        path += "/" + quote(name, safe="")
+        path += "/" + quote(name, safe=":")
     if subresource:
         path += "/" + subresource
     return path

@@ -793,6 +793,21 @@ class Switch(object):
                 "before_header": "Deployment %s/%s" % (self.ns, self.name),
                 "after_header": "Deployment %s/%s" % (self.ns, self.name)}
 
+    def replace_deployment(self, body, live):
+        """PUT ``body`` over the live Deployment, re-reading its resourceVersion on a conflict
+        (controllers update the status, which moves the resourceVersion)."""
+        body = copy.deepcopy(body)
+        for attempt in range(6):
+            if attempt:
+                live = self.read_deployment()
+            body["metadata"]["resourceVersion"] = ((live or {}).get("metadata") or {}).get("resourceVersion")
+            try:
+                return self.kube.replace(self.dep_path(), body, profiles.MANAGER)
+            except KubeError as exc:
+                if exc.status != 409 or attempt == 5:
+                    raise
+        raise KubeError("the Deployment kept changing while it was being replaced")  # pragma: no cover
+
     def write(self, plan, live, switched_at):
         """The Deployment write of a plan; returns the object the server answered with."""
         desired = copy.deepcopy(plan["desired"])
@@ -801,29 +816,32 @@ class Switch(object):
         if action == "apply":
             return self.kube.apply(self.dep_path(), desired, profiles.MANAGER, force=True)
         if action == "replace":
-            body = copy.deepcopy(desired)
-            body["metadata"]["resourceVersion"] = (live.get("metadata") or {}).get("resourceVersion")
-            return self.kube.replace(self.dep_path(), body, profiles.MANAGER)
+            return self.replace_deployment(desired, live)
         if action in ("adopt", "scale_down"):
             return self.kube.merge_patch(self.dep_path(), desired, profiles.MANAGER)
         raise ValueError("unknown action %s" % action)
 
     def switch(self, profile, plan, live, result, wait_timeout, catalog, nodes, nodes_rv):
         record = self.read_record()
-        # The previous state to roll back to: the live Deployment, unless it is itself the
-        # unfinished target of a run that was killed (then the recorded previous spec).
+        # The state to roll back to: the live Deployment (None: there was none, so rollback removes
+        # it), unless the live one is the unfinished target of a killed run: then the recorded one.
+        can_roll_back = True
         prev_spec = sanitize(live)
         prev_mode = plan["live"]["mode"]
-        if record.get("in_progress") == "true" and record.get("mode") == plan["live"]["mode"]:
+        unfinished = record.get("in_progress") == "true" and record.get("mode") == plan["live"]["mode"]
+        if unfinished:
             prev_mode = record.get("previous_mode") or None
             prev_spec = json.loads(record["previous"]) if record.get("previous") else None
             self.warn("a previous switch to %s did not finish (started %s by %s); mode %s is kept as the "
                       "rollback target." % (record.get("mode"), record.get("started_at"), record.get("holder"),
-                                            prev_mode))
+                                            prev_mode or "(no Deployment)"))
+        elif plan["action"] == "resume":
+            can_roll_back = False   # the live spec is the wanted one; there is nothing older on record
         switched_at = micro_time()
-        self.write_record({"mode": profile["mode"], "previous_mode": prev_mode or "",
-                           "previous": json.dumps(prev_spec, sort_keys=True) if prev_spec else "",
-                           "in_progress": "true", "started_at": switched_at, "holder": self.identity})
+        if plan["action"] != "resume" or unfinished:
+            self.write_record({"mode": profile["mode"], "previous_mode": prev_mode or "",
+                               "previous": json.dumps(prev_spec, sort_keys=True) if prev_spec else "",
+                               "in_progress": "true", "started_at": switched_at, "holder": self.identity})
         selector = self.pod_selector(live or plan["desired"])
         pods, pods_rv = self.list_pods(selector)
         clock = readiness.PhaseClock(self.now)
@@ -856,11 +874,12 @@ class Switch(object):
         result["failure"] = failure
         message = "Switch of %s/%s to mode %s failed in phase %s (%s): %s" % (
             self.ns, self.name, profile["mode"], failure.get("phase"), failure.get("reason"), failure.get("message"))
-        if not self.p.get("rollback", True) or plan["action"] == "adopt":
+        if not self.p.get("rollback", True) or plan["action"] == "adopt" or not can_roll_back:
             self.finish(None, None, None, record_done=False, ok=False)
-            result["final_state"] = {"mode": profile["mode"], "ready": False}
-            raise SwitchFailed(message + " Rollback is off: the Deployment is left in mode %s." % profile["mode"],
-                               result)
+            result["final_state"] = {"mode": profile["mode"], "ready": False, "pod": failure.get("pod")}
+            why = "rollback is off" if not self.p.get("rollback", True) else "there is no earlier spec to restore"
+            raise SwitchFailed(message + " Not rolled back (%s): the Deployment is left in mode %s."
+                               % (why, profile["mode"]), result)
         final = self.rollback(prev_mode, prev_spec, catalog)
         result["rolled_back"] = True
         result["final_state"] = final
@@ -908,10 +927,15 @@ class Switch(object):
                 return {"mode": None, "ready": state in ("done", "nowait"),
                         "message": "the Deployment was removed (there was none before)"}
             body = copy.deepcopy(prev_spec)
-            body["metadata"].pop("resourceVersion", None)
+            body["metadata"]["annotations"] = dict(body["metadata"].get("annotations") or {})
+            body["metadata"]["annotations"]["homelab.gpu/rolled-back-at"] = micro_time()
             live = self.read_deployment()
             pods, pods_rv = self.list_pods(self.pod_selector(live or body))
-            applied = self.kube.apply(self.dep_path(), body, profiles.MANAGER, force=True)
+            if live is None:
+                applied = self.kube.create(ns_path(self.ns, "deployments", group=APPS), body, profiles.MANAGER)
+            else:
+                # A PUT restores the recorded spec exactly, whoever owned its fields.
+                applied = self.replace_deployment(body, live)
             replicas = (applied.get("spec") or {}).get("replicas", 1)
             nodes, nodes_rv = self.list_nodes() if replicas else ([], None)
             prev_entry = (catalog or {}).get(prev_mode) or {}
