@@ -16,8 +16,8 @@ import kubernetes_validate
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# k3s v1.31 is the reference lab's server; validate against its schemas.
-K8S_VERSION = "1.31.0"
+# The k3s version gpu_worker installs by default (gpu_worker_k3s_version v1.32.5+k3s1).
+K8S_VERSION = "1.32.0"
 CRD_KINDS = {"IngressRoute"}  # Traefik's CRD: not in the Kubernetes schemas
 
 RENDER_PLAYBOOK = """
