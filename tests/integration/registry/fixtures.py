@@ -143,33 +143,48 @@ class TokenService:
 
 
 class RegistryProcess:
+    """One docker-registry process on a free 127.0.0.1 port (retried on another port if it loses a bind race)."""
+
     def __init__(self, workdir, name, storage, auth_yaml=""):
-        self.port = free_port()
-        self.host = "127.0.0.1:%d" % self.port
+        self.name = name
         self.config = os.path.join(workdir, "%s.yml" % name)
-        with open(self.config, "w") as handle:
-            handle.write(
-                "version: 0.1\n"
-                "log:\n  level: error\n  accesslog:\n    disabled: true\n"
-                "storage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\n"
-                "  maintenance:\n    uploadpurging:\n      enabled: false\n"
-                "http:\n  addr: 127.0.0.1:%d\n  secret: homelab-test-%s\n%s" % (storage, self.port, name, auth_yaml))
-        self.logfile = open(os.path.join(workdir, "%s.log" % name), "wb")
+        self.logpath = os.path.join(workdir, "%s.log" % name)
+        self.proc = None
+        self.logfile = None
+        for attempt in range(3):
+            self.port = free_port()
+            self.host = "127.0.0.1:%d" % self.port
+            with open(self.config, "w") as handle:
+                handle.write(
+                    "version: 0.1\n"
+                    "log:\n  level: error\n  accesslog:\n    disabled: true\n"
+                    "storage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\n"
+                    "  maintenance:\n    uploadpurging:\n      enabled: false\n"
+                    "http:\n  addr: 127.0.0.1:%d\n  secret: homelab-test-%s\n%s"
+                    % (storage, self.port, name, auth_yaml))
+            if self._start():
+                return
+        with open(self.logpath) as log:
+            raise RuntimeError("docker-registry %s did not start: %s" % (name, log.read()[-2000:]))
+
+    def _start(self):
+        self.logfile = open(self.logpath, "wb")
         self.proc = subprocess.Popen([REGISTRY_BIN, "serve", self.config], stdout=self.logfile,
                                      stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 15
-        while True:
+        while self.proc.poll() is None and time.monotonic() < deadline:
             try:
                 urllib.request.urlopen("http://%s/v2/" % self.host, timeout=1).close()
-                break
             except urllib.error.HTTPError:
-                break  # 401: up, wants auth
+                pass  # 401: up, wants auth
             except (urllib.error.URLError, OSError):
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    with open(self.logfile.name) as log:
-                        raise RuntimeError("docker-registry %s did not start: %s" % (name, log.read()[-2000:]))
                 time.sleep(0.05)
+                continue
+            time.sleep(0.1)  # it answered; make sure that was this process, not a port thief
+            if self.proc.poll() is None:
+                return True
+        self.stop()
+        return False
 
     def stop(self):
         if self.proc.poll() is None:
