@@ -265,7 +265,8 @@ def server_side_apply(live, applied, manager, force, api_version, now, has_statu
         for entry in entries:
             if entry is not mine:
                 others |= entry["paths"]
-        for path in sorted(mine["paths"] - mine_paths, key=len, reverse=True):
+        # whole list items first (their fields go with them), then single fields, deepest first
+        for path in sorted(mine["paths"] - mine_paths, key=lambda p: (p[-1] != ".", -len(p), p)):
             if path not in others and not any(o[:len(path) - 1] == path[:-1] for o in others
                                               if path[-1] == "."):
                 _remove_path(result, path)

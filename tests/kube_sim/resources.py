@@ -376,9 +376,24 @@ def apply_defaults(rtype, obj):
             data = obj.setdefault("data", {})
             for k, v in string_data.items():
                 data[k] = base64.b64encode(str(v).encode()).decode()
+    elif key == "customresourcedefinitions.apiextensions.k8s.io" and isinstance(spec, dict):
+        status = obj.setdefault("status", {})
+        if not status.get("conditions"):
+            status["acceptedNames"] = dict(spec.get("names") or {})
+            status["conditions"] = [
+                {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
+                 "message": "no conflicts found", "lastTransitionTime": _now()},
+                {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
+                 "message": "the initial names have been accepted", "lastTransitionTime": _now()}]
+            status["storedVersions"] = [v.get("name") for v in spec.get("versions") or [] if v.get("storage")]
     elif key == "persistentvolumeclaims" and isinstance(spec, dict):
         spec.setdefault("volumeMode", "Filesystem")
         obj.setdefault("status", {}).setdefault("phase", "Pending")
+
+
+def _now():
+    import time
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _cluster_ip(obj):

@@ -44,7 +44,7 @@ class RequestLog(object):
         self.reset()
 
     def reset(self):
-        with getattr(self, "_lock"):
+        with self._lock:
             self._counts = {}
             self._log = []
             self._seq = 0
@@ -127,6 +127,11 @@ class ApiServer(object):
         merged.update(self.world.faults() or {})
         return merged
 
+    def reseed(self):
+        """Start the fault sequence over from the (current) seed at the next request."""
+        with self._rng_lock:
+            self._rng_seed = None
+
     def roll(self, seed):
         """A seeded random number in [0, 1) for fault decisions."""
         with self._rng_lock:
@@ -192,7 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def send_error_status(self, exc):
         body = exc.to_status()
-        headers = {"Retry-After": "1"} if exc.status in (429, 503) else None
+        headers = {"Retry-After": "1"} if exc.status == 429 else None
         self.send_bytes(exc.status, json.dumps(body).encode(), headers=headers)
 
     def start_chunked(self, content_type):
@@ -295,7 +300,9 @@ class _Handler(BaseHTTPRequestHandler):
                     raise errors.bad_request("the scenario patch is not JSON: %s" % exc)
                 if not isinstance(patch, dict):
                     raise errors.bad_request("the scenario patch must be a JSON object (a merge patch)")
-                return self.send_json(200, world.patch_scenario(patch))
+                result = world.patch_scenario(patch)
+                self.api.reseed()   # a changed scenario replays its faults from the seed
+                return self.send_json(200, result)
         elif path == "/_sim/healthz":
             return self.send_bytes(200, b"ok", "text/plain")
         else:
@@ -553,6 +560,8 @@ class RestHandler(object):
         self._check_object(ctx, obj)
         if ctx.rtype.namespaced and not ctx.namespace:
             raise _not_found()
+        if ctx.rtype.has_status and ctx.rtype.plural != "nodes":
+            obj.pop("status", None)   # like PrepareForCreate: clients cannot create status
         created = self.store.create(ctx.rtype.key, obj, ctx.namespace, dry_run=self.dry_run(ctx),
                                     manager=self.manager(ctx))
         return ctx.req.send_json(201, created)

@@ -225,24 +225,25 @@ class Store(object):
     def mutate(self, resource, name, namespace, fn, subresource=None):
         """Controller write: ``fn(copy)`` returns the new object or None for no change.
 
-        Returns the stored object, or None when the object does not exist.
+        Returns the stored object, or None when the object does not exist. Without a subresource
+        the whole returned object is stored, .status included (controllers write both).
         """
         try:
             return self.update(resource, name, namespace, fn, subresource=subresource,
-                               manager=SYSTEM_MANAGER, allow_none=True)
+                               manager=SYSTEM_MANAGER, allow_none=True, whole=True)
         except errors.ApiError as exc:
             if exc.status == 404:
                 return None
             raise
 
     def update(self, resource, name, namespace, fn, subresource=None, dry_run=False, manager=None,
-               allow_none=False, apply_manager=None, force=False):
+               allow_none=False, apply_manager=None, force=False, whole=False):
         """Read-modify-write under the lock: the core of PUT, PATCH, apply and controller writes.
 
         ``fn(current_copy)`` returns the desired object. For ``subresource="status"`` only its
         .status is taken; otherwise its .status is ignored when the kind has a status
         subresource. With ``apply_manager`` the result of ``fn`` is an applied configuration
-        merged by server-side apply.
+        merged by server-side apply. ``whole=True`` (controller writes) stores .status too.
         """
         rtype = self._type(resource)
         with self._lock:
@@ -255,7 +256,7 @@ class Store(object):
                 if allow_none:
                     return copy.deepcopy(stored)
                 raise errors.bad_request("empty update")
-            new = self._merge_update(rtype, stored, desired, subresource, manager, apply_manager, force)
+            new = self._merge_update(rtype, stored, desired, subresource, manager, apply_manager, force, whole)
             if _same(new, stored):
                 return copy.deepcopy(stored)
             if dry_run:
@@ -269,7 +270,7 @@ class Store(object):
         self._announce()
         return result
 
-    def _merge_update(self, rtype, stored, desired, subresource, manager, apply_manager, force):
+    def _merge_update(self, rtype, stored, desired, subresource, manager, apply_manager, force, whole=False):
         """The object to store for an update of ``stored`` to ``desired``."""
         old_meta = stored["metadata"]
         if apply_manager:
@@ -283,7 +284,7 @@ class Store(object):
                 new.pop("status", None)
         else:
             new = copy.deepcopy(desired)
-            if rtype.has_status:
+            if rtype.has_status and not whole:
                 if "status" in stored:
                     new["status"] = copy.deepcopy(stored["status"])
                 else:
