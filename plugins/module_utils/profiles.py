@@ -238,7 +238,7 @@ def render_container(profile, names, pod):
         "args": args,
         "env": env,
         "ports": [{"name": "http", "containerPort": pod["port"], "protocol": "TCP"}],
-        "resources": {"limits": {pod["gpu_resource"]: 1}},
+        "resources": {"limits": {pod["gpu_resource"]: "1"}},
         "volumeMounts": [
             {"name": "hf-cache", "mountPath": HF_HOME},
             {"name": "dshm", "mountPath": "/dev/shm"},

@@ -687,7 +687,7 @@ class Switch(object):
                              served_alias=p.get("served_alias"), pod=self.pod_opts)
         before = plan["live"]
         result["previous_mode"] = before["mode"]
-        result["action"] = plan["action"]
+        result["plan"] = plan["action"]
         result["reason"] = plan["reason"]
         names = plan["expected_names"]
         result["served_model_names"] = names

@@ -157,7 +157,7 @@ previous_mode:
   returned: when the Deployment was read
   type: str
   sample: ml
-action:
+plan:
   description: What the switch did - noop, apply, replace (first write over another tool's Deployment),
     adopt (labels and annotations only), scale_down, resume (waited for an unfinished rollout), absent_ok.
   returned: when the Deployment was read

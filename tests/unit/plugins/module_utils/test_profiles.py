@@ -84,7 +84,7 @@ def test_rendered_deployment_follows_the_contract():
                                      "local-llm", "--port"]
     assert container["args"][7:] == ["--quantization", "awq_marlin", "--max-model-len", "8192",
                                      "--gpu-memory-utilization", "0.9"]
-    assert container["resources"] == {"limits": {"nvidia.com/gpu": 1}}
+    assert container["resources"] == {"limits": {"nvidia.com/gpu": "1"}}
     assert container["startupProbe"]["httpGet"]["path"] == "/health"
     assert container["startupProbe"]["periodSeconds"] == 5
     assert container["startupProbe"]["failureThreshold"] * 5 >= 120
