@@ -462,10 +462,52 @@ def _check_pod_spec(spec, path, causes):
             causes.append((where + ".image", "FieldValueRequired", "Required value"))
 
 
-def validate(rtype, obj, old):
-    """Raise ApiError 422 (Invalid) with the apiserver's causes when ``obj`` is not acceptable."""
+_POD_MUTABLE = ("image",)
+
+
+def _pod_update_causes(new_spec, old_spec):
+    """The apiserver's refusal of pod spec changes beyond images, deadline and tolerations."""
+    def normalised(spec):
+        spec = dict(spec or {})
+        for field in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds"):
+            spec.pop(field, None)
+        for field in ("containers", "initContainers"):
+            spec[field] = [{k: v for k, v in c.items() if k not in _POD_MUTABLE}
+                           for c in spec.get(field) or [] if isinstance(c, dict)]
+        return spec
+
+    if normalised(new_spec) != normalised(old_spec):
+        return [("spec", "FieldValueForbidden",
+                 "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,"
+                 "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions "
+                 "to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was "
+                 "previously negative)")]
+    return []
+
+
+def validate(rtype, obj, old, client=True):
+    """Raise ApiError 422 (Invalid) with the apiserver's causes when ``obj`` is not acceptable.
+
+    ``client`` is False for the simulated controllers' own writes (the scheduler binds pods by
+    setting spec.nodeName), which skip the update rules meant for API clients.
+    """
     causes = []
     _check_meta(rtype, obj, causes)
+    if old is not None and client:
+        if rtype.key == "pods":
+            old_spec = dict(old.get("spec") or {})
+            new_spec = dict(obj.get("spec") or {})
+            if not new_spec.get("nodeName") and old_spec.get("nodeName"):
+                new_spec["nodeName"] = old_spec["nodeName"]
+            causes.extend(_pod_update_causes(new_spec, old_spec))
+        if rtype.key in ("configmaps", "secrets") and old.get("immutable"):
+            for field in ("data", "binaryData"):
+                if obj.get(field) != old.get(field):
+                    causes.append((field, "FieldValueForbidden", "Forbidden: field is immutable when `immutable` "
+                                   "is set"))
+            if not obj.get("immutable"):
+                causes.append(("immutable", "FieldValueForbidden", "Forbidden: field is immutable when "
+                               "`immutable` is set"))
     spec = obj.get("spec")
     key = rtype.key
     if key == "pods":

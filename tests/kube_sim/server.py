@@ -560,6 +560,8 @@ class RestHandler(object):
         self._check_object(ctx, obj)
         if ctx.rtype.namespaced and not ctx.namespace:
             raise _not_found()
+        if (obj.get("metadata") or {}).get("resourceVersion"):
+            raise errors.bad_request("resourceVersion should not be set on objects to be created")
         if ctx.rtype.has_status and ctx.rtype.plural != "nodes":
             obj.pop("status", None)   # like PrepareForCreate: clients cannot create status
         created = self.store.create(ctx.rtype.key, obj, ctx.namespace, dry_run=self.dry_run(ctx),
@@ -629,6 +631,7 @@ class RestHandler(object):
             raise errors.bad_request("invalid object type: %s, %s" % (applied.get("apiVersion", ""),
                                                                       applied.get("kind", "")))
         applied.setdefault("metadata", {})["name"] = ctx.name
+        want_rv = applied["metadata"].pop("resourceVersion", None)
         if rtype.namespaced:
             applied["metadata"]["namespace"] = ctx.namespace
         from . import apply as ssa
@@ -645,8 +648,13 @@ class RestHandler(object):
                         continue
                     raise
                 return ctx.req.send_json(201, created)
+            def build(current):
+                if want_rv and want_rv != current["metadata"]["resourceVersion"]:
+                    raise errors.stale_conflict(rtype.plural, rtype.group, ctx.name)
+                return applied
+
             try:
-                result = self.store.update(rtype.key, ctx.name, ctx.namespace, lambda current: applied,
+                result = self.store.update(rtype.key, ctx.name, ctx.namespace, build,
                                            subresource=sub, dry_run=dry, apply_manager=manager, force=force)
             except ApiError as exc:
                 if exc.status == 404:

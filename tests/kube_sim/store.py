@@ -7,6 +7,7 @@ with :meth:`Store.finalize`), finalizers, and ownerReference garbage collection 
 Background, Foreground and Orphan propagation policies.
 """
 
+import bisect
 import collections
 import copy
 import threading
@@ -36,7 +37,8 @@ class Store(object):
         self._cond = threading.Condition(self._lock)
         self._objects = collections.defaultdict(dict)   # key -> {(ns, name): obj}
         self._rv = 100
-        self._history = collections.deque(maxlen=HISTORY_SIZE)  # (rv, type, key, obj, old)
+        self._history = []          # (rv, type, key, obj, old), oldest first, at most HISTORY_SIZE
+        self._history_rvs = []      # the rv of each history entry, for bisection
         self._oldest_rv = self._rv
         self._subscribers = []
         self._pending = []          # events committed under the lock, announced after it
@@ -72,9 +74,14 @@ class Store(object):
             return self._oldest_rv
 
     def _record(self, event_type, key, obj, old):
-        if len(self._history) == self._history.maxlen:
-            self._oldest_rv = self._history[0][0]
-        self._history.append((int(obj["metadata"]["resourceVersion"]), event_type, key, obj, old))
+        rv = int(obj["metadata"]["resourceVersion"])
+        self._history.append((rv, event_type, key, obj, old))
+        self._history_rvs.append(rv)
+        if len(self._history) > HISTORY_SIZE + HISTORY_SIZE // 10:
+            drop = len(self._history) - HISTORY_SIZE
+            self._oldest_rv = self._history_rvs[drop - 1]
+            del self._history[:drop]
+            del self._history_rvs[:drop]
         self._pending.append((event_type, key, obj))
         self._cond.notify_all()
 
@@ -135,7 +142,7 @@ class Store(object):
         with self._lock:
             if rv < self._oldest_rv:
                 return None
-            return [e for e in self._history if e[0] > rv]
+            return self._history[bisect.bisect_right(self._history_rvs, rv):]
 
     def wait_for_change(self, rv, timeout):
         """Block until the store's resourceVersion exceeds ``rv`` or ``timeout`` passes."""
@@ -305,7 +312,7 @@ class Store(object):
             meta["managedFields"] = copy.deepcopy(old_meta.get("managedFields", []))
         if subresource != "status":
             apply_defaults(rtype, new)
-            validate(rtype, new, stored)
+            validate(rtype, new, stored, client=not whole)
         if generation_tracked(rtype) and _spec_of(new) != _spec_of(stored):
             meta["generation"] = int(old_meta.get("generation") or 1) + 1
         if manager and not apply_manager:

@@ -273,3 +273,29 @@ def test_service_defaults(api, ns):
                                                         "ports": [{"name": "http", "port": 8000}]}})
     assert svc.spec.type == "ClusterIP" and svc.spec.cluster_ip.startswith("10.43.")
     assert svc.spec.ports[0].protocol == "TCP" and svc.spec.ports[0].target_port == 8000
+
+
+def test_pod_updates_may_change_images_only(api, ns):
+    v1 = client.CoreV1Api(api)
+    v1.create_namespaced_pod(ns, {"metadata": {"name": "p"},
+                                  "spec": {"containers": [{"name": "c", "image": "busybox:1"}]}})
+    pod = v1.patch_namespaced_pod("p", ns, {"spec": {"containers": [{"name": "c", "image": "busybox:2"}]}})
+    assert pod.spec.containers[0].image == "busybox:2"
+    with pytest.raises(client.ApiException) as err:
+        v1.patch_namespaced_pod("p", ns, {"spec": {"containers": [{"name": "c", "args": ["sleep", "1"]}]}})
+    assert err.value.status == 422 and "pod updates may not change fields" in _status(err.value)["message"]
+
+
+def test_immutable_config_maps_refuse_data_changes(api, ns):
+    v1 = client.CoreV1Api(api)
+    v1.create_namespaced_config_map(ns, {"metadata": {"name": "frozen"}, "data": {"a": "1"}, "immutable": True})
+    with pytest.raises(client.ApiException) as err:
+        v1.patch_namespaced_config_map("frozen", ns, {"data": {"a": "2"}})
+    assert err.value.status == 422 and "field is immutable when `immutable` is set" in err.value.body
+
+
+def test_create_with_a_resource_version_is_a_bad_request(api, ns):
+    with pytest.raises(client.ApiException) as err:
+        client.CoreV1Api(api).create_namespaced_config_map(ns, {"metadata": {"name": "x", "resourceVersion": "5"}})
+    assert err.value.status == 400
+    assert _status(err.value)["message"] == "resourceVersion should not be set on objects to be created"

@@ -89,11 +89,12 @@ def test_watch_bookmarks_carry_the_resource_version(api, ns):
 
 
 @pytest.mark.sim_only
-def test_watch_from_an_expired_resource_version_gets_410(kube_api, api, ns):
+def test_watch_from_an_expired_resource_version_gets_410(kube_api, api, ns, monkeypatch):
     from tests.kube_sim import store as store_module
+    monkeypatch.setattr(store_module, "HISTORY_SIZE", 50)
     v1 = client.CoreV1Api(api)
     first = v1.create_namespaced_config_map(ns, _cm("old"))
-    for index in range(store_module.HISTORY_SIZE + 5):
+    for index in range(200):
         kube_api.store.mutate("configmaps", "old", ns, lambda obj, i=index: dict(obj, data={"k": str(i)}))
     _response, events = _raw_watch(api, "/api/v1/namespaces/%s/configmaps" % ns,
                                    resourceVersion=first.metadata.resource_version, timeoutSeconds="5")
