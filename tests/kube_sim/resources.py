@@ -121,6 +121,7 @@ def builtin_types():
                                    "proxy": ("ServiceProxyOptions", None, None,
                                              ["create", "delete", "get", "patch", "update"])}),
         ResourceType("", "v1", "Endpoints", "endpoints", short_names=["ep"], singular="endpoints"),
+        ResourceType("", "v1", "Binding", "bindings", verbs=["create"]),
         ResourceType("", "v1", "ConfigMap", "configmaps", short_names=["cm"]),
         ResourceType("", "v1", "Secret", "secrets"),
         ResourceType("", "v1", "ServiceAccount", "serviceaccounts", short_names=["sa"]),

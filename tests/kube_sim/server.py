@@ -433,10 +433,19 @@ class RestHandler(object):
             return self.logs(ctx)
         if sub == "scale":
             return self.scale(ctx)
+        if sub in ("binding", "eviction"):
+            if method != "POST":
+                raise errors.method_not_allowed()
+            return self.bind(ctx) if sub == "binding" else self.evict(ctx)
         return self._verb(ctx, sub)
 
     def _verb(self, ctx, sub):
         method, name = ctx.method, ctx.name
+        if ctx.rtype.plural == "bindings" and ctx.rtype.group == "":
+            if method != "POST" or name is not None or not ctx.namespace:
+                raise errors.method_not_allowed()
+            ctx.name = ((_parse_body(ctx.body) or {}).get("metadata") or {}).get("name")
+            return self.bind(ctx)
         if name is None:
             if method == "GET":
                 return self.list(ctx)
@@ -779,6 +788,38 @@ class RestHandler(object):
                                    dry_run=self.dry_run(ctx), manager=self.manager(ctx))
         return ctx.req.send_json(200, self._scale_of(rtype, result))
 
+    # ------------------------------------------------------------------ binding and eviction
+    def bind(self, ctx):
+        """POST pods/NAME/binding: assign a pod to a node (what a scheduler does)."""
+        binding = _parse_body(ctx.body)
+        target = (binding or {}).get("target") or {}
+        if not target.get("name"):
+            raise errors.invalid("Binding", "", ctx.name, [("target.name", "FieldValueRequired", "Required value")])
+
+        def build(pod):
+            node = (pod.get("spec") or {}).get("nodeName")
+            if node:
+                raise errors.conflict("pods", "", ctx.name, 'pod %s is already assigned to node "%s"'
+                                      % (ctx.name, node))
+            pod.setdefault("spec", {})["nodeName"] = target["name"]
+            return pod
+
+        self.store.update("pods", ctx.name, ctx.namespace, build, dry_run=self.dry_run(ctx), whole=True,
+                          manager=self.manager(ctx))
+        return ctx.req.send_json(201, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                                       "code": 201})
+
+    def evict(self, ctx):
+        """POST pods/NAME/eviction: delete the pod with the eviction's DeleteOptions."""
+        eviction = _parse_body(ctx.body)
+        options = (eviction or {}).get("deleteOptions") or {}
+        self.store.delete("pods", ctx.name, ctx.namespace,
+                          grace_period_seconds=options.get("gracePeriodSeconds"),
+                          propagation_policy=options.get("propagationPolicy"),
+                          dry_run=self.dry_run(ctx, options), preconditions=options.get("preconditions"))
+        return ctx.req.send_json(201, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                                       "code": 201})
+
     # ------------------------------------------------------------------ logs and proxy
     def logs(self, ctx):
         if ctx.method != "GET":
@@ -865,8 +906,8 @@ class RestHandler(object):
 def _container_running(pod, container):
     for status in (pod.get("status") or {}).get("containerStatuses") or []:
         if status.get("name") == container:
-            return "running" in (status.get("state") or {}) or "waiting" in (status.get("state") or {})
-    return (pod.get("status") or {}).get("phase") in ("Pending", "Running")
+            return "running" in (status.get("state") or {})
+    return False
 
 
 def _ident(obj):

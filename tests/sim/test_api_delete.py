@@ -150,3 +150,16 @@ def test_delete_with_a_wrong_uid_precondition_conflicts(api, ns):
     with pytest.raises(client.ApiException) as err:
         v1.delete_namespaced_config_map("pre", ns, body={"preconditions": {"uid": "not-the-uid"}})
     assert err.value.status == 409
+
+
+def test_binding_assigns_a_node_once_and_eviction_deletes(api, ns):
+    v1 = client.CoreV1Api(api)
+    v1.create_namespaced_pod(ns, _pod("p", grace=0))
+    v1.create_namespaced_binding(ns, {"metadata": {"name": "p"}, "target": {"kind": "Node", "name": "n1"}},
+                                 _preload_content=False)
+    assert v1.read_namespaced_pod("p", ns).spec.node_name == "n1"
+    with pytest.raises(client.ApiException) as err:
+        v1.create_namespaced_pod_binding("p", ns, {"metadata": {"name": "p"}, "target": {"kind": "Node", "name": "n2"}})
+    assert err.value.status == 409
+    v1.create_namespaced_pod_eviction("p", ns, {"metadata": {"name": "p"}}, _preload_content=False)
+    assert not _exists(v1.read_namespaced_pod, "p", ns)
