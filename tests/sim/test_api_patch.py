@@ -197,3 +197,21 @@ def test_apply_accepts_yaml(api, ns):
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 201
         assert json.loads(response.read())["data"] == {"a": "b"}
+
+
+def test_apply_of_recreate_over_a_defaulted_rolling_update_is_refused_like_k8s(deployments, api, ns):
+    # The apiserver defaults strategy.rollingUpdate; nobody owns it, so applying type Recreate
+    # leaves it in place and validation refuses the result (kubernetes/kubernetes#24198).
+    deployments.server_side_apply(body=_deployment(), namespace=ns, field_manager="homelab")
+    recreate = _deployment()
+    recreate["spec"]["strategy"] = {"type": "Recreate"}
+    with pytest.raises(client.ApiException) as err:
+        deployments.server_side_apply(body=recreate, namespace=ns, field_manager="homelab")
+    assert err.value.status == 422
+    assert "spec.strategy.rollingUpdate: Forbidden: may not be specified when strategy `type` is 'Recreate'" in (
+        json.loads(err.value.body)["message"])
+    # clearing it with a merge patch first is the way out
+    client.AppsV1Api(api).patch_namespaced_deployment(
+        "web", ns, {"spec": {"strategy": {"type": "Recreate", "rollingUpdate": None}}})
+    done = deployments.server_side_apply(body=recreate, namespace=ns, field_manager="homelab")
+    assert done.spec.strategy.type == "Recreate"
