@@ -460,9 +460,12 @@ def plan(profile, live_deployment, catalog=None, name="vllm-server", namespace="
         if live["fingerprint"] == want_fp and live["replicas"] == profile["replicas"] \
                 and live["image"] == profile["image"] and live["mode"] == profile["mode"]:
             return _plan("noop", desired, live, "already in mode %s with this profile" % profile["mode"], expected)
+        # An adopted Deployment still has the other tool's pod template (other container name,
+        # fields owned by another manager): its first real change is a full replace.
+        action = "replace" if ANN_ADOPTED in live["annotations"] else "apply"
         if live["mode"] == profile["mode"]:
-            return _plan("apply", desired, live, "the profile of mode %s changed" % profile["mode"], expected)
-        return _plan("apply", desired, live, "switch from %s to %s" % (live["mode"], profile["mode"]), expected)
+            return _plan(action, desired, live, "the profile of mode %s changed" % profile["mode"], expected)
+        return _plan(action, desired, live, "switch from %s to %s" % (live["mode"], profile["mode"]), expected)
     # A Deployment this module did not write (the old gpu-mode script, kubectl by hand).
     if live["replicas"] == profile["replicas"] and live["image"] == profile["image"] \
             and live["model"] == profile["model"]:

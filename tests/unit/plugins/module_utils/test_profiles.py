@@ -214,6 +214,8 @@ def test_old_script_same_model_is_adopted_without_touching_the_template():
     adopted["metadata"]["labels"].update(plan["desired"]["metadata"]["labels"])
     adopted["metadata"]["annotations"] = dict(plan["desired"]["metadata"]["annotations"])
     assert profiles.plan(catalog["ml"], adopted, catalog, pod=POD)["action"] == "noop"
+    # the first real change replaces the old template as a whole (no second container by merge)
+    assert profiles.plan(catalog["r1"], adopted, catalog, pod=POD)["action"] == "replace"
 
 
 def test_old_script_other_mode_is_replaced_keeping_its_selector():
