@@ -322,6 +322,25 @@ def _pod_spec_defaults(spec):
         spec.pop("tolerations", None)
 
 
+def _qos_class(spec):
+    """Guaranteed, Burstable or BestEffort from the containers' cpu/memory requests and limits."""
+    containers = [c for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])
+                  if isinstance(c, dict)]
+    any_set, guaranteed = False, bool(containers)
+    for container in containers:
+        resources = container.get("resources") or {}
+        limits = {k: v for k, v in (resources.get("limits") or {}).items() if k in ("cpu", "memory")}
+        requests = {k: v for k, v in (resources.get("requests") or {}).items() if k in ("cpu", "memory")}
+        if limits or requests:
+            any_set = True
+        merged = dict(limits, **requests)
+        if set(limits) != {"cpu", "memory"} or any(merged[k] != limits[k] for k in limits):
+            guaranteed = False
+    if not any_set:
+        return "BestEffort"
+    return "Guaranteed" if guaranteed else "Burstable"
+
+
 def apply_defaults(rtype, obj):
     """Fill the defaults a k3s v1.31 apiserver fills on create and update (in place)."""
     key = rtype.key
@@ -335,8 +354,12 @@ def apply_defaults(rtype, obj):
     elif key == "pods" and isinstance(spec, dict):
         _pod_spec_defaults(spec)
         spec.setdefault("enableServiceLinks", True)
+        spec.setdefault("serviceAccountName", "default")
+        spec.setdefault("serviceAccount", spec["serviceAccountName"])
+        spec.setdefault("priority", 0)
+        spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
         obj.setdefault("status", {}).setdefault("phase", "Pending")
-        obj["status"].setdefault("qosClass", "BestEffort")
+        obj["status"].setdefault("qosClass", _qos_class(spec))
     elif key in ("deployments.apps", "replicasets.apps", "statefulsets.apps", "daemonsets.apps") and \
             isinstance(spec, dict):
         if key != "daemonsets.apps":

@@ -35,6 +35,7 @@ class Store(object):
         self.registry = registry or Registry()
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
+        self._announce_lock = threading.RLock()
         self._objects = collections.defaultdict(dict)   # key -> {(ns, name): obj}
         self._rv = 100
         self._history = []          # (rv, type, key, obj, old), oldest first, at most HISTORY_SIZE
@@ -86,13 +87,17 @@ class Store(object):
         self._cond.notify_all()
 
     def _announce(self):
-        """Call subscribers with the events committed so far (outside the lock)."""
-        with self._lock:
-            pending, self._pending = self._pending, []
-            subscribers = list(self._subscribers)
-        for event_type, key, obj in pending:
-            for fn in subscribers:
-                fn(event_type, key, copy.deepcopy(obj))
+        """Call subscribers with the events committed so far (outside the store lock).
+
+        Announcements are serialised so that subscribers see events in commit order.
+        """
+        with self._announce_lock:
+            with self._lock:
+                pending, self._pending = self._pending, []
+                subscribers = list(self._subscribers)
+            for event_type, key, obj in pending:
+                for fn in subscribers:
+                    fn(event_type, key, copy.deepcopy(obj))
 
     def subscribe(self, fn):
         """Call ``fn(event_type, resource, obj)`` after every committed write."""
@@ -198,7 +203,8 @@ class Store(object):
                 meta["generation"] = 1
             else:
                 meta.pop("generation", None)
-            if manager and "managedFields" not in meta:
+            manager = manager or SYSTEM_MANAGER
+            if "managedFields" not in meta:
                 ssa.record_update(None, obj, manager, rtype.api_version, self._now(), rtype.has_status)
             if dry_run:
                 return copy.deepcopy(obj)
