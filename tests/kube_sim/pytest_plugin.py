@@ -30,7 +30,7 @@ def default_speed():
     try:
         speed = float(value)
     except ValueError:
-        raise pytest.UsageError("%s=%r is not a number; set it to a factor such as 20" % (SPEED_ENV, value))
+        raise pytest.UsageError("%s=%r is not a number; set it to a factor such as 20" % (SPEED_ENV, value)) from None
     if speed <= 0:
         raise pytest.UsageError("%s must be greater than 0, e.g. 20" % SPEED_ENV)
     return speed
@@ -80,7 +80,7 @@ class SimCluster(_Handle):
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
             raise RuntimeError("kube_sim %s %s failed: %s %s" % (method, path, exc.code,
-                                                                 exc.read().decode("utf-8", "replace")))
+                                                                 exc.read().decode("utf-8", "replace"))) from None
 
     def requests(self):
         """What the API served: {"counts": {"GET /api/v1/...": n}, "total": n, "log": [...]}."""

@@ -297,7 +297,7 @@ class _Handler(BaseHTTPRequestHandler):
                 try:
                     patch = json.loads(body or b"{}")
                 except ValueError as exc:
-                    raise errors.bad_request("the scenario patch is not JSON: %s" % exc)
+                    raise errors.bad_request("the scenario patch is not JSON: %s" % exc) from None
                 if not isinstance(patch, dict):
                     raise errors.bad_request("the scenario patch must be a JSON object (a merge patch)")
                 result = world.patch_scenario(patch)
@@ -338,9 +338,9 @@ def _parse_body(body, content_type=""):
                 import yaml
                 return yaml.safe_load(body)
             except Exception as yexc:  # any YAML error is the client's
-                raise errors.bad_request("error decoding YAML: %s" % yexc)
+                raise errors.bad_request("error decoding YAML: %s" % yexc) from None
         raise errors.bad_request("Object 'Kind' is missing in '%s': %s" % (body[:80].decode("utf-8", "replace"),
-                                                                           exc))
+                                                                           exc)) from None
 
 
 def _truthy(value):
@@ -535,7 +535,7 @@ class RestHandler(object):
             try:
                 wanted = int(rv)
             except ValueError:
-                raise errors.bad_request('invalid resource version "%s"' % rv)
+                raise errors.bad_request('invalid resource version "%s"' % rv) from None
             if params.get("resourceVersionMatch") == "Exact" and wanted != current:
                 if wanted < self.store.oldest_resource_version or wanted < current:
                     raise ApiError(410, "Expired", "too old resource version: %s (%s)" % (wanted, current))
@@ -551,7 +551,7 @@ class RestHandler(object):
                 token = json.loads(__import__("base64").urlsafe_b64decode(start.encode()).decode())
                 after, meta["resourceVersion"] = token["start"], token["rv"]
             except (ValueError, KeyError, TypeError):
-                raise errors.bad_request("continue key is not valid: illegal base64 data")
+                raise errors.bad_request("continue key is not valid: illegal base64 data") from None
             items = [i for i in items if _ident(i) > after]
         limit = int(params.get("limit") or 0)
         if limit > 0 and len(items) > limit:
@@ -836,7 +836,7 @@ class RestHandler(object):
         try:
             tail = int(tail) if tail not in (None, "") else None
         except ValueError:
-            raise errors.bad_request('invalid tailLines "%s"' % tail)
+            raise errors.bad_request('invalid tailLines "%s"' % tail) from None
         previous = _truthy(params.get("previous", "false"))
         stamps = _truthy(params.get("timestamps", "false"))
         limit = int(params.get("limitBytes") or 0)
