@@ -392,6 +392,8 @@ class Store(object):
                     meta["finalizers"] = finalizers
                     if not finalizers:
                         meta.pop("finalizers")
+                    if stored["metadata"].get("deletionTimestamp") and _same(obj, stored):
+                        return copy.deepcopy(stored)   # already being deleted: nothing new
                     if not (resource == "pods" and grace) and "generation" in meta:
                         meta["generation"] = meta["generation"] + 1
                     meta["resourceVersion"] = self._next_rv()
