@@ -27,7 +27,7 @@ class ApiError(Exception):
             "reason": self.reason,
             "code": self.status,
         }
-        if self.details:
+        if self.details is not None:
             body["details"] = self.details
         return body
 

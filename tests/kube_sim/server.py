@@ -433,6 +433,10 @@ class RestHandler(object):
             return self.logs(ctx)
         if sub == "scale":
             return self.scale(ctx)
+        if sub in ("exec", "attach", "portforward"):
+            raise errors.bad_request("Upgrade request required")
+        if sub == "finalize":
+            return self.finalize_namespace(ctx)
         if sub in ("binding", "eviction"):
             if method != "POST":
                 raise errors.method_not_allowed()
@@ -787,6 +791,21 @@ class RestHandler(object):
         result = self.store.update(rtype.key, ctx.name, ctx.namespace, build, subresource="scale",
                                    dry_run=self.dry_run(ctx), manager=self.manager(ctx))
         return ctx.req.send_json(200, self._scale_of(rtype, result))
+
+    def finalize_namespace(self, ctx):
+        """PUT namespaces/NAME/finalize: set spec.finalizers (what the namespace controller does)."""
+        if ctx.method != "PUT":
+            raise errors.method_not_allowed()
+        body = _parse_body(ctx.body)
+        finalizers = list(((body or {}).get("spec") or {}).get("finalizers") or [])
+
+        def build(ns):
+            ns.setdefault("spec", {})["finalizers"] = finalizers
+            return ns
+
+        result = self.store.update("namespaces", ctx.name, None, build, dry_run=self.dry_run(ctx),
+                                   manager=self.manager(ctx))
+        return ctx.req.send_json(200, result)
 
     # ------------------------------------------------------------------ binding and eviction
     def bind(self, ctx):
