@@ -740,10 +740,13 @@ class RestHandler(object):
         try:
             for event in watch_events(self.store, request, lambda: self.api.stopping, cut):
                 req.write_chunk(json.dumps(event).encode() + b"\n")
+            if cut is not None and time.monotonic() >= cut:
+                # an injected drop: the connection breaks mid-stream, without the final chunk
+                req.close_connection = True
+                req.connection.shutdown(socket.SHUT_RDWR)
+                return
             req.end_chunked()
         except (BrokenPipeError, ConnectionResetError, OSError):
-            req.close_connection = True
-        if cut is not None:
             req.close_connection = True
 
     # ------------------------------------------------------------------ scale

@@ -87,8 +87,10 @@ def test_dropped_watch_streams_end_early(kube_api, api, ns):
     v1 = client.CoreV1Api(api)
     kube_api.patch_scenario({"faults": {"drop_watch_rate": 1.0}})
     began = time.monotonic()
-    list(watch.Watch().stream(v1.list_namespaced_config_map, ns, timeout_seconds=30))
+    with pytest.raises(Exception) as err:  # the stream breaks like a lost connection
+        list(watch.Watch().stream(v1.list_namespaced_config_map, ns, timeout_seconds=30))
     assert time.monotonic() - began < 5
+    assert "ProtocolError" in type(err.value).__name__ or "ended" in str(err.value).lower(), repr(err.value)
 
 
 def _pod(api, ns, containers=("vllm",)):
