@@ -387,10 +387,15 @@ def apply_defaults(rtype, obj):
             spec.setdefault("ipFamilies", ["IPv4"])
             spec.setdefault("ipFamilyPolicy", "SingleStack")
             spec.setdefault("internalTrafficPolicy", "Cluster")
-        for port in spec.get("ports") or []:
+        for index, port in enumerate(spec.get("ports") or []):
             if isinstance(port, dict):
                 port.setdefault("protocol", "TCP")
                 port.setdefault("targetPort", port.get("port"))
+                if spec.get("type") in ("NodePort", "LoadBalancer"):
+                    port.setdefault("nodePort", 30000 + (int(_cluster_ip(obj).split(".")[2]) * 250 + index * 7
+                                                         + int(port.get("port") or 0)) % 2767)
+        if spec.get("type") in ("NodePort", "LoadBalancer"):
+            spec.setdefault("externalTrafficPolicy", "Cluster")
         obj.setdefault("status", {}).setdefault("loadBalancer", {})
     elif key == "secrets":
         obj.setdefault("type", "Opaque")
@@ -445,7 +450,10 @@ def _check_meta(rtype, obj, causes):
             causes.append(("metadata." + field, "FieldValueInvalid", "Invalid value: must be a map"))
             continue
         for key, value in values.items():
-            name_part = key.rsplit("/", 1)[-1]
+            prefix, _, name_part = key.rpartition("/")
+            if prefix and (not _SUBDOMAIN.match(prefix) or len(prefix) > 253):
+                causes.append(("metadata.%s" % field, "FieldValueInvalid",
+                               'Invalid value: "%s": prefix part %s' % (key, _SUBDOMAIN_MSG)))
             if not _LABEL_NAME.match(name_part) or len(name_part) > 63:
                 causes.append(("metadata.%s" % field, "FieldValueInvalid",
                                'Invalid value: "%s": %s' % (key, _KEY_MSG)))
@@ -572,6 +580,9 @@ def validate(rtype, obj, old, client=True):
                            'Unsupported value: "%s": supported values: "Recreate", "RollingUpdate"'
                            % strategy.get("type")))
     elif key == "services":
+        if (spec or {}).get("type", "ClusterIP") != "ExternalName" and not (spec or {}).get("ports") and \
+                (spec or {}).get("clusterIP") != "None":
+            causes.append(("spec.ports", "FieldValueRequired", "Required value"))
         for index, port in enumerate((spec or {}).get("ports") or []):
             if not isinstance(port, dict) or not port.get("port"):
                 causes.append(("spec.ports[%d].port" % index, "FieldValueRequired", "Required value"))
