@@ -21,6 +21,10 @@ from .selectors import fields_match, labels_match, parse_field_selector, parse_l
 HISTORY_SIZE = 5000
 INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 SYSTEM_MANAGER = "k3s"
+# A placeholder CA bundle (the simulator serves plain HTTP; nothing verifies against it).
+ROOT_CA = ("-----BEGIN CERTIFICATE-----\n"
+           "MIIBdzCCAR2gAwIBAgIBADAKBggqhkjOPQQDAjAjMSEwHwYDVQQDDBhrM3Mtc2VydmVyLWNhQDE3MzQzODY2MDYw\n"
+           "-----END CERTIFICATE-----\n")
 
 
 class Store(object):
@@ -214,8 +218,24 @@ class Store(object):
                 self.registry.add_crd(obj)
             self._record("ADDED", resource, copy.deepcopy(obj), None)
             result = copy.deepcopy(obj)
+        if resource == "namespaces":
+            self._populate_namespace(meta["name"])
         self._announce()
         return result
+
+    def _populate_namespace(self, namespace):
+        """What k3s' controllers put in every new namespace: the default ServiceAccount and the
+        kube-root-ca.crt ConfigMap."""
+        self.create("serviceaccounts", {"apiVersion": "v1", "kind": "ServiceAccount",
+                                        "metadata": {"name": "default"}}, namespace)
+        self.create("configmaps", {
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "kube-root-ca.crt", "annotations": {
+                "kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver "
+                                             "when using internal endpoints such as the internal service IP or "
+                                             "kubernetes.default.svc. No other usage is guaranteed across "
+                                             "distributions of Kubernetes clusters."}},
+            "data": {"ca.crt": ROOT_CA}}, namespace)
 
     def replace(self, resource, obj, namespace=None, subresource=None, dry_run=False, manager=None):
         """PUT semantics: 409 on a stale resourceVersion; status subresource changes only .status."""
