@@ -24,7 +24,7 @@ POD_SPEC = dict(
     runtime_class_name=dict(type="str", default="nvidia"),
     gpu_resource=dict(type="str", default="nvidia.com/gpu"),
     cache_host_path=dict(type="str", default="/var/lib/vllm/huggingface"),
-    hf_token_secret=dict(type="str", default=""),
+    hf_token_secret=dict(type="str", default="", no_log=False),
     shm_size=dict(type="str", default="2Gi"),
     port=dict(type="int", default=8000),
     labels=dict(type="dict", default={}),

@@ -310,18 +310,18 @@ class Switch(object):
             return {"verdict": "fail", "rule": "image-reference", "message": "%s" % exc, "inputs":
                     {"image": profile["image"]}}
         if not facts:
-            where = ("nodes matching nodeSelector %s: %s" % (json.dumps(self.pod_opts["node_selector"]),
-                                                            ", ".join(readiness.name_of(n) for n in matching))
-                     if matching else "no node matches nodeSelector %s with these tolerations"
-                     % json.dumps(self.pod_opts["node_selector"]))
-            return {"verdict": "unknown", "rule": "no-gpu-node",
-                    "message": "No schedulable node offers %s (%s), so image %s cannot run and its CUDA cannot be "
-                               "checked: plug in / power the GPU worker, check the NVIDIA device plugin, or pass "
-                               "driver_version and gpu_product." % (self.pod_opts["gpu_resource"], where,
-                                                                     profile["image"]),
+            selector = json.dumps(self.pod_opts["node_selector"])
+            names = [readiness.name_of(m) for m in matching]
+            if matching:
+                where = "nodes matching nodeSelector %s: %s" % (selector, ", ".join(names))
+            else:
+                where = "no node matches nodeSelector %s with these tolerations" % selector
+            message = ("No schedulable node offers %s (%s), so image %s cannot run and its CUDA cannot be checked: "
+                       "plug in / power the GPU worker, check the NVIDIA device plugin, or pass driver_version and "
+                       "gpu_product." % (self.pod_opts["gpu_resource"], where, profile["image"]))
+            return {"verdict": "unknown", "rule": "no-gpu-node", "message": message,
                     "inputs": {"image": profile["image"], "image_cuda": resolved.get("cuda_version"),
-                               "image_cuda_source": resolved.get("source"), "nodes": [n for n in
-                                                                                     (readiness.name_of(m) for m in matching)]}}
+                               "image_cuda_source": resolved.get("source"), "nodes": names}}
         verdicts = []
         for f in facts:
             v = cuda_rules.check_image_cuda(
@@ -739,8 +739,8 @@ class Switch(object):
                 state, tracker = self.wait_for(live, 0, [readiness.uid(x) for x in pods], pods, rv, [], None,
                                                wait_timeout, clock)
                 if state != "done":
-                    raise SwitchFailed("Mode %s is set but %s after %d s." % (profile["mode"], tracker.describe(),
-                                                                                wait_timeout), result)
+                    raise SwitchFailed("Mode %s is set but %s after %d s."
+                                       % (profile["mode"], tracker.describe(), wait_timeout), result)
         else:
             ready = (status.get("readyReplicas") or 0) >= profile["replicas"] and \
                 (status.get("observedGeneration") or 0) >= ((live.get("metadata") or {}).get("generation") or 0) \
@@ -752,9 +752,8 @@ class Switch(object):
                 failure = self.verify(None, plan["expected_names"], self.now() + min(wait_timeout, 30),
                                       selector=self.pod_selector(live))
                 if failure:
-                    raise SwitchFailed("Mode %s is set but does not answer: %s" % (profile["mode"],
-                                                                                  failure["message"]),
-                                       dict(result, failure=failure))
+                    raise SwitchFailed("Mode %s is set but does not answer: %s"
+                                       % (profile["mode"], failure["message"]), dict(result, failure=failure))
         names = plan["expected_names"] if profile["replicas"] else []
         if self.check_mode:
             if self.p.get("status_configmap"):

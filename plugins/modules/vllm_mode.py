@@ -39,7 +39,7 @@ description:
     missing).
   - Transient API failures (HTTP 429/5xx, timeouts, dropped watches) are retried with back-off.
 author:
-  - homelab.gpu maintainers
+  - homelab.gpu maintainers (@homelab-gpu)
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
   - homelab.gpu.vllm
@@ -94,9 +94,11 @@ options:
     type: str
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reports every preflight verdict and what would change (mode from and to, image, model); writes nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Shows the Deployment before and after (the rendered spec; a zero-replica mode shows the merged patch).
 notes:

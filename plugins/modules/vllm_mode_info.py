@@ -17,12 +17,13 @@ description:
     CUDA and VRAM checks that M(homelab.gpu.vllm_mode) would apply. Never writes.
   - This is the data behind C(ansible-playbook switch_mode.yml -e mode=status).
 author:
-  - homelab.gpu maintainers
+  - homelab.gpu maintainers (@homelab-gpu)
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
   - homelab.gpu.vllm
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reads only; runs the same in check mode.
 notes:
