@@ -45,8 +45,8 @@ class PlaybookRun(object):
         """The result of the task called ``name`` (the last such), or the last task's result."""
         found = [t["result"] for t in self.tasks if name is None or t["name"] == name]
         if not found:
-            raise AssertionError("no task %r in the play output:\n%s\n%s" % (name, self.stdout[-3000:],
-                                                                              self.stderr[-3000:]))
+            raise AssertionError("no task %r in the play output:\n%s\n%s"
+                                 % (name, self.stdout[-3000:], self.stderr[-3000:]))
         return found[index]
 
     def __repr__(self):

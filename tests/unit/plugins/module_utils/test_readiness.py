@@ -164,8 +164,8 @@ def test_tracker_fails_fast_on_a_crash_and_on_a_lost_gpu():
 
     clock = readiness.PhaseClock(FakeTime())
     t = readiness.SwitchTracker(clock, [], 1)
-    t.set_nodes([{"metadata": {"name": "gpu"}, "status": {"conditions": [{"type": "Ready", "status": "True"}],
-                                                         "allocatable": {"nvidia.com/gpu": "0"}}}])
+    unplugged = {"conditions": [{"type": "Ready", "status": "True"}], "allocatable": {"nvidia.com/gpu": "0"}}
+    t.set_nodes([{"metadata": {"name": "gpu"}, "status": unplugged}])
     t.set_pods([pod(uid="n", node="gpu", phase="Running", status={"state": {"running": {}}, "imageID": "x"})])
     assert t.step() == "failed" and t.failure["reason"] == "NoGPUCapacity"
 
