@@ -1,0 +1,59 @@
+"""`ansible-galaxy collection build` makes a tarball that installs offline into a fresh path,
+and the installed collection lists every plugin and runs its playbooks by FQCN."""
+import glob
+import os
+
+import pytest
+
+from tests.quality.helpers import ROOT, plugins, run_tool, tail
+
+PLUGINS = plugins()
+
+
+@pytest.fixture(scope="module")
+def installed(project_env, tmp_path_factory):
+    """Build the collection and install the tarball offline into a fresh collections path."""
+    work = tmp_path_factory.mktemp("galaxy")
+    build, dest = str(work / "build"), str(work / "collections")
+    rc, out = run_tool(["ansible-galaxy", "collection", "build", "--output-path", build, ROOT],
+                       env=project_env, cwd=str(work))
+    assert rc == 0, "collection build failed:\n" + tail(out)
+    tarballs = glob.glob(os.path.join(build, "homelab-gpu-*.tar.gz"))
+    assert len(tarballs) == 1, out
+    # A user's environment: no ansible.cfg of this checkout, no .collections link on any path.
+    env = {k: v for k, v in project_env.items() if k not in ("ANSIBLE_CONFIG", "PYTHONPATH")}
+    env["ANSIBLE_COLLECTIONS_PATH"] = dest
+    rc, out = run_tool(["ansible-galaxy", "collection", "install", "--offline", "-p", dest, tarballs[0]],
+                       env=env, cwd=str(work))
+    assert rc == 0, "offline install failed:\n" + tail(out)
+    assert os.path.isfile(os.path.join(dest, "ansible_collections", "homelab", "gpu", "MANIFEST.json")), out
+    return {"env": env, "dest": dest, "cwd": str(work), "tarball": tarballs[0]}
+
+
+def test_tarball_ships_no_local_environment(installed):
+    rc, listing = run_tool(["tar", "-tzf", installed["tarball"]], env=installed["env"])
+    assert rc == 0
+    for entry in listing.splitlines():
+        top = entry.split("/", 1)[0]
+        assert top not in (".venv", ".collections", ".cache", ".podman", ".git", ".ansible"), entry
+        assert not entry.startswith("tests/output"), entry
+        assert "__pycache__" not in entry, entry
+
+
+@pytest.mark.parametrize("plugin_type", sorted({t for t, _ in PLUGINS}))
+def test_installed_collection_lists_every_plugin(installed, plugin_type):
+    rc, out = run_tool(["ansible-doc", "-t", plugin_type, "-l", "homelab.gpu"], env=installed["env"],
+                       cwd=installed["cwd"])
+    assert rc == 0, tail(out)
+    listed = {line.split()[0] for line in out.splitlines() if line.strip()}
+    expected = {name for t, name in PLUGINS if t == plugin_type}
+    assert expected <= listed, "ansible-doc -l lacks %s:\n%s" % (sorted(expected - listed), out)
+
+
+@pytest.mark.parametrize("playbook", ["site", "switch_mode"])
+def test_installed_playbook_runs_by_fqcn(installed, playbook):
+    if not os.path.isfile(os.path.join(ROOT, "playbooks", playbook + ".yml")):
+        pytest.fail("playbooks/%s.yml is missing" % playbook)
+    rc, out = run_tool(["ansible-playbook", "--syntax-check", "-i", "localhost,", "homelab.gpu." + playbook],
+                       env=installed["env"], cwd=installed["cwd"])
+    assert rc == 0, "ansible-playbook --syntax-check homelab.gpu.%s failed:\n%s" % (playbook, tail(out))

@@ -1,0 +1,43 @@
+"""Every module and lookup in plugins/ documents itself: `ansible-doc` renders it and its
+DOCUMENTATION, EXAMPLES and RETURN are present and parse."""
+import json
+
+import pytest
+import yaml
+
+from tests.quality.helpers import plugins, run_tool, tail
+
+PLUGINS = plugins()
+
+
+def test_plugins_exist():
+    kinds = {plugin_type for plugin_type, _ in PLUGINS}
+    assert {"module", "lookup"} <= kinds, "plugins/modules and plugins/lookup must each hold a plugin"
+
+
+@pytest.mark.parametrize("plugin_type,name", PLUGINS, ids=[n for _, n in PLUGINS])
+def test_ansible_doc_renders(project_env, plugin_type, name):
+    rc, out = run_tool(["ansible-doc", "-t", plugin_type, name], env=project_env)
+    assert rc == 0, "ansible-doc -t %s %s failed:\n%s" % (plugin_type, name, tail(out))
+    assert name in out
+    assert "EXAMPLES" in out and "RETURN VALUES" in out, "ansible-doc output lacks EXAMPLES or RETURN:\n" + tail(out)
+
+
+@pytest.mark.parametrize("plugin_type,name", PLUGINS, ids=[n for _, n in PLUGINS])
+def test_documentation_examples_return_parse(project_env, plugin_type, name):
+    rc, out = run_tool(["ansible-doc", "-t", plugin_type, "--json", name], env=project_env)
+    assert rc == 0, tail(out)
+    data = json.loads(out)[name]
+    doc = data.get("doc") or {}
+    assert doc.get("short_description"), "%s: DOCUMENTATION has no short_description" % name
+    assert doc.get("description"), "%s: DOCUMENTATION has no description" % name
+    for option, spec in (doc.get("options") or {}).items():
+        assert spec.get("description"), "%s: option %s has no description" % (name, option)
+    examples = data.get("examples")
+    assert examples and examples.strip(), "%s: EXAMPLES is empty" % name
+    parsed = yaml.safe_load(examples)
+    assert isinstance(parsed, list) and parsed, "%s: EXAMPLES is not a YAML list of tasks" % name
+    returns = data.get("return")
+    assert returns, "%s: RETURN is empty" % name
+    for key, spec in returns.items():
+        assert spec.get("description"), "%s: return value %s has no description" % (name, key)
