@@ -1,7 +1,12 @@
 # Two commands a newcomer needs; both work on a fresh Debian 12 machine.
-#   make demo   set up, start the bundled simulated cluster (or use $KUBECONFIG), run the mode-switch demo
-#   make test   set up, then lint, sanity, unit, integration and Molecule tests
-.PHONY: setup demo test lint clean
+#   make demo     set up, start the bundled simulated cluster (or use $KUBECONFIG), run the mode-switch demo
+#   make test     set up, then lint, sanity, unit, simulator, integration and Molecule tests
+# Pieces:
+#   make setup    idempotent environment setup (scripts/setup)
+#   make lint     ansible-lint, production profile
+#   make sanity   ansible-test sanity for the venv's Python (scripts/sanity)
+#   make clean    remove the local environment and tool output
+.PHONY: setup demo test lint sanity clean
 setup:
 	scripts/setup
 demo: setup
@@ -10,5 +15,7 @@ test: setup
 	scripts/test
 lint: setup
 	. scripts/env.sh && ansible-lint --profile production
+sanity: setup
+	scripts/sanity
 clean:
 	rm -rf .venv .collections .cache tests/output
