@@ -40,7 +40,7 @@ def test_tarball_ships_no_local_environment(installed):
         assert "__pycache__" not in entry, entry
 
 
-@pytest.mark.parametrize("plugin_type", sorted({t for t, _ in PLUGINS}))
+@pytest.mark.parametrize("plugin_type", sorted({p[0] for p in PLUGINS}))
 def test_installed_collection_lists_every_plugin(installed, plugin_type):
     rc, out = run_tool(["ansible-doc", "-t", plugin_type, "-l", "homelab.gpu"], env=installed["env"],
                        cwd=installed["cwd"])

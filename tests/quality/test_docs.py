@@ -11,11 +11,11 @@ PLUGINS = plugins()
 
 
 def test_plugins_exist():
-    kinds = {plugin_type for plugin_type, _ in PLUGINS}
+    kinds = {p[0] for p in PLUGINS}
     assert {"module", "lookup"} <= kinds, "plugins/modules and plugins/lookup must each hold a plugin"
 
 
-@pytest.mark.parametrize("plugin_type,name", PLUGINS, ids=[n for _, n in PLUGINS])
+@pytest.mark.parametrize("plugin_type,name", PLUGINS, ids=[p[1] for p in PLUGINS])
 def test_ansible_doc_renders(project_env, plugin_type, name):
     rc, out = run_tool(["ansible-doc", "-t", plugin_type, name], env=project_env)
     assert rc == 0, "ansible-doc -t %s %s failed:\n%s" % (plugin_type, name, tail(out))
@@ -23,7 +23,7 @@ def test_ansible_doc_renders(project_env, plugin_type, name):
     assert "EXAMPLES" in out and "RETURN VALUES" in out, "ansible-doc output lacks EXAMPLES or RETURN:\n" + tail(out)
 
 
-@pytest.mark.parametrize("plugin_type,name", PLUGINS, ids=[n for _, n in PLUGINS])
+@pytest.mark.parametrize("plugin_type,name", PLUGINS, ids=[p[1] for p in PLUGINS])
 def test_documentation_examples_return_parse(project_env, plugin_type, name):
     rc, out = run_tool(["ansible-doc", "-t", plugin_type, "--json", name], env=project_env)
     assert rc == 0, tail(out)

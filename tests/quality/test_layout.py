@@ -55,7 +55,7 @@ def _collections_used():
     for top in ("roles", "playbooks", "plugins", "site.yml", "switch_mode.yml"):
         base = os.path.join(ROOT, top)
         files = [base] if os.path.isfile(base) else [
-            os.path.join(d, f) for d, _, fs in os.walk(base) for f in fs
+            os.path.join(d, f) for d, _dirs, fs in os.walk(base) for f in fs
             if f.endswith((".yml", ".yaml", ".py", ".j2"))]
         for path in files:
             with open(path) as handle:
