@@ -28,12 +28,25 @@ def test_scenarios_found():
     assert {"default", "vllm"} <= set(SCENARIOS), "molecule/default and molecule/vllm are expected"
 
 
+def _excerpt(output):
+    """The first failed task (when there is one) and the last lines of molecule's output."""
+    lines = output.rstrip().splitlines()
+    parts = []
+    for number, line in enumerate(lines):
+        if line.lstrip().startswith(("fatal:", "failed:")) or "FAILED!" in line:
+            parts.append("\n".join(lines[max(0, number - 5):number + 40]))
+            parts.append("...")
+            break
+    parts.append("\n".join(lines[-80:]))
+    return "\n".join(parts)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_molecule_scenario(scenario):
-    proc = subprocess.run(["molecule", "test", "-s", scenario], cwd=ROOT, env=_project_env(),
+    env = dict(_project_env(), NO_COLOR="1", ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", PY_COLORS="0")
+    proc = subprocess.run(["molecule", "test", "-s", scenario], cwd=ROOT, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
                           timeout=HANG_GUARD_SECONDS, check=False)
-    tail = "\n".join(proc.stdout.rstrip().splitlines()[-120:])
-    assert proc.returncode == 0, "molecule test -s %s failed (rc %d); last lines:\n%s" % (
-        scenario, proc.returncode, tail)
+    returncode, output = proc.returncode, proc.stdout
+    assert returncode == 0, "molecule test -s %s failed (rc %d):\n%s" % (scenario, returncode, _excerpt(output))
