@@ -276,9 +276,11 @@ class World(object):
                 try:
                     self.store.create("runtimeclasses.node.k8s.io", {
                         "apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
-                        "metadata": {"name": name, "labels": {"objectset.rio.cattle.io/owner-gvk":
-                                                              "k3s.cattle.io/v1, Kind=Addon"},
+                        "metadata": {"name": name, "labels": {"objectset.rio.cattle.io/hash":
+                                                              "de7ba3c6e6d6d0c7ad1ad33bd1edfa2ad8a4e0e4"},
                                      "annotations": {"objectset.rio.cattle.io/id": "",
+                                                     "objectset.rio.cattle.io/owner-gvk":
+                                                         "k3s.cattle.io/v1, Kind=Addon",
                                                      "objectset.rio.cattle.io/owner-name": "runtimes",
                                                      "objectset.rio.cattle.io/owner-namespace": "kube-system"}},
                         "handler": name})

@@ -1,0 +1,111 @@
+"""Helpers of the world's scenario tests (tests/sim/test_world_*.py): manifests and waits.
+
+Waits poll the API with a generous timeout that only guards against a hang; tests assert on
+what the API shows, never on how long something took.
+"""
+
+import json
+import time
+
+VLLM_IMAGE = "vllm/vllm-openai:v0.8.5.post1"
+QWEN = "Qwen/Qwen3-8B-AWQ"
+R1 = "casperhansen/deepseek-r1-distill-qwen-7b-awq"
+LABELS = {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": "vllm-server"}
+
+
+def wait_for(fn, timeout=30.0, interval=0.05, what="the condition"):
+    """Poll ``fn()`` until it returns something truthy; AssertionError naming ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError("timed out waiting for %s (last value: %r)" % (what, last))
+
+
+def vllm_container(model=QWEN, image=VLLM_IMAGE, served=None, extra_args=None, probes=True, gpu=True):
+    args = ["--model", model, "--served-model-name"] + list(served or [model]) + ["--port", "8000"]
+    args += list(extra_args or [])
+    container = {"name": "vllm", "image": image, "args": args,
+                 "ports": [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]}
+    if gpu:
+        container["resources"] = {"limits": {"nvidia.com/gpu": "1"}}
+    if probes:
+        container["startupProbe"] = {"httpGet": {"path": "/health", "port": 8000}, "periodSeconds": 5,
+                                     "failureThreshold": 60}
+        container["readinessProbe"] = {"httpGet": {"path": "/health", "port": 8000}, "periodSeconds": 5}
+        container["livenessProbe"] = {"httpGet": {"path": "/health", "port": 8000}, "periodSeconds": 10,
+                                      "failureThreshold": 3}
+    return container
+
+
+def gpu_pod_spec(container, runtime_class="nvidia"):
+    spec = {"nodeSelector": {"gpu": "true"},
+            "tolerations": [{"key": "gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"}],
+            "containers": [container], "terminationGracePeriodSeconds": 30}
+    if runtime_class:
+        spec["runtimeClassName"] = runtime_class
+    return spec
+
+
+def vllm_deployment(name="vllm-server", container=None, replicas=1, strategy=None):
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "labels": dict(LABELS)},
+            "spec": {"replicas": replicas, "strategy": strategy or {"type": "Recreate"},
+                     "selector": {"matchLabels": dict(LABELS)},
+                     "template": {"metadata": {"labels": dict(LABELS)},
+                                  "spec": gpu_pod_spec(container or vllm_container())}}}
+
+
+def vllm_service(name="vllm-api"):
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"selector": dict(LABELS), "ports": [{"name": "http", "port": 8000, "targetPort": 8000}]}}
+
+
+def plain_pod(name, image="docker.io/library/busybox:1.36", **spec):
+    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": dict({"containers": [{"name": "main", "image": image}]}, **spec)}
+    return body
+
+
+def container_status(pod, name=None):
+    statuses = (pod.status.container_statuses or []) if hasattr(pod, "status") else \
+        (pod.get("status") or {}).get("containerStatuses") or []
+    for status in statuses:
+        status_name = status.name if hasattr(status, "name") else status.get("name")
+        if name is None or status_name == name:
+            return status
+    return None
+
+
+def condition(obj, ctype):
+    for cond in (obj.status.conditions or []):
+        if cond.type == ctype:
+            return cond
+    return None
+
+
+def proxy(api_client, namespace, kind, name, path, method="GET", body=None):
+    """(status, parsed JSON or text) of a proxied request, errors included, with the real client."""
+    from kubernetes.client.rest import ApiException
+    resource = "services" if kind == "services" else "pods"
+    url = "/api/v1/namespaces/%s/%s/%s/proxy/%s" % (namespace, resource, name, path.lstrip("/"))
+    try:
+        response = api_client.call_api(url, method, body=body, header_params={"Content-Type": "application/json",
+                                                                                 "Accept": "*/*"},
+                                       auth_settings=["BearerToken"], _preload_content=False)
+        raw, status = response[0].data, response[1]
+    except ApiException as exc:
+        raw, status = exc.body, exc.status
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw
+
+
+def events_for(v1, namespace, name):
+    return [e for e in v1.list_namespaced_event(namespace).items if e.involved_object.name == name]
