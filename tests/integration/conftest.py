@@ -8,10 +8,12 @@ and ``stderr``. KUBECONFIG and K8S_AUTH_KUBECONFIG point at ``kubeconfig`` so ku
 modules and homelab.gpu modules reach the same cluster without a kubeconfig option.
 
 ``start_playbook(...)`` does the same in the background (a ``subprocess.Popen``; call
-``finish(proc)`` for the PlaybookRun), for tests that act on the cluster while a play runs.
+``finish(proc)`` for the PlaybookRun, or ``kill(proc)`` to kill it with its module processes),
+for tests that act on the cluster while a play runs.
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -102,7 +104,13 @@ def start_playbook(tmp_path, tasks, kubeconfig=None, check=False, diff=False, ex
     path = write_playbook(tmp_path, tasks, name=name, play_vars=play_vars)
     return subprocess.Popen(_command(path, check, diff, extra_vars, args), cwd=ROOT,
                             env=_environment(kubeconfig, env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, start_new_session=True)
+
+
+def kill(proc):
+    """SIGKILL a started play and everything it runs (its module processes too), as a crash would."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def finish(proc, timeout=300):
@@ -144,5 +152,6 @@ def playbook(tmp_path):
             return start_playbook(tmp_path, tasks, **kwargs)
 
         finish = staticmethod(finish)
+        kill = staticmethod(kill)
 
     return _Runner()

@@ -1,0 +1,345 @@
+"""homelab.gpu.vllm_mode and vllm_mode_info through ansible-playbook against the simulated cluster.
+
+Every test gets a fresh cluster (kube_sim fixture, default scenario: the reference home lab with
+an RTX 3060 on driver 570.195.03). The module reaches it through KUBECONFIG; the tests look at
+the cluster through the kubernetes client and, where marked sim_only, at the simulator's request
+log (what the module wrote) and its scenario controls.
+"""
+import copy
+import datetime
+
+import pytest
+from kubernetes import client
+
+NS = "ml"
+POD = {"node_selector": {"nvidia.com/gpu.present": "true"},
+       "tolerations": [{"key": "gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"}]}
+MODES = {
+    "ml": {"description": "Qwen3 8B AWQ", "model": "Qwen/Qwen3-8B-AWQ", "image": "vllm/vllm-openai:v0.8.5.post1",
+           "args": ["--quantization", "awq_marlin", "--max-model-len", "8192", "--gpu-memory-utilization", "0.90",
+                    "--enforce-eager"],
+           "vram_mib": 10820, "wait_timeout": 120},
+    "r1": {"description": "R1 distill", "model": "casperhansen/deepseek-r1-distill-qwen-7b-awq",
+           "image": "vllm/vllm-openai:v0.8.5.post1",
+           "args": ["--tokenizer", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "--reasoning-parser", "deepseek_r1",
+                    "--quantization", "awq_marlin", "--max-model-len", "8192", "--enforce-eager"],
+           "vram_mib": 10600, "wait_timeout": 120},
+    "gaming": {"description": "GPU free", "replicas": 0, "wait_timeout": 30},
+}
+WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def task(mode, modes=None, name="switch", **options):
+    args = {"mode": mode, "modes": modes or MODES, "pod": POD, "registry": {"offline": True}}
+    args.update(options)
+    return {"name": name, "homelab.gpu.vllm_mode": args, "ignore_errors": True}
+
+
+def switch(playbook, cluster, mode, modes=None, check=False, diff=False, **options):
+    run = playbook.run([task(mode, modes, **options)], kubeconfig=cluster.kubeconfig, check=check, diff=diff)
+    assert run.tasks, run.stdout[-3000:] + run.stderr[-3000:]
+    return run.result("switch")
+
+
+def writes(cluster):
+    return [r for r in cluster.requests()["log"]
+            if r["method"] in WRITE_METHODS and not r["path"].startswith("/_sim")]
+
+
+class Api(object):
+    def __init__(self, cluster):
+        api = cluster.api_client()
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.coord = client.CoordinationV1Api(api)
+
+    def setup(self, service=True):
+        self.core.create_namespace({"metadata": {"name": NS}})
+        if service:
+            self.core.create_namespaced_service(NS, {
+                "metadata": {"name": "vllm-api"},
+                "spec": {"selector": {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": "vllm-server"},
+                         "ports": [{"name": "http", "port": 8000, "targetPort": "http"}]}})
+        return self
+
+    def deployment(self):
+        return self.apps.read_namespaced_deployment("vllm-server", NS)
+
+    def pods(self, selector="app.kubernetes.io/instance=vllm-server"):
+        return self.core.list_namespaced_pod(NS, label_selector=selector).items
+
+    def pod_uids(self, selector="app.kubernetes.io/instance=vllm-server"):
+        return sorted(p.metadata.uid for p in self.pods(selector))
+
+    def configmap(self, name="llm-fallback-config"):
+        return self.core.read_namespaced_config_map(name, NS).data or {}
+
+
+@pytest.fixture
+def api(kube_sim):
+    return Api(kube_sim).setup()
+
+
+def assert_serving(res, mode, model):
+    assert res.get("failed") is not True, res.get("msg")
+    assert res["mode"] == mode and res["model"] == model
+    assert res["pod"] and res["node"] == "k3s-gpu-worker"
+    assert res["within_budget"] is True
+    for phase in ("terminate", "schedule", "pull", "start", "ready", "verify"):
+        assert isinstance(res["phases"][phase], float), (phase, res["phases"])
+
+
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.sim_only
+def test_deploy_then_ml_r1_gaming_ml_with_no_op_reruns(playbook, kube_sim, api):
+    res = switch(playbook, kube_sim, "ml")
+    assert_serving(res, "ml", "Qwen/Qwen3-8B-AWQ")
+    assert res["changed"] is True and res["previous_mode"] is None and res["plan"] == "apply"
+    assert res["checks"]["cuda"]["verdict"] == "pass"
+    assert res["checks"]["cuda"]["inputs"]["image_cuda_source"] == "table"
+    assert res["checks"]["cuda"]["inputs"]["driver_version"] == "570.195.03"
+    assert res["checks"]["vram"]["verdict"] == "pass"
+    assert res["served_model_names"] == ["Qwen/Qwen3-8B-AWQ", "local-llm"]
+    dep = api.deployment()
+    assert dep.metadata.labels["gpu-mode"] == "ml"
+    assert dep.metadata.annotations["homelab.gpu/fingerprint"].startswith("sha256:")
+    assert dep.spec.strategy.type == "Recreate"
+    data = api.configmap()
+    assert data["VLLM_MODE"] == "ml" and data["VLLM_MODEL"] == "Qwen/Qwen3-8B-AWQ"
+    assert data["VLLM_SERVED_MODEL_NAMES"] == "Qwen/Qwen3-8B-AWQ,local-llm"
+    assert data["VLLM_ENDPOINT"] == "http://vllm-api.ml.svc.cluster.local:8000/v1"
+    ml_pods = api.pod_uids()
+
+    # The same mode again: nothing written, nothing restarted, a handful of reads.
+    kube_sim.reset_requests()
+    res = switch(playbook, kube_sim, "ml")
+    assert res["changed"] is False and res["plan"] == "noop"
+    assert writes(kube_sim) == []
+    assert kube_sim.requests()["total"] <= 5
+    assert api.pod_uids() == ml_pods
+
+    res = switch(playbook, kube_sim, "r1")
+    assert_serving(res, "r1", "casperhansen/deepseek-r1-distill-qwen-7b-awq")
+    assert res["changed"] is True and res["previous_mode"] == "ml"
+    assert api.deployment().metadata.labels["gpu-mode"] == "r1"
+    assert api.configmap()["VLLM_MODE"] == "r1"
+    assert set(api.pod_uids()).isdisjoint(ml_pods)
+
+    res = switch(playbook, kube_sim, "gaming")
+    assert res.get("failed") is not True, res.get("msg")
+    assert res["changed"] is True and res["previous_mode"] == "r1" and res["model"] is None
+    assert api.pods() == []                                    # no pod left, terminating ones included
+    assert api.deployment().spec.replicas == 0
+    assert api.configmap()["VLLM_MODE"] == "gaming" and api.configmap()["VLLM_MODEL"] == ""
+
+    kube_sim.reset_requests()
+    res = switch(playbook, kube_sim, "gaming")
+    assert res["changed"] is False and writes(kube_sim) == []
+
+    res = switch(playbook, kube_sim, "ml")
+    assert_serving(res, "ml", "Qwen/Qwen3-8B-AWQ")
+    assert res["previous_mode"] == "gaming"
+    assert api.configmap()["VLLM_MODE"] == "ml"
+
+
+def test_profile_edit_is_a_change_and_restarts_the_pod(playbook, kube_sim, api):
+    assert switch(playbook, kube_sim, "ml")["changed"] is True
+    before = api.pod_uids()
+    edited = copy.deepcopy(MODES)
+    edited["ml"]["args"] = edited["ml"]["args"] + ["--max-num-seqs", "8"]
+    res = switch(playbook, kube_sim, "ml", modes=edited)
+    assert res["changed"] is True and res["plan"] == "apply" and "profile" in res["reason"]
+    assert_serving(res, "ml", "Qwen/Qwen3-8B-AWQ")
+    assert api.pod_uids() != before
+    assert "--max-num-seqs" in api.deployment().spec.template.spec.containers[0].args
+
+
+@pytest.mark.sim_only
+def test_check_mode_reports_verdicts_and_the_diff_and_writes_nothing(playbook, kube_sim, api):
+    switch(playbook, kube_sim, "ml")
+    kube_sim.reset_requests()
+    res = switch(playbook, kube_sim, "r1", check=True, diff=True)
+    assert res["changed"] is True
+    assert res["would"] == {"from": "ml", "to": "r1", "action": "apply", "image": "vllm/vllm-openai:v0.8.5.post1",
+                            "model": "casperhansen/deepseek-r1-distill-qwen-7b-awq"}
+    assert res["checks"]["cuda"]["verdict"] == "pass" and res["checks"]["vram"]["verdict"] == "pass"
+    before = res["diff"]["before"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    after = res["diff"]["after"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "Qwen/Qwen3-8B-AWQ" in before and "casperhansen/deepseek-r1-distill-qwen-7b-awq" in after
+    assert writes(kube_sim) == []
+    assert api.deployment().metadata.labels["gpu-mode"] == "ml"
+
+
+@pytest.mark.sim_only
+def test_image_with_too_new_cuda_is_refused_before_any_write(playbook, kube_sim, api):
+    switch(playbook, kube_sim, "ml")
+    before = api.pod_uids()
+    modes = copy.deepcopy(MODES)
+    modes["ml"]["image"] = "vllm/vllm-openai:v0.15.1"
+    kube_sim.reset_requests()
+    res = switch(playbook, kube_sim, "ml", modes=modes)
+    assert res["failed"] is True and res["changed"] is False
+    msg = res["msg"]
+    for words in ("vllm/vllm-openai:v0.15.1", "12.9", "570.195.03", "12.8", "RTX-3060", "rule", "before touching"):
+        assert words in msg, (words, msg)
+    assert res["failure"]["phase"] == "preflight"
+    assert res["checks"]["cuda"]["verdict"] == "fail"
+    assert writes(kube_sim) == []
+    assert api.pod_uids() == before and api.deployment().spec.template.spec.containers[0].image.endswith("v0.8.5.post1")
+
+
+def test_unknown_mode_lists_the_modes_and_missing_namespace_is_one_sentence(playbook, kube_sim):
+    res = switch(playbook, kube_sim, "turbo")
+    assert res["failed"] is True and "Unknown mode 'turbo': choose one of gaming, ml, r1" in res["msg"]
+    res = switch(playbook, kube_sim, "ml")                     # namespace ml does not exist yet
+    assert res["failed"] is True
+    assert res["msg"].startswith("Namespace ml does not exist: create it first")
+
+
+def test_wrong_kubeconfig_is_one_clear_sentence(playbook, kube_sim, tmp_path):
+    res = switch(playbook, kube_sim, "ml", kubeconfig=str(tmp_path / "missing.yaml"))
+    assert res["failed"] is True
+    assert res["msg"].startswith("Could not load the cluster connection: the kubeconfig file given")
+    assert "does not exist" in res["msg"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: v1\nkind: Config\nclusters: []\n")
+    res = switch(playbook, kube_sim, "ml", kubeconfig=str(bad))
+    assert res["failed"] is True and res["msg"].startswith("Could not load the cluster connection from the kubeconfig")
+
+
+@pytest.mark.sim_only
+def test_a_held_lease_fails_fast_naming_its_holder_and_an_expired_one_is_taken_over(playbook, kube_sim, api):
+    switch(playbook, kube_sim, "ml")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    api.coord.create_namespaced_lease(NS, {
+        "metadata": {"name": "vllm-server-switch"},
+        "spec": {"holderIdentity": "nuc-admin/4242", "leaseDurationSeconds": 30,
+                 "acquireTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                 "renewTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}})
+    kube_sim.reset_requests()
+    res = switch(playbook, kube_sim, "r1")
+    assert res["failed"] is True
+    assert "held by nuc-admin/4242 since" in res["msg"] and "nothing was changed" in res["msg"]
+    assert writes(kube_sim) == []
+    assert api.deployment().metadata.labels["gpu-mode"] == "ml"
+
+    # The holder was killed: its lease stops being renewed and expires.
+    old = now - datetime.timedelta(seconds=120)
+    lease = api.coord.read_namespaced_lease("vllm-server-switch", NS)
+    lease.spec.renew_time = old
+    lease.spec.acquire_time = old
+    api.coord.replace_namespaced_lease("vllm-server-switch", NS, lease)
+    res = switch(playbook, kube_sim, "r1")
+    assert_serving(res, "r1", "casperhansen/deepseek-r1-distill-qwen-7b-awq")
+    assert any("took over the switch lock" in w for w in res.get("warnings", []))
+    assert [x.metadata.name for x in api.coord.list_namespaced_lease(NS).items] == []
+
+
+@pytest.mark.sim_only
+def test_injected_api_faults_are_retried_and_the_switch_succeeds(playbook, kube_sim, api):
+    switch(playbook, kube_sim, "ml")
+    kube_sim.patch_scenario({"faults": {"error_rate": 0.2, "error_status": 503, "drop_watch_rate": 0.5, "seed": 7}})
+    res = switch(playbook, kube_sim, "r1")
+    kube_sim.patch_scenario({"faults": {"error_rate": 0.0, "drop_watch_rate": 0.0}})
+    assert_serving(res, "r1", "casperhansen/deepseek-r1-distill-qwen-7b-awq")
+    assert res["api_requests"]["retries"] > 0
+    assert any(r["status"] == 503 for r in kube_sim.requests()["log"])
+
+
+def test_status_info_reports_mode_node_driver_and_verdicts(playbook, kube_sim, api):
+    switch(playbook, kube_sim, "r1")
+    modes = copy.deepcopy(MODES)
+    modes["next"] = dict(modes["ml"], image="vllm/vllm-openai:v0.15.1")
+    run = playbook.run([{"name": "info", "homelab.gpu.vllm_mode_info": {
+        "modes": modes, "pod": POD, "registry": {"offline": True}}}], kubeconfig=kube_sim.kubeconfig)
+    res = run.result("info")
+    assert res.get("failed") is not True, res.get("msg")
+    assert res["changed"] is False
+    assert res["mode"] == "r1" and res["ready"] is True and res["ready_since"]
+    assert res["model"] == "casperhansen/deepseek-r1-distill-qwen-7b-awq"
+    assert "local-llm" in res["served_model_names"]
+    assert res["image"] == "vllm/vllm-openai:v0.8.5.post1"
+    assert res["node"] == "k3s-gpu-worker" and res["pod"]
+    assert res["driver_version"] == "570.195.03" and res["driver_cuda"] == "12.8"
+    assert "3060" in res["gpu_product"]
+    assert res["available_modes"] == ["gaming", "ml", "next", "r1"]
+    assert res["modes"]["r1"]["current"] is True
+    assert res["modes"]["ml"]["cuda"]["verdict"] == "pass"
+    assert res["modes"]["next"]["cuda"]["verdict"] == "fail"
+    assert res["modes"]["gaming"]["cuda"]["verdict"] == "skipped"
+    assert res["last_switch"]["mode"] == "r1" and res["last_switch"]["in_progress"] is False
+
+
+def wait_ready(api, selector, timeout=60):
+    """Until a pod matching ``selector`` is Ready (a setup helper, not an assertion on time)."""
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in api.pods(selector):
+            if not p.metadata.deletion_timestamp and any(
+                    c.type == "Ready" and c.status == "True" for c in (p.status.conditions or [])):
+                return p
+        time.sleep(0.1)
+    raise AssertionError("no Ready pod for %s after %d s" % (selector, timeout))
+
+
+def apply_old_script(cluster, name):
+    import os
+    from kubernetes import utils
+    path = os.path.join(os.path.dirname(__file__), "fixtures", "old_script", name)
+    utils.create_from_yaml(cluster.api_client(), path)
+
+
+def test_a_cluster_set_up_by_the_old_script_is_taken_over_without_a_restart(playbook, kube_sim):
+    api = Api(kube_sim)
+    apply_old_script(kube_sim, "vllm-ml.yaml")
+    old_pod = wait_ready(api, "app=vllm-server")
+
+    run = playbook.run([{"name": "info", "homelab.gpu.vllm_mode_info": {
+        "modes": MODES, "pod": POD, "registry": {"offline": True}}}], kubeconfig=kube_sim.kubeconfig)
+    info = run.result("info")
+    assert info["mode"] == "ml" and info["old_script"] is True and info["managed"] is False
+    assert info["model"] == "Qwen/Qwen3-8B-AWQ" and info["ready"] is True
+
+    res = switch(playbook, kube_sim, "ml")
+    assert res.get("failed") is not True, res.get("msg")
+    assert res["changed"] is True and res["plan"] == "adopt" and res["previous_mode"] == "ml"
+    assert res["pod"] == old_pod.metadata.name
+    dep = api.deployment()
+    assert dep.metadata.annotations["homelab.gpu/adopted"] == "old-script"
+    assert dep.metadata.labels["app.kubernetes.io/managed-by"] == "homelab.gpu"
+    assert [p.metadata.uid for p in api.pods("app=vllm-server")] == [old_pod.metadata.uid]   # not restarted
+    assert api.configmap()["VLLM_MODE"] == "ml"
+
+    res = switch(playbook, kube_sim, "ml")
+    assert res["changed"] is False and res["plan"] == "noop"
+
+    res = switch(playbook, kube_sim, "r1")
+    assert_serving(res, "r1", "casperhansen/deepseek-r1-distill-qwen-7b-awq")
+    assert res["plan"] == "replace"
+    dep = api.deployment()
+    assert dep.spec.selector.match_labels == {"app": "vllm-server"}        # immutable, kept
+    containers = dep.spec.template.spec.containers
+    assert [c.name for c in containers] == ["vllm"]                        # the old container is gone
+    assert containers[0].readiness_probe.initial_delay_seconds in (0, None)
+    assert containers[0].startup_probe.http_get.path == "/health"
+    assert "HUGGING_FACE_HUB_TOKEN" not in [e.name for e in containers[0].env or []]
+    assert "homelab.gpu/adopted" not in (dep.metadata.annotations or {})
+
+    res = switch(playbook, kube_sim, "r1")
+    assert res["changed"] is False
+
+
+def test_old_script_gaming_is_recognised(playbook, kube_sim):
+    api = Api(kube_sim)
+    apply_old_script(kube_sim, "vllm-ml.yaml")
+    api.apps.patch_namespaced_deployment_scale("vllm-server", NS, {"spec": {"replicas": 0}})
+    run = playbook.run([{"name": "info", "homelab.gpu.vllm_mode_info": {
+        "modes": MODES, "pod": POD, "registry": {"offline": True}}}], kubeconfig=kube_sim.kubeconfig)
+    assert run.result("info")["mode"] == "gaming"
+    res = switch(playbook, kube_sim, "gaming")
+    assert res.get("failed") is not True, res.get("msg")
+    assert res["previous_mode"] == "gaming" and res["plan"] == "scale_down"
+    assert api.deployment().metadata.labels["gpu-mode"] == "gaming"
+    assert switch(playbook, kube_sim, "gaming")["changed"] is False
