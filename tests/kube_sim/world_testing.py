@@ -92,11 +92,13 @@ def proxy(api_client, namespace, kind, name, path, method="GET", body=None):
     from kubernetes.client.rest import ApiException
     resource = "services" if kind == "services" else "pods"
     url = "/api/v1/namespaces/%s/%s/%s/proxy/%s" % (namespace, resource, name, path.lstrip("/"))
+    params = api_client.param_serialize(method, url, header_params={"Content-Type": "application/json",
+                                                                     "Accept": "*/*"},
+                                        body=body, auth_settings=["BearerToken"])
     try:
-        response = api_client.call_api(url, method, body=body, header_params={"Content-Type": "application/json",
-                                                                                 "Accept": "*/*"},
-                                       auth_settings=["BearerToken"], _preload_content=False)
-        raw, status = response[0].data, response[1]
+        response = api_client.call_api(*params)
+        response.read()
+        raw, status = response.data, response.status
     except ApiException as exc:
         raw, status = exc.body, exc.status
     if isinstance(raw, bytes):
