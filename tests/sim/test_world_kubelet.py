@@ -1,0 +1,142 @@
+"""The simulated kubelet: probes, restarts with back-off, image pulls, termination, pod status."""
+
+import json
+
+import pytest
+from kubernetes import client
+
+from tests.kube_sim.world_testing import condition, container_status, plain_pod, wait_for
+
+pytestmark = pytest.mark.sim_only
+
+
+@pytest.fixture
+def lab(kube_sim_factory):
+    cluster = kube_sim_factory(speed=100)
+    v1 = client.CoreV1Api(cluster.api_client())
+    v1.create_namespace({"metadata": {"name": "apps"}})
+    return cluster, v1
+
+
+def web(name, **container):
+    body = plain_pod(name, image="nginx:1.27")
+    body["spec"]["containers"][0].update({"ports": [{"name": "web", "containerPort": 80}]}, **container)
+    return body
+
+
+def status_of(v1, name):
+    return container_status(v1.read_namespaced_pod(name, "apps"))
+
+
+def events(v1, name, reason=None):
+    return [e for e in v1.list_namespaced_event("apps").items
+            if e.involved_object.name == name and (reason is None or e.reason == reason)]
+
+
+def test_readiness_probe_gates_ready_and_pod_status_shape(lab):
+    _cluster, v1 = lab
+    v1.create_namespaced_pod("apps", web("good", readinessProbe={"httpGet": {"path": "/", "port": "web"},
+                                                                 "initialDelaySeconds": 5, "periodSeconds": 5}))
+    v1.create_namespaced_pod("apps", web("bad", readinessProbe={"tcpSocket": {"port": 81}, "periodSeconds": 5}))
+    pod = wait_for(lambda: (lambda p: condition(p, "Ready").status == "True" and p)(
+        v1.read_namespaced_pod("good", "apps")) if v1.read_namespaced_pod("good", "apps").status.conditions
+        else None, what="good Ready")
+    assert [c.type for c in pod.status.conditions] == ["PodReadyToStartContainers", "Initialized", "Ready",
+                                                       "ContainersReady", "PodScheduled"]
+    assert pod.status.phase == "Running" and pod.status.qos_class == "BestEffort"
+    assert pod.status.host_ip == "192.168.1.10" and pod.status.pod_ip.startswith("10.42.0.")
+    status = container_status(pod)
+    assert status.ready and status.started and status.restart_count == 0
+    assert status.image == "docker.io/library/nginx:1.27" and status.container_id.startswith("containerd://")
+    reasons = [e.reason for e in events(v1, "good")]
+    assert {"Scheduled", "Pulling", "Pulled", "Created", "Started"} <= set(reasons)
+    pulled = [e for e in events(v1, "good", "Pulled")][0]
+    assert pulled.source.component == "kubelet" and pulled.source.host == "k3s-server"
+    assert pulled.involved_object.field_path == "spec.containers{main}"
+
+    failed = wait_for(lambda: events(v1, "bad", "Unhealthy"), what="a failed readiness probe")
+    ip = v1.read_namespaced_pod("bad", "apps").status.pod_ip
+    assert failed[0].message == "Readiness probe failed: dial tcp %s:81: connect: connection refused" % ip
+    assert failed[0].type == "Warning"
+    bad = v1.read_namespaced_pod("bad", "apps")
+    ready = condition(bad, "Ready")
+    assert (ready.status, ready.reason, ready.message) == \
+        ("False", "ContainersNotReady", "containers with unready status: [main]")
+    assert bad.status.phase == "Running" and container_status(bad).restart_count == 0
+
+
+def test_liveness_failure_restarts_the_container(lab):
+    _cluster, v1 = lab
+    v1.create_namespaced_pod("apps", web("sick", livenessProbe={"httpGet": {"path": "/healthz", "port": 8080},
+                                                                "periodSeconds": 5, "failureThreshold": 2}))
+    wait_for(lambda: status_of(v1, "sick") and status_of(v1, "sick").restart_count >= 1, what="a restart")
+    killing = events(v1, "sick", "Killing")
+    assert killing[0].message == "Container main failed liveness probe, will be restarted"
+    status = status_of(v1, "sick")
+    assert status.last_state.terminated.exit_code == 137
+
+
+def test_crash_loop_back_off_with_logs(lab):
+    cluster, v1 = lab
+    cluster.patch_scenario({"images": {"example/crasher:1": {"crash": "panic: cannot open /data/config.yaml",
+                                                             "logs": ["starting crasher"], "exit_code": 2}}})
+    v1.create_namespaced_pod("apps", plain_pod("crasher", image="example/crasher:1"))
+
+    def backing_off():
+        status = status_of(v1, "crasher")
+        return status is not None and status.state.waiting is not None and \
+            status.state.waiting.reason == "CrashLoopBackOff" and status
+    status = wait_for(backing_off, what="CrashLoopBackOff")
+    assert status.restart_count >= 1
+    assert status.state.waiting.message.startswith("back-off 10s restarting failed container=main pod=crasher_apps(")
+    assert (status.last_state.terminated.exit_code, status.last_state.terminated.reason) == (2, "Error")
+    previous = v1.read_namespaced_pod_log("crasher", "apps", previous=True)
+    assert previous == "starting crasher\npanic: cannot open /data/config.yaml\n"
+    backoff = events(v1, "crasher", "BackOff")
+    assert backoff[0].message.startswith("Back-off restarting failed container main in pod crasher_apps(")
+    assert v1.read_namespaced_pod("crasher", "apps").status.phase == "Running"
+
+
+def test_image_pull_error_then_back_off(lab):
+    cluster, v1 = lab
+    cluster.patch_scenario({"images": {"example/missing:9": {"pull": "not_found"}}})
+    v1.create_namespaced_pod("apps", plain_pod("missing", image="example/missing:9"))
+
+    def waiting(reason):
+        def check():
+            status = status_of(v1, "missing")
+            return status is not None and status.state.waiting is not None and \
+                status.state.waiting.reason == reason and status
+        return check
+    status = wait_for(waiting("ImagePullBackOff"), what="ImagePullBackOff")
+    assert status.state.waiting.message == 'Back-off pulling image "example/missing:9"'
+    failed = [e.message for e in events(v1, "missing", "Failed")]
+    ref = "docker.io/example/missing:9"
+    assert ('Failed to pull image "example/missing:9": rpc error: code = NotFound desc = failed to pull and unpack '
+            'image "%s": failed to resolve reference "%s": %s: not found' % (ref, ref, ref)) in failed
+    assert "Error: ErrImagePull" in failed and "Error: ImagePullBackOff" in failed
+    pod = v1.read_namespaced_pod("missing", "apps")
+    assert pod.status.phase == "Pending"
+    with pytest.raises(client.ApiException) as err:
+        v1.read_namespaced_pod_log("missing", "apps")
+    assert err.value.status == 400
+    assert json.loads(err.value.body)["message"] in (
+        'container "main" in pod "missing" is waiting to start: image can\'t be pulled',
+        'container "main" in pod "missing" is waiting to start: trying and failing to pull image')
+
+
+def test_graceful_termination_keeps_the_pod_until_it_stopped(lab):
+    cluster, v1 = lab
+    cluster.patch_scenario({"images": {"example/slow-stop:1": {"shutdown_seconds": 120}}})
+    v1.create_namespaced_pod("apps", plain_pod("slow", image="example/slow-stop:1",
+                                               terminationGracePeriodSeconds=200))
+    wait_for(lambda: status_of(v1, "slow") and status_of(v1, "slow").state.running, what="running")
+    v1.delete_namespaced_pod("slow", "apps")
+    pod = v1.read_namespaced_pod("slow", "apps")
+    assert pod.metadata.deletion_timestamp is not None and pod.metadata.deletion_grace_period_seconds == 200
+    wait_for(lambda: events(v1, "slow", "Killing"), what="Killing")
+    assert events(v1, "slow", "Killing")[0].message == "Stopping container main"
+    wait_for(lambda: condition(v1.read_namespaced_pod("slow", "apps"), "Ready").status == "False",
+             what="Ready=False while terminating")
+    wait_for(lambda: not [p for p in v1.list_namespaced_pod("apps").items if p.metadata.name == "slow"],
+             what="the pod to go")
