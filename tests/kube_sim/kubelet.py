@@ -124,7 +124,7 @@ class Kubelet(object):
         node = self._node(rt)
         return node is not None and node_ready_status(node) == "True"
 
-    def _later(self, rt, c, seconds, fn, terminating=False):
+    def _later(self, rt, c, seconds, fn, terminating=False, touch=True):
         epoch = c.epoch if c is not None else None
 
         def run():
@@ -133,10 +133,10 @@ class Kubelet(object):
             if c is not None and c.epoch != epoch:
                 return
             if not self._node_ready(rt):
-                self.world.after(1.0, run, min_real=0.2)    # a NotReady node makes no progress
+                self.world.after(1.0, run, min_real=0.2, touch=False)    # a NotReady node makes no progress
                 return
             fn()
-        self.world.after(seconds, run)
+        self.world.after(seconds, run, touch=touch)
 
     def _event(self, rt, event_type, reason, message, c=None):
         field = "spec.containers{%s}" % c.name if c is not None else None
@@ -549,11 +549,19 @@ class Kubelet(object):
                               max(float(liveness.get("initialDelaySeconds") or 0) - elapsed, 0))
 
     def _probe_later(self, rt, c, kind, probe, delay):
-        self._later(rt, c, delay, lambda: self._probe(rt, c, kind, probe))
+        self._later(rt, c, delay, lambda: self._probe(rt, c, kind, probe), touch=False)
 
     def _probe(self, rt, c, kind, probe):
         if c.state != "running":
             return
+        before = (c.ready, c.started, c.state, c.epoch)
+        try:
+            self._probe_once(rt, c, kind, probe)
+        finally:
+            if (c.ready, c.started, c.state, c.epoch) != before:
+                self.world.touch()
+
+    def _probe_once(self, rt, c, kind, probe):
         ok, why = self._run_probe(rt, c, probe)
         succ, fail = c.counters.get(kind, (0, 0))
         succ, fail = (succ + 1, 0) if ok else (0, fail + 1)

@@ -42,6 +42,7 @@ class World(object):
         self.lock = threading.RLock()          # world state (runtimes, engines, events)
         self._cond = threading.Condition()     # the worker's queue: dirty flag and timers
         self._dirty = False
+        self._touched = False                  # a timer changed world state: reconcile after it
         self._timers = []
         self._seq = itertools.count()
         self._thread = None
@@ -65,8 +66,8 @@ class World(object):
             self._runtime_classes()
         self._thread = threading.Thread(target=self._run, name="kube-sim-world", daemon=True)
         self._thread.start()
-        self.after(LEASE_RENEW_SIM, self._renew_leases, min_real=1.0)
-        self.after(HEARTBEAT_SIM, self._heartbeat, min_real=5.0)
+        self.after(LEASE_RENEW_SIM, self._renew_leases, min_real=1.0, touch=False)
+        self.after(HEARTBEAT_SIM, self._heartbeat, min_real=5.0, touch=False)
         self.poke()
 
     def stop(self):
@@ -93,12 +94,20 @@ class World(object):
             self._dirty = True
             self._cond.notify()
 
-    def after(self, sim_seconds, fn, min_real=0.0):
-        """Run ``fn()`` on the worker after ``sim_seconds`` simulated seconds (then reconcile)."""
+    def after(self, sim_seconds, fn, min_real=0.0, touch=True):
+        """Run ``fn()`` on the worker after ``sim_seconds`` simulated seconds.
+
+        A reconcile pass follows unless ``touch`` is False (then ``fn`` calls :meth:`touch` itself
+        when it changed something, e.g. a probe whose result did not change changes nothing).
+        """
         due = time.monotonic() + max(self.clock.real(sim_seconds), min_real)
         with self._cond:
-            heapq.heappush(self._timers, (due, next(self._seq), fn))
+            heapq.heappush(self._timers, (due, next(self._seq), fn, touch))
             self._cond.notify()
+
+    def touch(self):
+        """Timers call this when they changed world state (worker thread)."""
+        self._touched = True
 
     def _run(self):
         while True:
@@ -112,14 +121,19 @@ class World(object):
                 now = time.monotonic()
                 due = []
                 while self._timers and self._timers[0][0] <= now:
-                    due.append(heapq.heappop(self._timers)[2])
-                self._dirty = False
+                    entry = heapq.heappop(self._timers)
+                    due.append(entry[2])
+                    self._touched = self._touched or entry[3]
+                dirty, self._dirty = self._dirty, False
             with self.lock:
                 for fn in due:
                     try:
                         fn()
                     except Exception:  # a broken timer must not stop the world
                         LOG.exception("kube_sim world timer failed")
+                if not (dirty or self._touched):
+                    continue
+                self._touched = False
                 try:
                     self.reconcile()
                 except Exception:
@@ -236,7 +250,7 @@ class World(object):
                     cond["lastHeartbeatTime"] = now
                 return obj
             self.store.mutate("nodes", node["name"], None, beat)
-        self.after(HEARTBEAT_SIM, self._heartbeat, min_real=5.0)
+        self.after(HEARTBEAT_SIM, self._heartbeat, min_real=5.0, touch=False)
 
     def _lease(self, name):
         now = self.clock.now_micro_iso()
@@ -266,7 +280,7 @@ class World(object):
                     self._lease(node["name"])
             except ApiError:
                 pass
-        self.after(LEASE_RENEW_SIM, self._renew_leases, min_real=1.0)
+        self.after(LEASE_RENEW_SIM, self._renew_leases, min_real=1.0, touch=False)
 
     def _runtime_classes(self):
         if not any(n.get("gpu") and n.get("nvidia_runtime") != "none" for n in self.scenario.data["nodes"]):
