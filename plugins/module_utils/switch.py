@@ -769,6 +769,9 @@ class Switch(object):
     def resume(self, profile, plan, live, result, wait_timeout):
         """The Deployment already has the wanted spec but is not Ready (e.g. a killed run): wait for it,
         rolling back to the recorded previous spec on failure."""
+        result["plan"] = "resume"
+        result["reason"] = "the Deployment already has mode %s's spec but is not ready: waiting for it" \
+            % profile["mode"]
         if self.check_mode:
             result["elapsed"] = self.elapsed()
             return result

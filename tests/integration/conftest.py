@@ -107,9 +107,36 @@ def start_playbook(tmp_path, tasks, kubeconfig=None, check=False, diff=False, ex
                             text=True, start_new_session=True)
 
 
+def _descendants(pid):
+    """Every process below ``pid`` (from /proc; Ansible's workers call setsid, so a process
+    group does not reach them)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 def kill(proc):
-    """SIGKILL a started play and everything it runs (its module processes too), as a crash would."""
-    os.killpg(proc.pid, signal.SIGKILL)
+    """SIGKILL a started play and every process it started (its module processes too), as a
+    crash or a power cut of the control machine would."""
+    for pid in [proc.pid] + _descendants(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
     proc.wait()
 
 
