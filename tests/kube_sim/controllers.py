@@ -465,6 +465,13 @@ class Controllers(object):
                "spec": tpl.get("spec") or {}}
         if meta.get("annotations"):
             pod["metadata"]["annotations"] = dict(meta["annotations"])
+        runtime_class = pod["spec"].get("runtimeClassName")
+        if runtime_class and self.store.try_get("runtimeclasses.node.k8s.io", runtime_class) is None:
+            # the RuntimeClass admission plugin rejects the pod
+            self.world.event(rs, "Warning", "FailedCreate", 'Error creating: pods "%s" is forbidden: pod rejected: '
+                             'RuntimeClass "%s" not found' % (pod["metadata"]["generateName"], runtime_class),
+                             RS_COMPONENT)
+            return None
         try:
             created = self.store.create("pods", pod, ns)
         except ApiError as exc:

@@ -71,10 +71,13 @@ def load_scenario(path=None):
     if not isinstance(data, dict):
         raise ScenarioError("the scenario file %s must hold a mapping with nodes, images, models and faults"
                             % path)
-    if path != DEFAULT_PATH and data.get("extends", "default") == "default" and not data.get("nodes"):
-        # A scenario without nodes describes changes to the reference lab.
-        base = load_scenario(None).data
-        data = merge_scenario(base, data)
+    extends = data.pop("extends", None)
+    if extends not in (None, "default"):
+        raise ScenarioError("the scenario file %s extends %r; the only scenario to extend is 'default' "
+                            "(the reference home lab)" % (path, extends))
+    if path != DEFAULT_PATH and (extends == "default" or "nodes" not in data):
+        # changes to the reference lab: merged into it (nodes by name)
+        data = merge_scenario(load_scenario(None).data, data)
     return Scenario(data)
 
 

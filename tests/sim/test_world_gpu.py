@@ -81,7 +81,16 @@ def test_newer_cuda_without_requirement_check_crashes_with_error_804(lab):
     assert (status.last_state.terminated.exit_code, status.last_state.terminated.reason) == (1, "Error")
 
 
-def test_disable_require_env_skips_the_check_and_a_data_center_gpu_runs_a_newer_cuda(kube_sim_factory):
+def test_disable_require_env_skips_the_requirement_check(lab):
+    _cluster, _api, v1 = lab
+    container = vllm_container(image="vllm/vllm-openai:v0.15.1")
+    container["env"] = [{"name": "NVIDIA_DISABLE_REQUIRE", "value": "1"}]
+    v1.create_namespaced_pod("ml", {"metadata": {"name": "forced"}, "spec": gpu_pod_spec(container)})
+    crash_looping(v1, "forced")
+    assert "Error 804" in v1.read_namespaced_pod_log("forced", "ml", previous=True)
+
+
+def test_a_data_center_gpu_runs_a_newer_cuda_by_forward_compatibility(kube_sim_factory):
     cluster = kube_sim_factory(speed=100, scenario={"nodes": [
         {"name": "k3s-server", "role": "server"},
         {"name": "dc-worker", "labels": {"gpu": "true"}, "taints": [{"key": "gpu", "value": "true",
