@@ -1,0 +1,246 @@
+"""site.yml and switch_mode.yml as a user runs them: ansible-playbook from the
+repository root with the demo inventory, against the simulated k3s cluster
+(started through its documented entry point) or, with HOMELAB_GPU_KUBECONFIG
+set, against that real cluster.
+
+The tests of one module share one cluster and run in file order: deploy,
+re-run, switch ml -> r1 -> status -> gaming -> ml, refusals, check mode.
+"""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+from kubernetes import client, config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.dirname(sys.executable)
+REAL = os.environ.get("HOMELAB_GPU_KUBECONFIG")
+NS = "ml"
+
+pytestmark = pytest.mark.slow
+
+
+class Cluster(object):
+    def __init__(self, kubeconfig, url=None):
+        self.kubeconfig = kubeconfig
+        self.url = url  # the simulator's base URL (None for a real cluster)
+        api = config.new_client_from_config(config_file=kubeconfig)
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.policy = client.PolicyV1Api(api)
+
+    # -- simulator control endpoints (sim_only tests) --
+    def _sim(self, method, path):
+        req = urllib.request.Request(self.url + path, method=method)
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            body = resp.read()
+        return json.loads(body) if body else None
+
+    def reset_requests(self):
+        self._sim("DELETE", "/_sim/requests")
+
+    def requests(self):
+        return self._sim("GET", "/_sim/requests")["log"]
+
+    def writes(self):
+        return [r for r in self.requests() if r["method"] not in ("GET", "HEAD", "OPTIONS")
+                and "dryRun" not in (r.get("query") or "")]
+
+    def deployment(self, name="vllm-server"):
+        return self.apps.read_namespaced_deployment(name, NS)
+
+    def configmap(self, name="llm-fallback-config"):
+        return self.core.read_namespaced_config_map(name, NS).data or {}
+
+    def namespace_exists(self):
+        return any(n.metadata.name == NS for n in self.core.list_namespace().items)
+
+
+def start_sim(tmp_path, speed="50"):
+    kubeconfig = str(tmp_path / "kubeconfig")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.kube_sim", "serve", "--kubeconfig", kubeconfig, "--speed", speed],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = proc.stdout.readline()
+    while line and not line.startswith("ready "):
+        line = proc.stdout.readline()
+    if not line:
+        proc.kill()
+        pytest.fail("the simulated cluster did not print its ready line")
+    return proc, Cluster(kubeconfig, line.split()[1].strip())
+
+
+def stop_sim(proc):
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if REAL:
+        yield Cluster(REAL)
+        return
+    proc, cl = start_sim(tmp_path_factory.mktemp("sim"))
+    yield cl
+    stop_sim(proc)
+
+
+def ansible_playbook(cluster, *args, check=True):
+    """Run ansible-playbook like a user, from the repository root with its ansible.cfg."""
+    env = dict(os.environ, KUBECONFIG=cluster.kubeconfig, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"),
+               ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    env.pop("ANSIBLE_INVENTORY", None)
+    proc = subprocess.run([os.path.join(BIN, "ansible-playbook")] + list(args), cwd=ROOT, env=env,
+                          check=False, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    if check:
+        assert proc.returncode == 0, out[-6000:]
+    return proc.returncode, out
+
+
+def recap(out):
+    """The PLAY RECAP counts, summed over hosts."""
+    rows = re.findall(r"^\S+\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", out, re.M)
+    assert rows, out[-3000:]
+    return {"ok": sum(int(r[0]) for r in rows), "changed": sum(int(r[1]) for r in rows),
+            "failed": sum(int(r[3]) for r in rows)}
+
+
+def pod_uids(cluster):
+    pods = cluster.core.list_namespaced_pod(NS, label_selector="app.kubernetes.io/instance=vllm-server").items
+    return sorted(p.metadata.uid for p in pods if not p.metadata.deletion_timestamp)
+
+
+# --------------------------------------------------------------------------------------------
+
+def test_site_deploys_vllm_in_mode_ml(cluster):
+    rc, out = ansible_playbook(cluster, "site.yml")
+    assert recap(out)["changed"] > 0
+    dep = cluster.deployment()
+    assert dep.metadata.labels["gpu-mode"] == "ml"
+    assert dep.metadata.labels["app.kubernetes.io/part-of"] == "home-lab"
+    assert dep.status.ready_replicas == 1
+    args = dep.spec.template.spec.containers[0].args
+    assert "Qwen/Qwen3-8B-AWQ" in args and "local-llm" in args
+    svc = cluster.core.read_namespaced_service("vllm-api", NS)
+    assert [(p.name, p.port) for p in svc.spec.ports] == [("http", 8000)]
+    assert cluster.policy.read_namespaced_pod_disruption_budget("vllm-server", NS).spec.max_unavailable == 1
+    data = cluster.configmap()
+    assert data["VLLM_ENDPOINT"] == "http://vllm-api.ml.svc.cluster.local:8000/v1"
+    assert data["VLLM_MODE"] == "ml"
+    assert "local-llm" in data["VLLM_SERVED_MODEL_NAMES"]
+
+
+def test_site_rerun_changes_nothing_and_restarts_nothing(cluster):
+    before = pod_uids(cluster)
+    rc, out = ansible_playbook(cluster, "site.yml")
+    assert recap(out)["changed"] == 0, out[-4000:]
+    assert pod_uids(cluster) == before
+
+
+def test_switch_to_r1_serves_the_reasoning_model_under_the_same_alias(cluster):
+    rc, out = ansible_playbook(cluster, "switch_mode.yml", "-e", "mode=r1")
+    assert recap(out)["changed"] >= 1
+    assert re.search(r"vllm-server: switched ml -> r1 in [\d.]+ s", out), out[-3000:]
+    dep = cluster.deployment()
+    assert dep.metadata.labels["gpu-mode"] == "r1"
+    assert dep.status.ready_replicas == 1
+    args = dep.spec.template.spec.containers[0].args
+    assert args[args.index("--reasoning-parser") + 1] == "deepseek_r1"
+    assert "local-llm" in args
+    data = cluster.configmap()
+    assert data["VLLM_MODE"] == "r1"
+    assert data["VLLM_MODEL"] == "casperhansen/deepseek-r1-distill-qwen-7b-awq"
+
+
+def test_status_reports_mode_model_image_and_verdicts(cluster):
+    if not REAL:
+        cluster.reset_requests()
+    rc, out = ansible_playbook(cluster, "switch_mode.yml", "-e", "mode=status")
+    assert recap(out)["changed"] == 0
+    assert "vllm-server: mode r1" in out
+    assert "casperhansen/deepseek-r1-distill-qwen-7b-awq" in out
+    assert "vllm/vllm-openai:v0.8.5.post1" in out
+    assert re.search(r"driver 570\.\d+", out) or REAL, out[-3000:]
+    if not REAL:
+        assert cluster.writes() == []
+
+
+def test_switch_to_gaming_frees_the_gpu(cluster):
+    rc, out = ansible_playbook(cluster, "switch_mode.yml", "-e", "mode=gaming")
+    assert "GPU free" in out
+    dep = cluster.deployment()
+    assert dep.spec.replicas == 0
+    assert dep.metadata.labels["gpu-mode"] == "gaming"
+    assert pod_uids(cluster) == []
+    assert cluster.configmap()["VLLM_MODE"] == "gaming"
+
+
+def test_switch_back_to_ml_then_same_mode_again_is_a_no_op(cluster):
+    ansible_playbook(cluster, "switch_mode.yml", "-e", "mode=ml")
+    dep = cluster.deployment()
+    assert dep.metadata.labels["gpu-mode"] == "ml" and dep.status.ready_replicas == 1
+    before = pod_uids(cluster)
+    rc, out = ansible_playbook(cluster, "switch_mode.yml", "-e", "mode=ml")
+    assert recap(out)["changed"] == 0
+    assert "already in mode ml, nothing changed" in out
+    assert pod_uids(cluster) == before
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["-e", "mode=turbo"], 'Unknown mode "turbo": choose one of gaming, ml, r1 or status'),
+    ([], "No mode given: choose one of gaming, ml, r1 or status"),
+])
+def test_unknown_or_missing_mode_is_refused_before_any_api_call(cluster, extra, expected):
+    if not REAL:
+        cluster.reset_requests()
+    rc, out = ansible_playbook(cluster, "switch_mode.yml", *extra, check=False)
+    assert rc != 0
+    assert expected in re.sub(r"\s+", " ", out)
+    assert "nothing was changed" in out
+    if not REAL:
+        assert cluster.requests() == []
+    assert cluster.deployment().metadata.labels["gpu-mode"] == "ml"
+
+
+def test_gpu_mode_wrapper_runs_switch_mode(cluster):
+    env = dict(os.environ, KUBECONFIG=cluster.kubeconfig, ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run([os.path.join(ROOT, "scripts", "gpu-mode"), "status"], cwd="/", env=env,
+                          check=False, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "vllm-server: mode ml" in proc.stdout
+    proc = subprocess.run([os.path.join(ROOT, "scripts", "gpu-mode")], env=env, check=False, capture_output=True, text=True)
+    assert proc.returncode == 2 and "usage: gpu-mode MODE|status" in proc.stderr
+
+
+def test_check_mode_switch_reports_and_writes_nothing(cluster):
+    if not REAL:
+        cluster.reset_requests()
+    before = cluster.deployment()
+    rc, out = ansible_playbook(cluster, "switch_mode.yml", "-e", "mode=r1", "--check", "--diff")
+    assert "would switch ml -> r1" in out, out[-3000:]
+    after = cluster.deployment()
+    assert after.metadata.resource_version == before.metadata.resource_version
+    assert after.metadata.labels["gpu-mode"] == "ml"
+    if not REAL:
+        assert cluster.writes() == []
+
+
+@pytest.mark.sim_only
+def test_site_in_check_mode_on_a_fresh_cluster_creates_nothing(tmp_path):
+    proc, fresh = start_sim(tmp_path)
+    try:
+        rc, out = ansible_playbook(fresh, "site.yml", "--check", "--diff")
+        assert "namespace ml does not exist yet" in re.sub(r"\s+", " ", out)
+        assert not fresh.namespace_exists()
+        assert fresh.writes() == []
+    finally:
+        stop_sim(proc)
