@@ -237,8 +237,8 @@ class Controllers(object):
             return obj
         result = self.store.mutate("replicasets.apps", rs["metadata"]["name"], rs["metadata"]["namespace"], scale)
         direction = "up" if count > old else "down"
-        self.world.event(dep, "Normal", "ScalingReplicaSet", "Scaled %s replica set %s from %d to %d"
-                         % (direction, rs["metadata"]["name"], old, count), DEPLOYMENT_COMPONENT)
+        self.world.event(dep, "Normal", "ScalingReplicaSet", "Scaled %s replica set %s to %d from %d"
+                         % (direction, rs["metadata"]["name"], count, old), DEPLOYMENT_COMPONENT)
         rs["spec"]["replicas"] = count
         self._touch(dep)
         return result

@@ -86,8 +86,8 @@ def test_recreate_switch_never_runs_two_vllm_pods(lab):
     events = [(e.reason, e.message) for e in v1.list_namespaced_event("ml").items
               if e.involved_object.kind == "Deployment"]
     old_name = list(first_rs)[0]
-    assert ("ScalingReplicaSet", "Scaled down replica set %s from 1 to 0" % old_name) in events
-    assert ("ScalingReplicaSet", "Scaled up replica set %s from 0 to 1" % new.metadata.name) in events
+    assert ("ScalingReplicaSet", "Scaled down replica set %s to 0 from 1" % old_name) in events
+    assert ("ScalingReplicaSet", "Scaled up replica set %s to 1 from 0" % new.metadata.name) in events
 
     # rollback: the first template again reuses its ReplicaSet as revision 3
     apps.patch_namespaced_deployment("vllm-server", "ml", {"spec": {"template": {"spec": {"containers": [
