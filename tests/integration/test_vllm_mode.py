@@ -7,6 +7,7 @@ log (what the module wrote) and its scenario controls.
 """
 import copy
 import datetime
+import os
 
 import pytest
 from kubernetes import client
@@ -27,6 +28,14 @@ MODES = {
     "gaming": {"description": "GPU free", "replicas": 0, "wait_timeout": 30},
 }
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+SPEED = float(os.environ.get("HOMELAB_GPU_SIM_SPEED") or 50)
+
+
+@pytest.fixture
+def kube_sim(kube_sim_factory):
+    """The simulated cluster at speed 50 (these tests wait for real switches; $HOMELAB_GPU_SIM_SPEED
+    overrides), or the real cluster of $HOMELAB_GPU_KUBECONFIG."""
+    return kube_sim_factory(speed=SPEED)
 
 
 def task(mode, modes=None, name="switch", **options):

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from tests.integration.test_vllm_mode import MODES, NS, Api, assert_serving, switch, task
+from tests.integration.test_vllm_mode import (  # noqa: F401 (kube_sim: the speed-50 cluster fixture)
+    MODES, NS, Api, assert_serving, kube_sim, switch, task)
 
 pytestmark = pytest.mark.sim_only
 
@@ -150,7 +151,7 @@ def test_a_run_killed_mid_switch_is_rolled_back_by_the_next_run(playbook, kube_s
     # A switch to a crashing image is killed before it can roll back; the lease it held expires
     # and the next run (same mode) finds the unfinished switch in the record and restores r1.
     kube_sim.patch_scenario({"nodes": [{"name": "k3s-gpu-worker", "nvidia_runtime": "cdi"}],
-                             "images": {"vllm/vllm-openai:v0.15.1": dict(FAST_PULL, pull_seconds=30)}})
+                             "images": {"vllm/vllm-openai:v0.15.1": dict(FAST_PULL, pull_seconds=100)}})
     modes = broken(image="vllm/vllm-openai:v0.15.1")
     old = set(r1_running.pod_uids())
     proc = start_switch(playbook, kube_sim, "ml", modes=modes, cuda_check="skip")
