@@ -112,8 +112,7 @@ def builtin_types():
                          "binding": ("Binding", None, None, ["create"]),
                          "eviction": ("Eviction", "policy", "v1", ["create"]),
                          "exec": ("PodExecOptions", None, None, ["create", "get"]),
-                         "ephemeralcontainers": ("Pod", None, None, ["get", "patch", "update"]),
-                     }),
+                         "ephemeralcontainers": ("Pod", None, None, ["get", "patch", "update"])}),
         ResourceType("", "v1", "Service", "services", short_names=["svc"], categories=["all"],
                      verbs=["create", "delete", "deletecollection", "get", "list", "patch", "update",
                             "watch"],
@@ -187,7 +186,7 @@ class Registry(object):
 
     def by_key(self, key):
         """The type of a store key (``deployments.apps``); the first served version."""
-        plural, _, group = key.partition(".")
+        plural, _sep, group = key.partition(".")
         with self._lock:
             for (g, _v, p), rtype in self._types.items():
                 if g == group and p == plural:
@@ -196,7 +195,7 @@ class Registry(object):
 
     def by_kind(self, api_version, kind):
         """The type of an object's apiVersion and kind, or None."""
-        group, _, version = api_version.rpartition("/")
+        group, _sep, version = api_version.rpartition("/")
         with self._lock:
             for (g, v, _p), rtype in self._types.items():
                 if g == group and v == version and rtype.kind == kind:
@@ -450,7 +449,7 @@ def _check_meta(rtype, obj, causes):
             causes.append(("metadata." + field, "FieldValueInvalid", "Invalid value: must be a map"))
             continue
         for key, value in values.items():
-            prefix, _, name_part = key.rpartition("/")
+            prefix, _sep, name_part = key.rpartition("/")
             if prefix and (not _SUBDOMAIN.match(prefix) or len(prefix) > 253):
                 causes.append(("metadata.%s" % field, "FieldValueInvalid",
                                'Invalid value: "%s": prefix part %s' % (key, _SUBDOMAIN_MSG)))

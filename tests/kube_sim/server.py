@@ -312,7 +312,6 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
 
 
-
 # ---------------------------------------------------------------------------------------------
 # The Kubernetes REST API
 
@@ -648,6 +647,12 @@ class RestHandler(object):
         if rtype.namespaced:
             applied["metadata"]["namespace"] = ctx.namespace
         from . import apply as ssa
+
+        def build(current):
+            if want_rv and want_rv != current["metadata"]["resourceVersion"]:
+                raise errors.stale_conflict(rtype.plural, rtype.group, ctx.name)
+            return applied
+
         for _attempt in range(3):
             if self.store.try_get(rtype.key, ctx.name, ctx.namespace) is None:
                 if sub is not None:
@@ -661,11 +666,6 @@ class RestHandler(object):
                         continue
                     raise
                 return ctx.req.send_json(201, created)
-            def build(current):
-                if want_rv and want_rv != current["metadata"]["resourceVersion"]:
-                    raise errors.stale_conflict(rtype.plural, rtype.group, ctx.name)
-                return applied
-
             try:
                 result = self.store.update(rtype.key, ctx.name, ctx.namespace, build,
                                            subresource=sub, dry_run=dry, apply_manager=manager, force=force)
@@ -914,7 +914,7 @@ class RestHandler(object):
         if world is None:
             raise ApiError(503, "ServiceUnavailable", 'no endpoints available for service "%s"' % name)
         query = urllib.parse.urlsplit(ctx.req.path).query
-        headers = {k: v for k, v in ctx.req.headers.items()}
+        headers = dict(ctx.req.headers.items())
         status, out_headers, data = world.proxy(ctx.namespace, kind, name, port, ctx.method, subpath or "/",
                                                 query, headers, ctx.body)
         out_headers = dict(out_headers or {})

@@ -57,7 +57,7 @@ def test_error_rate_is_a_seeded_fraction(kube_api, api):
 
     def outcomes():
         results = []
-        for _ in range(40):
+        for _attempt in range(40):
             try:
                 v1.read_namespace("default")
                 results.append(200)
