@@ -117,6 +117,7 @@ class Controllers(object):
         self._progress = {}        # deployment uid -> simulated time of its last progress
         self._progress_state = {}  # deployment uid -> the last seen progress signature
         self._deadline_timers = set()
+        self._min_ready_timers = set()
         self._rr = 0
 
     # ------------------------------------------------------------------ Deployments
@@ -451,7 +452,18 @@ class Controllers(object):
         self.store.mutate("replicasets.apps", rs["metadata"]["name"], ns, write)
 
     def _ready_long_enough(self, pod, seconds):
-        return True
+        """Ready for minReadySeconds (simulated); a recheck is scheduled for when it will be."""
+        rt = self.world.kubelet.pods.get(pod["metadata"]["uid"])
+        if rt is None or rt.ready_since is None:
+            return rt is None
+        remaining = seconds - (self.world.clock.monotonic() - rt.ready_since)
+        if remaining <= 0:
+            return True
+        key = (pod["metadata"]["uid"], rt.ready_since)
+        if key not in self._min_ready_timers:
+            self._min_ready_timers.add(key)
+            self.world.after(remaining + 0.01, lambda: self._min_ready_timers.discard(key))
+        return False
 
     def _create_pod(self, rs):
         ns = rs["metadata"]["namespace"]

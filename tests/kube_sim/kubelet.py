@@ -98,6 +98,7 @@ class PodRT(object):
         self.sandbox_error = None
         self.ctrs = [Ctr(c) for c in pod["spec"].get("containers") or []]
         self.times = {}             # condition type -> (status, lastTransitionTime)
+        self.ready_since = None     # simulated time the pod turned Ready (minReadySeconds)
 
     def ctr(self, name):
         for c in self.ctrs:
@@ -754,6 +755,10 @@ class Kubelet(object):
     def _write_status(self, rt):
         now = self.clock.now_iso()
         ready = bool(rt.ctrs) and all(c.ready for c in rt.ctrs) and not rt.terminating
+        if ready and rt.ready_since is None:
+            rt.ready_since = self.clock.monotonic()
+        elif not ready:
+            rt.ready_since = None
         unready = [c.name for c in rt.ctrs if not c.ready]
         phase = self._phase(rt)
         cstatus = [self._container_status(c) for c in rt.ctrs]

@@ -177,3 +177,18 @@ def test_progress_deadline_exceeded_when_the_image_cannot_be_pulled(lab):
     assert condition(dep, "Available").status == "False"
     assert dep.status.unavailable_replicas == 1
     assert LABELS.items() <= v1.list_namespaced_pod("ml").items[0].metadata.labels.items()
+
+
+def test_min_ready_seconds_delays_availability(lab):
+    _cluster, _api, _v1, apps = lab
+    body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "slow-ready"},
+            "spec": {"replicas": 1, "minReadySeconds": 300, "selector": {"matchLabels": {"app": "slow-ready"}},
+                     "template": {"metadata": {"labels": {"app": "slow-ready"}}, "spec": {"containers": [
+                         {"name": "web", "image": "nginx:1.27"}]}}}}
+    apps.create_namespaced_deployment("ml", body)
+    dep = wait_for(lambda: (lambda d: (d.status.ready_replicas or 0) == 1 and d)(
+        apps.read_namespaced_deployment("slow-ready", "ml")), what="a ready replica")
+    assert not dep.status.available_replicas and dep.status.unavailable_replicas == 1
+    assert condition(dep, "Available").status == "False"
+    dep = wait_for(rolled_out(apps, "slow-ready"), what="availability after minReadySeconds")
+    assert condition(dep, "Available").reason == "MinimumReplicasAvailable"
