@@ -1,0 +1,112 @@
+"""Unit tests of the small REST client (kube.py) against a stdlib HTTP server: retries of
+transient failures, clear errors, watch parsing and 410 Gone."""
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from kubernetes.client import Configuration
+
+from ansible_collections.homelab.gpu.plugins.module_utils import kube
+
+
+class Handler(BaseHTTPRequestHandler):
+    script = []          # list of (status, body) answered in order; the last one repeats
+    seen = []
+
+    def log_message(self, *args):
+        pass
+
+    def _answer(self):
+        Handler.seen.append((self.command, self.path, self.headers.get("Content-Type")))
+        status, body = Handler.script[0] if len(Handler.script) == 1 else Handler.script.pop(0)
+        if isinstance(body, list):          # a watch stream: newline-delimited events
+            data = b"".join(json.dumps(e).encode() + b"\n" for e in body)
+        else:
+            data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_PATCH = do_POST = do_PUT = do_DELETE = _answer
+
+
+@pytest.fixture
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    Handler.seen = []
+    yield "http://127.0.0.1:%d" % httpd.server_address[1]
+    httpd.shutdown()
+
+
+def client(url, **kwargs):
+    cfg = Configuration()
+    cfg.host = url
+    cfg.api_key = {"authorization": "Bearer t0k"}
+    return kube.Kube(cfg, sleep=lambda s: None, **kwargs)
+
+
+def status(code, reason, message):
+    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason,
+            "message": message}
+
+
+def test_transient_errors_are_retried(server):
+    Handler.script = [(503, status(503, "ServiceUnavailable", "busy")), (500, status(500, "InternalError", "x")),
+                      (200, {"kind": "Deployment", "metadata": {"name": "vllm-server"}})]
+    k = client(server)
+    assert k.get("/apis/apps/v1/namespaces/ml/deployments/vllm-server")["metadata"]["name"] == "vllm-server"
+    assert k.stats == {"requests": 3, "retries": 2, "writes": 0}
+
+
+def test_404_is_none_when_allowed_and_403_says_what_to_grant(server):
+    Handler.script = [(404, status(404, "NotFound", 'deployments.apps "x" not found'))]
+    k = client(server)
+    assert k.get("/apis/apps/v1/namespaces/ml/deployments/x") is None
+    Handler.script = [(403, status(403, "Forbidden", 'deployments.apps is forbidden: User "bob" cannot get'))]
+    with pytest.raises(kube.KubeError) as err:
+        k.get("/apis/apps/v1/namespaces/ml/deployments/x")
+    assert err.value.message.startswith("No permission: GET /apis/apps/v1/namespaces/ml/deployments/x was forbidden")
+    assert "RBAC" in err.value.message and k.stats["retries"] == 0
+
+
+def test_unreachable_api_server_is_one_sentence():
+    k = client("http://127.0.0.1:9", retries=1)
+    with pytest.raises(kube.KubeError) as err:
+        k.get("/api/v1/nodes")
+    assert err.value.message.startswith("Cannot reach the Kubernetes API at http://127.0.0.1:9")
+
+
+def test_apply_sends_the_field_manager_and_the_apply_content_type(server):
+    Handler.script = [(200, {"kind": "Deployment"})]
+    k = client(server)
+    k.apply("/apis/apps/v1/namespaces/ml/deployments/vllm-server", {"kind": "Deployment"}, "homelab.gpu.vllm_mode")
+    method, path, ctype = Handler.seen[-1]
+    assert method == "PATCH" and ctype == "application/apply-patch+yaml"
+    assert "fieldManager=homelab.gpu.vllm_mode" in path and "force=true" in path
+    assert k.stats["writes"] == 1
+
+
+def test_watch_yields_events_skips_bookmarks_and_raises_on_410(server):
+    pod = {"metadata": {"name": "p", "resourceVersion": "12"}}
+    Handler.script = [(200, [{"type": "ADDED", "object": pod},
+                             {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "13"}}},
+                             {"type": "DELETED", "object": pod}])]
+    k = client(server)
+    events = [(t, o["metadata"].get("name")) for t, o in k.watch("/api/v1/namespaces/ml/pods", "10")
+              if t != "BOOKMARK"]
+    assert events == [("ADDED", "p"), ("DELETED", "p")]
+    Handler.script = [(200, [{"type": "ERROR", "object": status(410, "Expired", "too old resource version")}])]
+    with pytest.raises(kube.WatchExpired):
+        list(k.watch("/api/v1/namespaces/ml/pods", "1"))
+
+
+def test_paths():
+    assert kube.ns_path("ml", "deployments", "vllm-server", group="apps/v1") == \
+        "/apis/apps/v1/namespaces/ml/deployments/vllm-server"
+    assert kube.ns_path("ml", "services", "vllm-api:8000") == "/api/v1/namespaces/ml/services/vllm-api:8000"
+    assert kube.selector_string({"b": "2", "a": "1"}) == "a=1,b=2"
