@@ -201,6 +201,9 @@ class VllmEngine(object):
     def _health(self, _body):
         if self.dead:
             return 500, {"Content-Type": "application/json"}, b""
+        forced = self.model_info.get("health_status")
+        if forced:
+            return int(forced), {"Content-Type": "application/json"}, b""
         return 200, {"Content-Type": "application/json"}, b""
 
     def _version(self, _body):

@@ -600,6 +600,12 @@ class Kubelet(object):
             target = self._listener(rt, port)
             if target is None:
                 return False, 'Get "%s": dial tcp %s:%s: connect: connection refused' % (url, rt.ip, port)
+            if target.engine is not None:
+                latency = float(self.world.scenario.model(target.engine.opts["model"]).get("health_latency_seconds")
+                                or 0)
+                if latency >= float(probe.get("timeoutSeconds") or 1):
+                    return False, ('Get "%s": context deadline exceeded (Client.Timeout exceeded while awaiting '
+                                   'headers)' % url)
             status, _headers, _body = self._serve(target, "GET", path, "", {}, b"")
             if 200 <= int(status) < 400:
                 return True, None
@@ -634,6 +640,7 @@ class Kubelet(object):
 
     def _serve(self, c, method, path, query, headers, body):
         if c.engine is not None:
+            c.engine.model_info = self.world.scenario.model(c.engine.opts["model"])   # run-time patches apply
             return c.engine.handle(method, path, query, headers, body)
         return 200, {"Content-Type": "text/plain"}, b"ok"
 

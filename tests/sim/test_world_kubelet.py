@@ -140,3 +140,30 @@ def test_graceful_termination_keeps_the_pod_until_it_stopped(lab):
              what="Ready=False while terminating")
     wait_for(lambda: not [p for p in v1.list_namespaced_pod("apps").items if p.metadata.name == "slow"],
              what="the pod to go")
+
+
+def test_probe_timeouts_and_an_unhealthy_engine(kube_sim_factory):
+    from tests.kube_sim.world_testing import QWEN, gpu_pod_spec, vllm_container
+    cluster = kube_sim_factory(speed=100)
+    v1 = client.CoreV1Api(cluster.api_client())
+    v1.create_namespace({"metadata": {"name": "apps"}})
+    container = vllm_container(QWEN)
+    container["readinessProbe"]["timeoutSeconds"] = 2
+    v1.create_namespaced_pod("apps", {"metadata": {"name": "engine"}, "spec": gpu_pod_spec(container)})
+    wait_for(lambda: condition(v1.read_namespaced_pod("engine", "apps"), "Ready").status == "True"
+             if v1.read_namespaced_pod("engine", "apps").status.conditions else False, what="Ready")
+    ip = v1.read_namespaced_pod("engine", "apps").status.pod_ip
+
+    cluster.patch_scenario({"models": {QWEN: {"health_latency_seconds": 5}}})
+    wait_for(lambda: condition(v1.read_namespaced_pod("engine", "apps"), "Ready").status == "False",
+             what="Ready=False after slow health checks")
+    messages = {e.message for e in events(v1, "engine", "Unhealthy")}
+    assert ('Readiness probe failed: Get "http://%s:8000/health": context deadline exceeded (Client.Timeout '
+            'exceeded while awaiting headers)' % ip) in messages
+
+    cluster.patch_scenario({"models": {QWEN: {"health_latency_seconds": None, "health_status": 503}}})
+    wait_for(lambda: status_of(v1, "engine").restart_count >= 1, what="a liveness restart")
+    messages = {e.message for e in events(v1, "engine", "Unhealthy")}
+    assert "Liveness probe failed: HTTP probe failed with statuscode: 503" in messages
+    assert "Container vllm failed liveness probe, will be restarted" in {e.message for e in events(v1, "engine",
+                                                                                                   "Killing")}
