@@ -35,8 +35,26 @@ def _list_key(parent, field):
     return merge_key_for(parent, field)
 
 
+# List-map keys with more than one field in the apiserver's schema; a missing protocol counts as
+# its default, TCP (as structured-merge-diff does for defaulted key fields).
+_EXTRA_KEY_FIELDS = {"containerPort": ("protocol",), "port": ("protocol",)}
+_KEY_DEFAULTS = {"protocol": "TCP"}
+
+
+def _key_fields(key, item):
+    fields = {key: item.get(key)}
+    for extra in _EXTRA_KEY_FIELDS.get(key, ()):
+        fields[extra] = item.get(extra, _KEY_DEFAULTS.get(extra))
+    return fields
+
+
 def _item_key(key, item):
-    return "k:" + json.dumps({key: item.get(key)}, separators=(",", ":"), sort_keys=True)
+    return "k:" + json.dumps(_key_fields(key, item), separators=(",", ":"), sort_keys=True)
+
+
+def _matches(item, want):
+    """True when a list item has the key field values of a ``k:`` path element."""
+    return isinstance(item, dict) and all(item.get(k, _KEY_DEFAULTS.get(k)) == v for k, v in want.items())
 
 
 def fields_of(obj, has_status=True, include_status=False):
@@ -122,7 +140,7 @@ def value_at(obj, path):
             want = json.loads(element[2:])
             if not isinstance(node, list):
                 return False, None
-            match = [i for i in node if isinstance(i, dict) and all(i.get(k) == v for k, v in want.items())]
+            match = [i for i in node if _matches(i, want)]
             if not match:
                 return False, None
             node = match[0]
@@ -294,7 +312,7 @@ def _remove_path(obj, path):
     elif last.startswith("k:") and isinstance(parent, list):
         want = json.loads(last[2:])
         parent[:] = [i for i in parent
-                     if not (isinstance(i, dict) and all(i.get(k) == v for k, v in want.items()))]
+                     if not _matches(i, want)]
     elif last.startswith("v:") and isinstance(parent, list):
         want = json.loads(last[2:])
         parent[:] = [i for i in parent if i != want]
@@ -321,7 +339,7 @@ def _merge(live, applied, parent, field):
             return copy.deepcopy(applied)
         for item in applied:
             index = next((i for i, old in enumerate(result)
-                          if isinstance(old, dict) and old.get(key) == item[key]), None)
+                          if isinstance(old, dict) and _key_fields(key, old) == _key_fields(key, item)), None)
             if index is None:
                 result.append(copy.deepcopy(item))
             else:

@@ -215,3 +215,16 @@ def test_apply_of_recreate_over_a_defaulted_rolling_update_is_refused_like_k8s(d
         "web", ns, {"spec": {"strategy": {"type": "Recreate", "rollingUpdate": None}}})
     done = deployments.server_side_apply(body=recreate, namespace=ns, field_manager="homelab")
     assert done.spec.strategy.type == "Recreate"
+
+
+def test_apply_keys_ports_by_port_and_protocol(deployments, ns):
+    made = deployments.server_side_apply(body=_deployment(ports=[{"containerPort": 8000, "name": "http"}]),
+                                         namespace=ns, field_manager="homelab")
+    entry = [m for m in made.metadata.managedFields if m.manager == "homelab"][0].fieldsV1.to_dict()
+    container = entry["f:spec"]["f:template"]["f:spec"]["f:containers"]['k:{"name":"main"}']
+    assert set(container["f:ports"]) == {'k:{"containerPort":8000,"protocol":"TCP"}'}
+    again = deployments.server_side_apply(body=_deployment(ports=[{"containerPort": 8000, "name": "http"}]),
+                                          namespace=ns, field_manager="homelab")
+    assert again.metadata.resourceVersion == made.metadata.resourceVersion
+    ports = again.spec.template.spec.containers[0].ports
+    assert [(p.containerPort, p.protocol, p.name) for p in ports] == [(8000, "TCP", "http")]
