@@ -27,14 +27,14 @@ def template_hash(template):
     text = json.dumps(template, sort_keys=True).encode()
     number = int(hashlib.sha256(text).hexdigest(), 16)
     out = ""
-    for _ in range(10):
+    for _digit in range(10):
         number, rem = divmod(number, len(HASH_ALPHABET))
         out += HASH_ALPHABET[rem]
     return out
 
 
 def random_suffix(n=5):
-    return "".join(random.choice(HASH_ALPHABET) for _ in range(n))
+    return "".join(random.choice(HASH_ALPHABET) for _char in range(n))
 
 
 def _strip_hash(template):
@@ -122,11 +122,11 @@ class Controllers(object):
 
     # ------------------------------------------------------------------ Deployments
     def sync_deployments(self):
-        deployments, _ = self.store.list("deployments.apps")
+        deployments = self.store.list("deployments.apps")[0]
         if not deployments:
             return
-        all_rs, _ = self.store.list("replicasets.apps")
-        pods, _ = self.store.list("pods")
+        all_rs = self.store.list("replicasets.apps")[0]
+        pods = self.store.list("pods")[0]
         for dep in deployments:
             if dep["metadata"].get("deletionTimestamp"):
                 continue
@@ -397,10 +397,10 @@ class Controllers(object):
 
     # ------------------------------------------------------------------ ReplicaSets
     def sync_replicasets(self):
-        sets, _ = self.store.list("replicasets.apps")
+        sets = self.store.list("replicasets.apps")[0]
         if not sets:
             return
-        pods, _ = self.store.list("pods")
+        pods = self.store.list("pods")[0]
         for rs in sets:
             if rs["metadata"].get("deletionTimestamp"):
                 continue
@@ -416,7 +416,7 @@ class Controllers(object):
         active = [p for p in mine if pod_active(p)]
         want = int(rs["spec"].get("replicas") or 0)
         if len(active) < want:
-            for _ in range(want - len(active)):
+            for _missing in range(want - len(active)):
                 pod = self._create_pod(rs)
                 if pod is None:
                     break
@@ -494,13 +494,13 @@ class Controllers(object):
 
     # ------------------------------------------------------------------ scheduler
     def schedule(self):
-        pods, _ = self.store.list("pods")
+        pods = self.store.list("pods")[0]
         pending = [p for p in pods if not p["spec"].get("nodeName") and not p["metadata"].get("deletionTimestamp")
                    and p["spec"].get("schedulerName", SCHEDULER) == SCHEDULER
                    and (p.get("status") or {}).get("phase", "Pending") == "Pending"]
         if not pending:
             return
-        nodes, _ = self.store.list("nodes")
+        nodes = self.store.list("nodes")[0]
         pending.sort(key=lambda p: (-(p["spec"].get("priority") or 0), p["metadata"].get("creationTimestamp", ""),
                                     p["metadata"]["name"]))
         for pod in pending:
@@ -572,8 +572,8 @@ class Controllers(object):
         """(reasons, preemption_helpful) for one node."""
         spec = pod["spec"]
         labels = node["metadata"].get("labels") or {}
-        if node["spec"].get("unschedulable") and not _tolerates(spec, {"key": "node.kubernetes.io/unschedulable",
-                                                                      "effect": "NoSchedule"}):
+        cordon = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
+        if node["spec"].get("unschedulable") and not _tolerates(spec, cordon):
             return ["node(s) were unschedulable"], False
         selector = spec.get("nodeSelector") or {}
         if any(labels.get(k) != v for k, v in selector.items()) or not _affinity_ok(spec, node):
@@ -602,8 +602,8 @@ class Controllers(object):
 
     # ------------------------------------------------------------------ Endpoints
     def sync_endpoints(self):
-        services, _ = self.store.list("services")
-        pods, _ = self.store.list("pods")
+        services = self.store.list("services")[0]
+        pods = self.store.list("pods")[0]
         existing = {(e["metadata"]["namespace"], e["metadata"]["name"]): e
                     for e in self.store.list("endpoints")[0]}
         for svc in services:
@@ -626,15 +626,7 @@ class Controllers(object):
                     pass
                 continue
 
-            def write(obj, subsets=subsets, ep_labels=ep_labels):
-                if (obj.get("subsets") or []) == subsets and obj["metadata"].get("labels") == ep_labels:
-                    return None
-                obj["metadata"]["labels"] = ep_labels
-                if subsets:
-                    obj["subsets"] = subsets
-                else:
-                    obj.pop("subsets", None)
-                return obj
+            write = _endpoints_writer(subsets, ep_labels)
             try:
                 self.store.mutate("endpoints", name, ns, write)
             except ApiError:
@@ -700,7 +692,7 @@ class Controllers(object):
         selector = svc["spec"].get("selector") or {}
         if not selector:
             return None, None
-        pods, _ = self.store.list("pods", svc["metadata"]["namespace"])
+        pods = self.store.list("pods", svc["metadata"]["namespace"])[0]
         candidates = [p for p in pods if all((p["metadata"].get("labels") or {}).get(k) == v
                                              for k, v in selector.items())
                       and pod_ready(p) and not p["metadata"].get("deletionTimestamp")
@@ -710,6 +702,20 @@ class Controllers(object):
         self._rr += 1
         pod = candidates[self._rr % len(candidates)]
         return pod, _target_port(pod, chosen)
+
+
+def _endpoints_writer(subsets, ep_labels):
+    """A store.mutate function that sets an Endpoints object's subsets and labels (None: no change)."""
+    def write(obj):
+        if (obj.get("subsets") or []) == subsets and obj["metadata"].get("labels") == ep_labels:
+            return None
+        obj["metadata"]["labels"] = ep_labels
+        if subsets:
+            obj["subsets"] = subsets
+        else:
+            obj.pop("subsets", None)
+        return obj
+    return write
 
 
 def _target_port(pod, sport):

@@ -7,6 +7,7 @@ live here: NVIDIA_REQUIRE_CUDA checked at container create (legacy nvidia runtim
 forward compatibility at CUDA init (error 804 on GeForce), GPU memory, an unplugged GPU.
 """
 
+import functools
 import time
 import uuid
 
@@ -160,7 +161,7 @@ class Kubelet(object):
 
     # ------------------------------------------------------------------ sync
     def sync(self):
-        pods, _ = self.store.list("pods")
+        pods = self.store.list("pods")[0]
         seen = set()
         for pod in pods:
             node_name = pod["spec"].get("nodeName")
@@ -464,11 +465,11 @@ class Kubelet(object):
                     if c.engine is not None:
                         c.engine.dead = True
                         c.engine.listening = False
+                    self._later(rt, c, 0.5, functools.partial(self._die, rt, c, lines))
 
-                    def die(rt=rt, c=c, lines=lines):
-                        self._log(c, lines)
-                        self._exit(rt, c, 1, "Error")
-                    self._later(rt, c, 0.5, die)
+    def _die(self, rt, c, lines):
+        self._log(c, lines)
+        self._exit(rt, c, 1, "Error")
 
     # ------------------------------------------------------------------ exits and restarts
     def _exit(self, rt, c, code, reason, message=None):

@@ -271,7 +271,7 @@ def compare_versions(a, b):
 def driver_cuda(driver_version):
     """The CUDA version a driver reports, from its branch (None when the branch is unknown)."""
     try:
-        branch = int(str(driver_version).split(".")[0])
+        branch = int(str(driver_version).split(".", 1)[0])
     except ValueError:
         return None
     return DRIVER_BRANCH_CUDA.get(branch)

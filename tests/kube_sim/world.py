@@ -207,31 +207,7 @@ class World(object):
                 self._lease(node["name"])
                 continue
 
-            def update(obj, desired=desired):
-                obj["metadata"]["labels"] = desired["metadata"]["labels"]
-                obj["metadata"]["annotations"] = dict(obj["metadata"].get("annotations") or {},
-                                                      **desired["metadata"]["annotations"])
-                obj["spec"] = dict(obj.get("spec") or {}, **desired["spec"])
-                if not desired["spec"].get("taints"):
-                    obj["spec"].pop("taints", None)
-                if not desired["spec"].get("unschedulable"):
-                    obj["spec"].pop("unschedulable", None)
-                status = obj.setdefault("status", {})
-                status["capacity"] = desired["status"]["capacity"]
-                status["allocatable"] = desired["status"]["allocatable"]
-                status["nodeInfo"] = desired["status"]["nodeInfo"]
-                status["addresses"] = desired["status"]["addresses"]
-                old = {c["type"]: c for c in status.get("conditions") or []}
-                conditions = []
-                for cond in desired["status"]["conditions"]:
-                    prev = old.get(cond["type"])
-                    if prev and prev.get("status") == cond["status"] and prev.get("reason") == cond["reason"]:
-                        cond = dict(cond, lastTransitionTime=prev.get("lastTransitionTime"),
-                                    lastHeartbeatTime=prev.get("lastHeartbeatTime"))
-                    conditions.append(cond)
-                status["conditions"] = conditions
-                return obj
-            self.store.mutate("nodes", node["name"], None, update)
+            self.store.mutate("nodes", node["name"], None, _node_updater(desired))
         for obj in self.store.list("nodes")[0]:
             if obj["metadata"]["name"] not in wanted:
                 try:
@@ -363,6 +339,35 @@ class World(object):
                 raise ApiError(503, "ServiceUnavailable", "error trying to reach service: unknown port %s" % port)
         with self.lock:
             return self.kubelet.http(pod, target, method, path, query, headers, body)
+
+
+def _node_updater(desired):
+    """A store.mutate function that brings a stored Node to ``desired`` (keeping condition times)."""
+    def update(obj):
+        obj["metadata"]["labels"] = desired["metadata"]["labels"]
+        obj["metadata"]["annotations"] = dict(obj["metadata"].get("annotations") or {},
+                                              **desired["metadata"]["annotations"])
+        obj["spec"] = dict(obj.get("spec") or {}, **desired["spec"])
+        if not desired["spec"].get("taints"):
+            obj["spec"].pop("taints", None)
+        if not desired["spec"].get("unschedulable"):
+            obj["spec"].pop("unschedulable", None)
+        status = obj.setdefault("status", {})
+        status["capacity"] = desired["status"]["capacity"]
+        status["allocatable"] = desired["status"]["allocatable"]
+        status["nodeInfo"] = desired["status"]["nodeInfo"]
+        status["addresses"] = desired["status"]["addresses"]
+        old = {c["type"]: c for c in status.get("conditions") or []}
+        conditions = []
+        for cond in desired["status"]["conditions"]:
+            prev = old.get(cond["type"])
+            if prev and prev.get("status") == cond["status"] and prev.get("reason") == cond["reason"]:
+                cond = dict(cond, lastTransitionTime=prev.get("lastTransitionTime"),
+                            lastHeartbeatTime=prev.get("lastHeartbeatTime"))
+            conditions.append(cond)
+        status["conditions"] = conditions
+        return obj
+    return update
 
 
 def resolve_container_port(pod, port):

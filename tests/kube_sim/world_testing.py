@@ -25,6 +25,28 @@ def wait_for(fn, timeout=30.0, interval=0.05, what="the condition"):
     raise AssertionError("timed out waiting for %s (last value: %r)" % (what, last))
 
 
+def wait_until(read, predicate, timeout=30.0, what="the condition"):
+    """Poll ``read()`` until ``predicate(value)`` holds; return that value."""
+    found = []
+
+    def check():
+        value = read()
+        if predicate(value):
+            found.append(value)
+            return True
+        return False
+    wait_for(check, timeout=timeout, what=what)
+    return found[-1]
+
+
+def is_ready(pod):
+    """The pod's Ready condition is True."""
+    for cond in (pod.status.conditions or []):
+        if cond.type == "Ready":
+            return cond.status == "True"
+    return False
+
+
 def vllm_container(model=QWEN, image=VLLM_IMAGE, served=None, extra_args=None, probes=True, gpu=True):
     args = ["--model", model, "--served-model-name"] + list(served or [model]) + ["--port", "8000"]
     args += list(extra_args or [])
@@ -92,9 +114,8 @@ def proxy(api_client, namespace, kind, name, path, method="GET", body=None):
     from kubernetes.client.rest import ApiException
     resource = "services" if kind == "services" else "pods"
     url = "/api/v1/namespaces/%s/%s/%s/proxy/%s" % (namespace, resource, name, path.lstrip("/"))
-    params = api_client.param_serialize(method, url, header_params={"Content-Type": "application/json",
-                                                                     "Accept": "*/*"},
-                                        body=body, auth_settings=["BearerToken"])
+    headers = {"Content-Type": "application/json", "Accept": "*/*"}
+    params = api_client.param_serialize(method, url, header_params=headers, body=body, auth_settings=["BearerToken"])
     try:
         response = api_client.call_api(*params)
         response.read()

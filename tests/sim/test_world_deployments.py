@@ -6,7 +6,7 @@ import pytest
 from kubernetes import client, watch
 
 from tests.kube_sim.world_testing import (LABELS, QWEN, R1, condition, vllm_container, vllm_deployment,
-                                          vllm_service, wait_for)
+                                          vllm_service, wait_for, wait_until)
 
 pytestmark = pytest.mark.sim_only
 SPEED = 100
@@ -114,8 +114,8 @@ def test_status_conditions_and_scale_to_zero(lab):
 
     apps.patch_namespaced_deployment_scale("vllm-server", "ml", {"spec": {"replicas": 0}})
     wait_for(lambda: not v1.list_namespaced_pod("ml").items, what="the pod to go")
-    dep = wait_for(lambda: (lambda d: d.status.observed_generation == d.metadata.generation and
-                            not d.status.replicas and d)(apps.read_namespaced_deployment("vllm-server", "ml")))
+    dep = wait_until(lambda: apps.read_namespaced_deployment("vllm-server", "ml"),
+                     lambda d: d.status.observed_generation == d.metadata.generation and not d.status.replicas)
     assert condition(dep, "Available").status == "True"
     assert dep.metadata.annotations["deployment.kubernetes.io/revision"] == "1"
 
@@ -151,8 +151,8 @@ def test_rolling_update_respects_surge_and_unavailable(lab):
     dep = wait_for(rolled_out(apps, "web"), what="the rolling update")
     stop.set()
     thread.join()
-    assert max(total for total, _ in seen) <= 4, "more than replicas + maxSurge pods"
-    assert min(ready for _, ready in seen) >= 3, "fewer than replicas - maxUnavailable ready pods"
+    assert max(sample[0] for sample in seen) <= 4, "more than replicas + maxSurge pods"
+    assert min(sample[1] for sample in seen) >= 3, "fewer than replicas - maxUnavailable ready pods"
     assert dep.metadata.annotations["deployment.kubernetes.io/revision"] == "2"
     images = {p.spec.containers[0].image for p in v1.list_namespaced_pod("ml").items}
     assert images == {"nginx:1.28"}
@@ -186,8 +186,8 @@ def test_min_ready_seconds_delays_availability(lab):
                      "template": {"metadata": {"labels": {"app": "slow-ready"}}, "spec": {"containers": [
                          {"name": "web", "image": "nginx:1.27"}]}}}}
     apps.create_namespaced_deployment("ml", body)
-    dep = wait_for(lambda: (lambda d: (d.status.ready_replicas or 0) == 1 and d)(
-        apps.read_namespaced_deployment("slow-ready", "ml")), what="a ready replica")
+    dep = wait_until(lambda: apps.read_namespaced_deployment("slow-ready", "ml"),
+                     lambda d: (d.status.ready_replicas or 0) == 1, what="a ready replica")
     assert not dep.status.available_replicas and dep.status.unavailable_replicas == 1
     assert condition(dep, "Available").status == "False"
     dep = wait_for(rolled_out(apps, "slow-ready"), what="availability after minReadySeconds")

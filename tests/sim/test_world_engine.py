@@ -6,7 +6,7 @@ from kubernetes import client
 from tests.kube_sim.clock import Clock
 from tests.kube_sim.engine import parse_args
 from tests.kube_sim.world_testing import (QWEN, R1, condition, container_status, gpu_pod_spec, proxy,
-                                          vllm_container, vllm_deployment, vllm_service, wait_for)
+                                          vllm_container, vllm_deployment, vllm_service, wait_for, wait_until)
 
 pytestmark = pytest.mark.sim_only
 
@@ -21,8 +21,9 @@ def lab(kube_sim_factory):
 
 
 def only_pod(v1):
-    return wait_for(lambda: (lambda items: len(items) == 1 and items[0])(
-        [p for p in v1.list_namespaced_pod("ml").items if not p.metadata.deletion_timestamp]), what="one pod")
+    items = wait_until(lambda: [p for p in v1.list_namespaced_pod("ml").items if not p.metadata.deletion_timestamp],
+                       lambda found: len(found) == 1, what="one pod")
+    return items[0]
 
 
 def running(v1, name):

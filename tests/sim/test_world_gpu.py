@@ -4,7 +4,7 @@ import pytest
 from kubernetes import client
 
 from tests.kube_sim.world_testing import (QWEN, condition, container_status, gpu_pod_spec, proxy, vllm_container,
-                                          vllm_deployment, vllm_service, wait_for)
+                                          vllm_deployment, vllm_service, wait_for, wait_until)
 
 pytestmark = pytest.mark.sim_only
 REQUIREMENT = ("nvidia-container-cli: requirement error: unsatisfied condition: %s, please update your driver to a "
@@ -132,7 +132,7 @@ def test_gpu_unplugged_mid_run_and_plugged_back(lab):
     apps = client.AppsV1Api(api)
     apps.create_namespaced_deployment("ml", vllm_deployment())
     v1.create_namespaced_service("ml", vllm_service())
-    pod = wait_for(lambda: (lambda items: items and items[0])(v1.list_namespaced_pod("ml").items))
+    pod = wait_until(lambda: v1.list_namespaced_pod("ml").items, bool)[0]
     ready(v1, pod.metadata.name)
 
     cluster.patch_scenario({"nodes": [{"name": "k3s-gpu-worker", "gpu": {"unplugged": True}}]})
@@ -146,9 +146,8 @@ def test_gpu_unplugged_mid_run_and_plugged_back(lab):
     assert condition(dep, "Available").status == "False"
     # a new GPU pod cannot be placed now
     start(v1, "another")
-    msg = wait_for(lambda: (lambda c: c is not None and c.status == "False" and c.message)(
-        condition(v1.read_namespaced_pod("another", "ml"), "PodScheduled")
-        if v1.read_namespaced_pod("another", "ml").status.conditions else None))
+    msg = wait_until(lambda: condition(v1.read_namespaced_pod("another", "ml"), "PodScheduled"),
+                     lambda c: c is not None and c.status == "False").message
     assert msg.startswith("0/2 nodes are available: 1 Insufficient nvidia.com/gpu,")
     v1.delete_namespaced_pod("another", "ml")
 

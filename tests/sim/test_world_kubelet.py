@@ -5,7 +5,7 @@ import json
 import pytest
 from kubernetes import client
 
-from tests.kube_sim.world_testing import condition, container_status, plain_pod, wait_for
+from tests.kube_sim.world_testing import condition, container_status, is_ready, plain_pod, wait_for, wait_until
 
 pytestmark = pytest.mark.sim_only
 
@@ -38,9 +38,7 @@ def test_readiness_probe_gates_ready_and_pod_status_shape(lab):
     v1.create_namespaced_pod("apps", web("good", readinessProbe={"httpGet": {"path": "/", "port": "web"},
                                                                  "initialDelaySeconds": 5, "periodSeconds": 5}))
     v1.create_namespaced_pod("apps", web("bad", readinessProbe={"tcpSocket": {"port": 81}, "periodSeconds": 5}))
-    pod = wait_for(lambda: (lambda p: condition(p, "Ready").status == "True" and p)(
-        v1.read_namespaced_pod("good", "apps")) if v1.read_namespaced_pod("good", "apps").status.conditions
-        else None, what="good Ready")
+    pod = wait_until(lambda: v1.read_namespaced_pod("good", "apps"), is_ready, what="good Ready")
     assert [c.type for c in pod.status.conditions] == ["PodReadyToStartContainers", "Initialized", "Ready",
                                                        "ContainersReady", "PodScheduled"]
     assert pod.status.phase == "Running" and pod.status.qos_class == "BestEffort"
@@ -50,7 +48,7 @@ def test_readiness_probe_gates_ready_and_pod_status_shape(lab):
     assert status.image == "docker.io/library/nginx:1.27" and status.container_id.startswith("containerd://")
     reasons = [e.reason for e in events(v1, "good")]
     assert {"Scheduled", "Pulling", "Pulled", "Created", "Started"} <= set(reasons)
-    pulled = [e for e in events(v1, "good", "Pulled")][0]
+    pulled = events(v1, "good", "Pulled")[0]
     assert pulled.source.component == "kubelet" and pulled.source.host == "k3s-server"
     assert pulled.involved_object.field_path == "spec.containers{main}"
 

@@ -3,7 +3,7 @@
 import pytest
 from kubernetes import client
 
-from tests.kube_sim.world_testing import condition, gpu_pod_spec, plain_pod, vllm_container, wait_for
+from tests.kube_sim.world_testing import condition, gpu_pod_spec, plain_pod, vllm_container, wait_for, wait_until
 
 pytestmark = pytest.mark.sim_only
 PREEMPTION = "preemption: 0/2 nodes are available: "
@@ -84,7 +84,7 @@ def test_untolerated_taint_and_affinity_messages(v1):
     wait_for(lambda: v1.read_namespaced_pod("fits", "ml").spec.node_name == "k3s-gpu-worker",
              what="affinity to the GPU node")
     v1.create_namespaced_pod("ml", plain_pod("anywhere"))
-    pod = wait_for(lambda: (lambda p: p.spec.node_name and p)(v1.read_namespaced_pod("anywhere", "ml")))
+    pod = wait_until(lambda: v1.read_namespaced_pod("anywhere", "ml"), lambda p: p.spec.node_name)
     assert pod.spec.node_name == "k3s-server"
 
 
