@@ -496,7 +496,8 @@ class Kubelet(object):
         epoch = c.epoch
         if c.backoff is None:
             c.backoff = BACKOFF_START
-            self._later(rt, c, 1.0, lambda: self._restart(rt, c))   # the first restart is immediate
+            # the first restart follows at the next pod sync
+            self._later(rt, c, self._sync_delay(c), lambda: self._restart(rt, c))
             return
         wait = c.backoff
         c.backoff = min(c.backoff * 2, BACKOFF_MAX)
@@ -512,7 +513,12 @@ class Kubelet(object):
             self._event(rt, "Warning", "BackOff", "Back-off restarting failed container %s in pod %s"
                         % (c.name, self._pod_ref(rt)), c)
             self._later(rt, c, wait, lambda: self._restart(rt, c))
-        self._later(rt, c, 1.0, backoff)
+        self._later(rt, c, self._sync_delay(c), backoff)
+
+    @staticmethod
+    def _sync_delay(c):
+        """Seconds until the kubelet's next sync of a failed container (RunContainerError shows until then)."""
+        return 5.0 if c.reason == "RunContainerError" else 1.0
 
     def _restart(self, rt, c):
         if c.terminated is not None:

@@ -39,6 +39,24 @@ def wait_until(read, predicate, timeout=30.0, what="the condition"):
     return found[-1]
 
 
+def waiting_reasons(v1, namespace, name, until, timeout=30):
+    """Every container waiting state a pod shows, in order, from a watch (no state is missed), until
+    the reason ``until`` is seen: returns [(reason, message), ...] and the last pod."""
+    from kubernetes import watch
+    seen, last = [], None
+    stream = watch.Watch()
+    for event in stream.stream(v1.list_namespaced_pod, namespace, field_selector="metadata.name=" + name,
+                               timeout_seconds=timeout):
+        last = event["object"]
+        for status in last.status.container_statuses or []:
+            waiting = status.state.waiting
+            if waiting and waiting.reason and (not seen or seen[-1][0] != waiting.reason):
+                seen.append((waiting.reason, waiting.message))
+        if until in [reason for reason, _message in seen]:
+            stream.stop()
+    return seen, last
+
+
 def is_ready(pod):
     """The pod's Ready condition is True."""
     for cond in (pod.status.conditions or []):

@@ -4,7 +4,8 @@ import pytest
 from kubernetes import client
 
 from tests.kube_sim.world_testing import (QWEN, condition, container_status, gpu_pod_spec, proxy, vllm_container,
-                                          vllm_deployment, vllm_service, wait_for, wait_until)
+                                          vllm_deployment, vllm_service, wait_for, wait_until,
+                                          waiting_reasons)
 
 pytestmark = pytest.mark.sim_only
 REQUIREMENT = ("nvidia-container-cli: requirement error: unsatisfied condition: %s, please update your driver to a "
@@ -57,16 +58,18 @@ def ready(v1, name):
 def test_unmet_nvidia_require_cuda_fails_container_create(lab, image, condition_text):
     _cluster, _api, v1 = lab
     start(v1, "too-new", image=image)
-    status = waiting(v1, "too-new", "RunContainerError")
-    assert REQUIREMENT % condition_text in status.state.waiting.message
-    assert status.state.waiting.message.startswith("failed to create containerd task: failed to create shim task: ")
+    states, _pod = waiting_reasons(v1, "ml", "too-new", "CrashLoopBackOff")
+    run_errors = [message for reason, message in states if reason == "RunContainerError"]
+    assert run_errors and states[-1][0] == "CrashLoopBackOff"
+    assert run_errors[0].startswith("failed to create containerd task: failed to create shim task: ")
+    assert REQUIREMENT % condition_text in run_errors[0]
+    messages = [e.message for e in v1.list_namespaced_event("ml").items if e.reason == "Failed"]
     status = crash_looping(v1, "too-new")
     terminated = status.last_state.terminated
     assert (terminated.reason, terminated.exit_code) == ("StartError", 128)
     assert REQUIREMENT % condition_text in terminated.message
-    failed = [e.message for e in v1.list_namespaced_event("ml").items if e.reason == "Failed"]
-    assert any(m.startswith("Error: failed to create containerd task") and REQUIREMENT % condition_text in m
-               for m in failed)
+    assert any(m.startswith("Error: failed to create containerd task: failed to create shim task: ") and
+               REQUIREMENT % condition_text in m for m in messages)
 
 
 def test_newer_cuda_without_requirement_check_crashes_with_error_804(lab):
