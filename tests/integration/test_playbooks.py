@@ -124,6 +124,7 @@ def pod_uids(cluster):
 def test_site_deploys_vllm_in_mode_ml(cluster):
     rc, out = ansible_playbook(cluster, "site.yml")
     assert recap(out)["changed"] > 0
+    assert re.search(r"vllm-server: deployed in mode ml in [\d.]+ s", out) or REAL, out[-3000:]
     dep = cluster.deployment()
     assert dep.metadata.labels["gpu-mode"] == "ml"
     assert dep.metadata.labels["app.kubernetes.io/part-of"] == "home-lab"
