@@ -89,7 +89,7 @@ def test_dropped_watch_streams_end_early(kube_api, api, ns):
     began = time.monotonic()
     with pytest.raises(Exception) as err:  # the stream breaks like a lost connection
         list(watch.Watch().stream(v1.list_namespaced_config_map, ns, timeout_seconds=30))
-    assert time.monotonic() - began < 5
+    assert time.monotonic() - began < 20  # long before the 30 s timeout: it was cut
     assert "ProtocolError" in type(err.value).__name__ or "ended" in str(err.value).lower(), repr(err.value)
 
 

@@ -39,8 +39,11 @@ def test_watch_starts_with_current_objects_and_sees_changes(api, ns):
     thread = threading.Thread(target=writer)
     thread.start()
     seen = []
-    for event in watch.Watch().stream(v1.list_namespaced_config_map, ns, timeout_seconds=1):
+    stream = watch.Watch()
+    for event in stream.stream(v1.list_namespaced_config_map, ns, timeout_seconds=20):
         seen.append((event["type"], event["object"].metadata.name))
+        if event["type"] == "DELETED":
+            stream.stop()
     thread.join()
     assert seen == [("ADDED", "before"), ("ADDED", "kube-root-ca.crt"), ("ADDED", "after"), ("MODIFIED", "after"),
                     ("DELETED", "after")]
