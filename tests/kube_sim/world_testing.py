@@ -59,7 +59,7 @@ def waiting_reasons(v1, namespace, name, until, timeout=30):
 
 def is_ready(pod):
     """The pod's Ready condition is True."""
-    for cond in (pod.status.conditions or []):
+    for cond in ((pod.status.conditions if pod.status else None) or []):
         if cond.type == "Ready":
             return cond.status == "True"
     return False
@@ -121,6 +121,9 @@ def container_status(pod, name=None):
 
 
 def condition(obj, ctype):
+    """The condition ``ctype`` of a client object's status, or None."""
+    if obj.status is None:
+        return None
     for cond in (obj.status.conditions or []):
         if cond.type == ctype:
             return cond

@@ -25,6 +25,8 @@ def rolled_out(apps, name="vllm-server", ns="ml"):
     def check():
         dep = apps.read_namespaced_deployment(name, ns)
         st = dep.status
+        if st is None:
+            return False
         progressing = condition(dep, "Progressing")
         return st.observed_generation == dep.metadata.generation and (st.updated_replicas or 0) == \
             dep.spec.replicas and (st.available_replicas or 0) == dep.spec.replicas and \
@@ -115,7 +117,8 @@ def test_status_conditions_and_scale_to_zero(lab):
     apps.patch_namespaced_deployment_scale("vllm-server", "ml", {"spec": {"replicas": 0}})
     wait_for(lambda: not v1.list_namespaced_pod("ml").items, what="the pod to go")
     dep = wait_until(lambda: apps.read_namespaced_deployment("vllm-server", "ml"),
-                     lambda d: d.status.observed_generation == d.metadata.generation and not d.status.replicas)
+                     lambda d: d.status is not None and d.status.observed_generation == d.metadata.generation
+                     and not d.status.replicas)
     assert condition(dep, "Available").status == "True"
     assert dep.metadata.annotations["deployment.kubernetes.io/revision"] == "1"
 
@@ -187,7 +190,8 @@ def test_min_ready_seconds_delays_availability(lab):
                          {"name": "web", "image": "nginx:1.27"}]}}}}
     apps.create_namespaced_deployment("ml", body)
     dep = wait_until(lambda: apps.read_namespaced_deployment("slow-ready", "ml"),
-                     lambda d: (d.status.ready_replicas or 0) == 1, what="a ready replica")
+                     lambda d: d.status is not None and (d.status.ready_replicas or 0) == 1,
+                     what="a ready replica")
     assert not dep.status.available_replicas and dep.status.unavailable_replicas == 1
     assert condition(dep, "Available").status == "False"
     dep = wait_for(rolled_out(apps, "slow-ready"), what="availability after minReadySeconds")
