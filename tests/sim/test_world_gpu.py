@@ -123,8 +123,8 @@ def test_model_crash_text_and_missing_nvidia_runtime(lab):
     cluster.patch_scenario({"models": {"broken/model": {"crash": "ValueError: Unknown quantization method: awq2"}}})
     start(v1, "broken", model="broken/model")
     crash_looping(v1, "broken")
-    assert "ValueError: Unknown quantization method: awq2" in v1.read_namespaced_pod_log("broken", "ml",
-                                                                                       previous=True)
+    logs = v1.read_namespaced_pod_log("broken", "ml", previous=True)
+    assert "ValueError: Unknown quantization method: awq2" in logs
     v1.delete_namespaced_pod("broken", "ml", grace_period_seconds=0)
     start(v1, "runc", runtime_class=None)
     crash_looping(v1, "runc")
