@@ -188,3 +188,22 @@ def test_node_not_ready_stops_serving_and_recovers(lab):
     cluster.patch_scenario({"nodes": [{"name": "k3s-gpu-worker", "ready": True}]})
     ready(v1, "engine")
     assert proxy(api, "ml", "services", "engine", "/health")[0] == 200
+
+
+def test_host_memory_limit_oom_kills_and_a_shared_gpu_lacks_free_memory(lab):
+    cluster, _api, v1 = lab
+    cluster.patch_scenario({"models": {QWEN: {"ram_mib": 20000}}})
+    container = vllm_container(QWEN)
+    container["resources"]["limits"]["memory"] = "16Gi"
+    v1.create_namespaced_pod("ml", {"metadata": {"name": "limited"}, "spec": gpu_pod_spec(container)})
+    status = crash_looping(v1, "limited")
+    assert (status.last_state.terminated.reason, status.last_state.terminated.exit_code) == ("OOMKilled", 137)
+    v1.delete_namespaced_pod("limited", "ml", grace_period_seconds=0)
+
+    # two engines that do not request nvidia.com/gpu see the same GPU: the second finds it full
+    start(v1, "first", gpu=False)
+    ready(v1, "first")
+    start(v1, "second", gpu=False)
+    crash_looping(v1, "second")
+    logs = v1.read_namespaced_pod_log("second", "ml", previous=True)
+    assert "ValueError: Free memory on device" in logs and "less than desired GPU memory utilization (0.9" in logs
