@@ -170,3 +170,43 @@ def test_each_modes_deployment_validates(rendered):
     assert r1_args[r1_args.index("--tokenizer") + 1] == "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
     patch = profiles.render_scale_down(catalog["gaming"], pod=rendered["pod"])
     assert patch["spec"]["replicas"] == 0
+
+
+HOMELAB_PLAYBOOK = """
+- name: Render the vllm role's objects with the example home-lab inventory
+  hosts: k3s_control
+  gather_facts: false
+  tasks:
+    - name: Build the objects
+      ansible.builtin.include_role:
+        name: homelab.gpu.vllm
+        tasks_from: prepare.yml
+    - name: Write them
+      ansible.builtin.copy:
+        content: "{{ {'objects': _vllm_objects, 'instances': _vllm_instances} | to_json }}"
+        dest: "{{ out }}"
+        mode: "0600"
+"""
+
+
+def test_homelab_example_inventory_renders_valid_objects(tmp_path):
+    """inventory/homelab (without its vault file) passes the role's validation and its objects
+    validate: Ingress on, the Deployment pinned to k3s-gpu-worker, the CPU fallback advertised."""
+    playbook = tmp_path / "render.yml"
+    playbook.write_text(HOMELAB_PLAYBOOK)
+    out = tmp_path / "objects.json"
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"))
+    proc = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i",
+         os.path.join(ROOT, "inventory", "homelab"), str(playbook), "-e", "out=%s" % out],
+        cwd=ROOT, env=env, check=False, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    rendered = json.loads(out.read_text())
+    for obj in rendered["objects"]:
+        _validate(obj)
+    kinds = [o["kind"] for o in rendered["objects"]]
+    assert "Ingress" in kinds and "Role" in kinds
+    assert rendered["instances"][0]["node_selector"]["kubernetes.io/hostname"] == "k3s-gpu-worker"
+    assert rendered["instances"][0]["boot_host"] == "k3s-gpu-worker"
+    cm = next(o for o in rendered["objects"] if o["kind"] == "ConfigMap")
+    assert cm["data"]["CPU_FALLBACK_ENDPOINT"].startswith("http://")
