@@ -105,7 +105,7 @@ def _set_cond(status, ctype, value, reason, message, now, update_time=True):
     cond["reason"] = reason
     cond["message"] = message
     # Available before Progressing, as the deployment controller orders them
-    conditions.sort(key=lambda c: {"Available": 0, "Progressing": 1}.get(c["type"], 2))
+    conditions.sort(key=lambda c: {"Available": 0, "Progressing": 1, "ReplicaFailure": 2}.get(c["type"], 3))
 
 
 class Controllers(object):
@@ -118,6 +118,7 @@ class Controllers(object):
         self._progress_state = {}  # deployment uid -> the last seen progress signature
         self._deadline_timers = set()
         self._min_ready_timers = set()
+        self._create_failures = {}    # ReplicaSet uid -> the last pod creation error
         self._rr = 0
 
     # ------------------------------------------------------------------ Deployments
@@ -344,6 +345,11 @@ class Controllers(object):
         deadline = dep["spec"].get("progressDeadlineSeconds", 600)
         revision = new_rs["metadata"].get("annotations", {}).get(REVISION) if new_rs else None
         rs_name = new_name
+        rs_failure = None
+        for rs in owned:
+            failed = _cond((rs.get("status") or {}).get("conditions"), "ReplicaFailure")
+            if failed and failed.get("status") == "True":
+                rs_failure = failed.get("message")
 
         def write(obj):
             status = obj.setdefault("status", {})
@@ -384,6 +390,10 @@ class Controllers(object):
                           'ReplicaSet "%s" is progressing.' % rs_name, now)
                 if progressed:
                     _cond(status["conditions"], "Progressing")["lastUpdateTime"] = now
+            if rs_failure:
+                _set_cond(status, "ReplicaFailure", "True", "FailedCreate", rs_failure, now)
+            else:
+                status["conditions"] = [c for c in status.get("conditions") or [] if c["type"] != "ReplicaFailure"]
             if revision:
                 obj["metadata"].setdefault("annotations", {})[REVISION] = revision
             return obj
@@ -447,6 +457,12 @@ class Controllers(object):
                 status["readyReplicas"] = len(ready)
             if available:
                 status["availableReplicas"] = len(available)
+            failure = self._create_failures.get(uid) if len(active) < want else None
+            old = _cond((obj.get("status") or {}).get("conditions"), "ReplicaFailure")
+            if failure:
+                status["conditions"] = [{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                                         "message": failure, "lastTransitionTime":
+                                             old["lastTransitionTime"] if old else self.world.clock.now_iso()}]
             obj["status"] = status
             return obj
         self.store.mutate("replicasets.apps", rs["metadata"]["name"], ns, write)
@@ -480,15 +496,18 @@ class Controllers(object):
         runtime_class = pod["spec"].get("runtimeClassName")
         if runtime_class and self.store.try_get("runtimeclasses.node.k8s.io", runtime_class) is None:
             # the RuntimeClass admission plugin rejects the pod
-            self.world.event(rs, "Warning", "FailedCreate", 'Error creating: pods "%s" is forbidden: pod rejected: '
-                             'RuntimeClass "%s" not found' % (pod["metadata"]["generateName"], runtime_class),
-                             RS_COMPONENT)
+            message = 'pods "%s" is forbidden: pod rejected: RuntimeClass "%s" not found' % (
+                pod["metadata"]["generateName"], runtime_class)
+            self._create_failures[rs["metadata"]["uid"]] = message
+            self.world.event(rs, "Warning", "FailedCreate", "Error creating: " + message, RS_COMPONENT)
             return None
         try:
             created = self.store.create("pods", pod, ns)
         except ApiError as exc:
+            self._create_failures[rs["metadata"]["uid"]] = exc.message
             self.world.event(rs, "Warning", "FailedCreate", "Error creating: %s" % exc.message, RS_COMPONENT)
             return None
+        self._create_failures.pop(rs["metadata"]["uid"], None)
         self.world.event(rs, "Normal", "SuccessfulCreate", "Created pod: %s" % name, RS_COMPONENT)
         return created
 

@@ -7,7 +7,7 @@ import pytest
 from kubernetes import client
 
 from tests.kube_sim.scenario import ScenarioError, evaluate_require, load_scenario, merge_scenario
-from tests.kube_sim.world_testing import R1, vllm_container, vllm_deployment, wait_for
+from tests.kube_sim.world_testing import R1, condition, vllm_container, vllm_deployment, wait_for, wait_until
 
 SCENARIOS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "kube_sim", "scenarios", "*.yaml")))
 
@@ -64,6 +64,11 @@ def test_no_nvidia_runtime_rejects_pods_of_the_runtime_class(kube_sim_factory):
     assert event.involved_object.kind == "ReplicaSet" and event.type == "Warning"
     assert event.message.endswith('is forbidden: pod rejected: RuntimeClass "nvidia" not found')
     assert not v1.list_namespaced_pod("ml").items
+    dep = wait_until(lambda: apps.read_namespaced_deployment("vllm-server", "ml"),
+                     lambda d: condition(d, "ReplicaFailure") is not None, what="ReplicaFailure")
+    failure = condition(dep, "ReplicaFailure")
+    assert (failure.status, failure.reason) == ("True", "FailedCreate")
+    assert failure.message.endswith('pod rejected: RuntimeClass "nvidia" not found')
 
 
 @pytest.mark.sim_only
