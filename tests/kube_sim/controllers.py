@@ -594,14 +594,15 @@ class Controllers(object):
         cordon = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
         if node["spec"].get("unschedulable") and not _tolerates(spec, cordon):
             return ["node(s) were unschedulable"], False
-        selector = spec.get("nodeSelector") or {}
-        if any(labels.get(k) != v for k, v in selector.items()) or not _affinity_ok(spec, node):
-            return ["node(s) didn't match Pod's node affinity/selector"], False
+        # the default profile's filter order: NodeUnschedulable, TaintToleration, NodeAffinity, NodeResourcesFit
         for taint in node["spec"].get("taints") or []:
             if taint.get("effect") not in ("NoSchedule", "NoExecute"):
                 continue
             if not _tolerates(spec, taint):
                 return ["node(s) had untolerated taint {%s: %s}" % (taint.get("key"), taint.get("value", ""))], False
+        selector = spec.get("nodeSelector") or {}
+        if any(labels.get(k) != v for k, v in selector.items()) or not _affinity_ok(spec, node):
+            return ["node(s) didn't match Pod's node affinity/selector"], False
         allocatable = (node.get("status") or {}).get("allocatable") or {}
         insufficient = []
         for resource, amount in sorted(want.items()):

@@ -75,7 +75,12 @@ def test_untolerated_taint_and_affinity_messages(v1):
         {"matchExpressions": [{"key": "nvidia.com/gpu.memory", "operator": "Gt", "values": ["16000"]}]}]}}}
     v1.create_namespaced_pod("ml", plain_pod("big-gpu", affinity=affinity))
     cond = unschedulable(v1, "big-gpu")
-    assert cond.message.startswith("0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector.")
+    assert cond.message.startswith("0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, "
+                                   "1 node(s) had untolerated taint {gpu: true}.")
+    v1.patch_namespaced_pod("big-gpu", "ml", {"spec": {"tolerations": [{"key": "gpu", "operator": "Exists"}]}})
+    message = wait_until(lambda: condition(v1.read_namespaced_pod("big-gpu", "ml"), "PodScheduled"),
+                         lambda c: "untolerated" not in c.message).message
+    assert message.startswith("0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector.")
 
     affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0][
         "matchExpressions"][0]["values"] = ["12000"]
