@@ -222,6 +222,30 @@ def test_gpu_mode_wrapper_runs_switch_mode(cluster):
     assert proc.returncode == 2 and "usage: gpu-mode MODE|status" in proc.stderr
 
 
+@pytest.mark.sim_only
+def test_image_too_new_for_the_driver_is_refused_before_the_cluster_is_touched(cluster, tmp_path):
+    """A catalog entry on vllm/vllm-openai:v0.15.1 (CUDA 12.9) on the RTX 3060 with driver 570
+    (CUDA 12.8): refused with the reason, ml keeps serving, nothing is written."""
+    catalog = {
+        "ml": {"model": "Qwen/Qwen3-8B-AWQ", "image": "vllm/vllm-openai:v0.8.5.post1",
+               "served_model_names": ["Qwen/Qwen3-8B-AWQ"], "vram_mib": 10820,
+               "args": ["--quantization", "awq_marlin", "--max-model-len", "8192",
+                        "--gpu-memory-utilization", "0.90", "--enforce-eager"]},
+        "ml-new": {"model": "Qwen/Qwen3-8B-AWQ", "image": "vllm/vllm-openai:v0.15.1", "vram_mib": 10820},
+        "gaming": {"replicas": 0},
+    }
+    extra = tmp_path / "catalog.json"
+    extra.write_text(json.dumps({"vllm_modes": catalog}))
+    before = cluster.deployment().metadata.resource_version
+    cluster.reset_requests()
+    rc, out = ansible_playbook(cluster, "switch_mode.yml", "-e", "mode=ml-new", "-e", "@%s" % extra, check=False)
+    assert rc != 0
+    text = re.sub(r"\s+", " ", out)
+    assert "vllm/vllm-openai:v0.15.1" in text and "12.9" in text and "570" in text, out[-3000:]
+    assert cluster.writes() == []
+    assert cluster.deployment().metadata.resource_version == before
+
+
 def test_check_mode_switch_reports_and_writes_nothing(cluster):
     if not REAL:
         cluster.reset_requests()
