@@ -76,7 +76,7 @@ def dpkg_status(host, name):
     out = host.run("dpkg-query -W -f='${db:Status-Abbrev}|${Version}' %s", name)
     if out.rc != 0:
         return None, None
-    status, _, version = out.stdout.partition("|")
+    status, version = out.stdout.split("|", 1)
     return status.strip(), version.strip()
 
 
