@@ -35,8 +35,10 @@ class Cluster(object):
         self.policy = client.PolicyV1Api(api)
 
     # -- simulator control endpoints (sim_only tests) --
-    def _sim(self, method, path):
-        req = urllib.request.Request(self.url + path, method=method)
+    def _sim(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/merge-patch+json"})
         with urllib.request.urlopen(req, timeout=10) as resp:
             body = resp.read()
         return json.loads(body) if body else None
@@ -50,6 +52,9 @@ class Cluster(object):
     def writes(self):
         return [r for r in self.requests() if r["method"] not in ("GET", "HEAD", "OPTIONS")
                 and "dryRun" not in (r.get("query") or "")]
+
+    def patch_scenario(self, patch):
+        self._sim("PATCH", "/_sim/scenario", patch)
 
     def deployment(self, name="vllm-server"):
         return self.apps.read_namespaced_deployment(name, NS)
@@ -244,6 +249,22 @@ def test_image_too_new_for_the_driver_is_refused_before_the_cluster_is_touched(c
     assert "vllm/vllm-openai:v0.15.1" in text and "12.9" in text and "570" in text, out[-3000:]
     assert cluster.writes() == []
     assert cluster.deployment().metadata.resource_version == before
+
+
+@pytest.mark.sim_only
+def test_failed_switch_restores_the_previous_mode_and_says_why(cluster):
+    r1 = "casperhansen/deepseek-r1-distill-qwen-7b-awq"
+    cluster.patch_scenario({"models": {r1: {"crash": "RuntimeError: simulated engine failure"}}})
+    try:
+        rc, out = ansible_playbook(cluster, "switch_mode.yml", "-e", "mode=r1", check=False)
+    finally:
+        cluster.patch_scenario({"models": {r1: {"crash": None}}})
+    assert rc != 0
+    assert "vllm-server: switch to r1 FAILED in phase" in out, out[-3000:]
+    assert "rolled back: the cluster is in mode ml and ready" in out
+    assert "RuntimeError: simulated engine failure" in out
+    dep = cluster.deployment()
+    assert dep.metadata.labels["gpu-mode"] == "ml" and dep.status.ready_replicas == 1
 
 
 def test_check_mode_switch_reports_and_writes_nothing(cluster):
