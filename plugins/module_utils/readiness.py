@@ -230,9 +230,13 @@ def classify_pod(pod, container="vllm"):
                            ", " + last["reason"] if last.get("reason") else ""))
     for term in (terminated, last):
         if term and term.get("exitCode", 0) != 0:
+            hint = ""
+            if term.get("exitCode") == 137:
+                hint = ("; exit 137 is a kill: the startup probe gave up (the model load took longer than twice "
+                        "wait_timeout allows) or the node ran out of memory")
             return _failure("start", "CrashLoopBackOff" if term is last else "ContainerExited",
-                            "container of pod %s exited with code %s (%s)"
-                            % (pname, term.get("exitCode"), term.get("reason") or "Error"))
+                            "container of pod %s exited with code %s (%s)%s"
+                            % (pname, term.get("exitCode"), term.get("reason") or "Error", hint))
     return None
 
 

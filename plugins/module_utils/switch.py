@@ -238,6 +238,7 @@ class Switch(object):
         self.lease_renewed = 0.0
         self.lease_obj = None
         self.image_cache = {}
+        self.record_written = False
 
     # -- helpers ---------------------------------------------------------------
     def warn(self, text):
@@ -445,6 +446,7 @@ class Switch(object):
                                         "app.kubernetes.io/instance": self.name}},
                 "data": data}
         self.kube.apply(self.record_path("%s-switch" % self.name), body, profiles.MANAGER)
+        self.record_written = True
 
     # -- status ConfigMap ------------------------------------------------------------------
     def status_data(self, mode, model, names):
@@ -967,7 +969,7 @@ class Switch(object):
         try:
             if mode is not None and self.update_status(None, mode, model, names or [], fetched=False):
                 pass
-            if record_done:
+            if record_done and self.record_written:
                 self.kube.merge_patch(self.record_path("%s-switch" % self.name),
                                       {"data": {"in_progress": "false", "result": "ok" if ok else
                                                 ("rolled back" if rolled_back else "failed"),

@@ -8,6 +8,7 @@ log (what the module wrote) and its scenario controls.
 import copy
 import datetime
 import os
+import time
 
 import pytest
 from kubernetes import client
@@ -284,7 +285,6 @@ def test_status_info_reports_mode_node_driver_and_verdicts(playbook, kube_sim, a
 
 def wait_ready(api, selector, timeout=60):
     """Until a pod matching ``selector`` is Ready (a setup helper, not an assertion on time)."""
-    import time
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for p in api.pods(selector):
@@ -354,3 +354,29 @@ def test_old_script_gaming_is_recognised(playbook, kube_sim):
     assert res["previous_mode"] == "gaming" and res["plan"] == "scale_down"
     assert api.deployment().metadata.labels["gpu-mode"] == "gaming"
     assert switch(playbook, kube_sim, "gaming")["changed"] is False
+
+
+@pytest.mark.sim_only
+def test_two_concurrent_switches_one_fails_fast_one_waits_for_the_lock(playbook, kube_sim, api):
+    switch(playbook, kube_sim, "ml")
+    # A slow r1 (500 s simulated load, within the startup probe's budget of twice its wait_timeout)
+    modes = copy.deepcopy(MODES)
+    modes["r1"]["wait_timeout"] = 600
+    kube_sim.patch_scenario({"models": {"casperhansen/deepseek-r1-distill-qwen-7b-awq": {"load_seconds": 500}}})
+    first = playbook.start([task("r1", modes)], kubeconfig=kube_sim.kubeconfig)
+    deadline = datetime.datetime.now() + datetime.timedelta(seconds=60)
+    while not api.coord.list_namespaced_lease(NS).items:       # the first run holds the lock
+        assert datetime.datetime.now() < deadline, "the first switch never took the lock"
+        time.sleep(0.05)
+    holder = api.coord.read_namespaced_lease("vllm-server-switch", NS).spec.holder_identity
+    second = switch(playbook, kube_sim, "gaming")
+    assert second["failed"] is True
+    assert "held by %s since" % holder in second["msg"] and "nothing was changed" in second["msg"]
+    third = playbook.start([task("r1", modes, lock_timeout=120)], kubeconfig=kube_sim.kubeconfig)
+    res = playbook.finish(first).result("switch")
+    assert_serving(res, "r1", "casperhansen/deepseek-r1-distill-qwen-7b-awq")
+    res = playbook.finish(third).result("switch")
+    assert res.get("failed") is not True, res.get("msg")
+    # it waited for the lock, then found r1 in place (or, when it read the Deployment while the first
+    # run was still loading, followed that rollout to its end): nothing changed either way
+    assert res["changed"] is False and res["plan"] in ("noop", "resume")

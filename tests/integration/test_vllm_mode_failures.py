@@ -6,12 +6,17 @@ import time
 
 import pytest
 
-from tests.integration.test_vllm_mode import (  # noqa: F401 (kube_sim: the speed-50 cluster fixture)
-    MODES, NS, Api, assert_serving, kube_sim, switch, task)
+from tests.integration.test_vllm_mode import SPEED, MODES, NS, Api, assert_serving, switch, task
 
 pytestmark = pytest.mark.sim_only
 
 FAST_PULL = {"pull_seconds": 2}
+
+
+@pytest.fixture
+def kube_sim(kube_sim_factory):
+    """The simulated cluster at speed 50, as in test_vllm_mode.py."""
+    return kube_sim_factory(speed=SPEED)
 
 
 def broken(modes=None, **entry):
