@@ -200,6 +200,14 @@ def test_image_with_too_new_cuda_is_refused_before_any_write(playbook, kube_sim,
     assert writes(kube_sim) == []
     assert api.pod_uids() == before and api.deployment().spec.template.spec.containers[0].image.endswith("v0.8.5.post1")
 
+    # An image whose CUDA nobody can tell (not in the table, registry not asked) is refused under
+    # strict, with the way out; cuda_check=warn lets the user take the risk.
+    modes["ml"]["image"] = "ghcr.io/example/vllm:custom"
+    res = switch(playbook, kube_sim, "ml", modes=modes)
+    assert res["failed"] is True and res["checks"]["cuda"]["verdict"] == "unknown"
+    assert "image_cuda" in res["msg"] and "cuda_check=warn" in res["msg"]
+    assert writes(kube_sim) == []
+
 
 def test_unknown_mode_lists_the_modes_and_missing_namespace_is_one_sentence(playbook, kube_sim):
     res = switch(playbook, kube_sim, "turbo")
