@@ -27,7 +27,7 @@ attributes:
     support: full
     details: Reads only; runs the same in check mode.
 notes:
-  - Costs five API requests (Deployment, pods, nodes, the switch record) plus the registry lookups of the
+  - Costs four API requests (Deployment, pods, nodes, the switch record) plus the registry lookups of the
     modes' images (answered from the table of known images with O(registry.offline=true)).
 requirements:
   - kubernetes >= 24.2.0 (Python client)
