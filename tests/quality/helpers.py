@@ -46,3 +46,11 @@ def plugins():
             if name.endswith(".py") and not name.startswith("_"):
                 found.append((plugin_type, "homelab.gpu." + name[:-3]))
     return found
+
+
+def roles():
+    """Names of the roles in roles/."""
+    base = os.path.join(ROOT, "roles")
+    if not os.path.isdir(base):
+        return []
+    return sorted(d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d)))

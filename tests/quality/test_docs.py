@@ -1,11 +1,12 @@
 """Every module and lookup in plugins/ documents itself: `ansible-doc` renders it and its
 DOCUMENTATION, EXAMPLES and RETURN are present and parse."""
 import json
+import re
 
 import pytest
 import yaml
 
-from tests.quality.helpers import plugins, run_tool, tail
+from tests.quality.helpers import plugins, roles, run_tool, tail
 
 PLUGINS = plugins()
 
@@ -41,3 +42,14 @@ def test_documentation_examples_return_parse(project_env, plugin_type, name):
     assert returns, "%s: RETURN is empty" % name
     for key, spec in returns.items():
         assert spec.get("description"), "%s: return value %s has no description" % (name, key)
+
+
+ROLES = roles()
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_ansible_doc_renders_role(project_env, role):
+    env = dict(project_env, ANSIBLE_NOCOLOR="1")
+    rc, out = run_tool(["ansible-doc", "-t", "role", "homelab.gpu." + role], env=env)
+    assert rc == 0, "ansible-doc -t role homelab.gpu.%s failed:\n%s" % (role, tail(out))
+    assert re.search(r"ENTRY POINT: \W*main\b", out), "homelab.gpu.%s documents no `main` entry point:\n%s" % (role, tail(out))
