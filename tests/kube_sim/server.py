@@ -41,16 +41,26 @@ class RequestLog(object):
 
     def __init__(self):
         self._lock = threading.Lock()
+        self._epoch = 0
         self.reset()
 
     def reset(self):
         with self._lock:
+            self._epoch += 1
             self._counts = {}
             self._log = []
             self._seq = 0
 
-    def add(self, method, path, query, status):
+    def epoch(self):
+        """A token for "now"; ``add`` ignores requests that started before a later ``reset``
+        (a watch opened by an earlier client is logged when it ends, which may be long after)."""
         with self._lock:
+            return self._epoch
+
+    def add(self, method, path, query, status, epoch=None):
+        with self._lock:
+            if epoch is not None and epoch != self._epoch:
+                return
             self._seq += 1
             key = "%s %s" % (method, path)
             self._counts[key] = self._counts.get(key, 0) + 1
@@ -223,6 +233,7 @@ class _Handler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------------ dispatch
     def _dispatch(self):
         self._status = 0
+        epoch = self.api.requests.epoch()
         parsed = urllib.parse.urlsplit(self.path)
         path = parsed.path.rstrip("/") or "/"
         query = urllib.parse.parse_qs(parsed.query, keep_blank_values=True)
@@ -253,7 +264,7 @@ class _Handler(BaseHTTPRequestHandler):
                 traceback.print_exc()
                 self.send_error_status(ApiError(500, "InternalError", "Internal error occurred: %s" % exc))
         finally:
-            self.api.requests.add(self.command, parsed.path, parsed.query, self._status)
+            self.api.requests.add(self.command, parsed.path, parsed.query, self._status, epoch)
 
     def _inject_faults(self):
         faults = self.api.faults()

@@ -32,6 +32,21 @@ def test_requests_are_counted_and_logged_in_order(kube_api, api):
     assert kube_api.requests() == {"counts": {}, "total": 0, "log": []}
 
 
+def test_a_watch_opened_before_a_reset_is_not_counted_after_it(kube_api, api):
+    """A test that resets the log and then asserts "no requests" must not see a watch that an
+    earlier client opened and the server only finished (and logged) later."""
+    v1 = client.CoreV1Api(api)
+    stream = watch.Watch().stream(v1.list_namespace, timeout_seconds=1)
+    next(stream)
+    kube_api.reset_requests()
+    for _ in stream:
+        pass
+    time.sleep(0.2)
+    assert kube_api.requests()["total"] == 0
+    v1.read_namespace("default")
+    assert kube_api.requests()["counts"] == {"GET /api/v1/namespaces/default": 1}
+
+
 def test_scenario_endpoints_reach_the_world(kube_api):
     assert kube_api.scenario()["faults"]["error_rate"] == 0.0
     patched = kube_api.patch_scenario({"faults": {"latency_ms": 5}})

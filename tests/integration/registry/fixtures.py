@@ -29,6 +29,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.error
@@ -201,8 +202,14 @@ class Podman:
     """podman with a private vfs store under the test's directory (other users' images untouched)."""
 
     def __init__(self, workdir):
+        # podman refuses a runroot longer than 50 characters, and pytest's temporary directories
+        # grow past that (/tmp/pytest-of-root/pytest-192/registry0/...): keep the runroot short.
+        self.runroot = tempfile.mkdtemp(prefix="hg-reg-", dir="/tmp")
         self.base = ["podman", "--root", os.path.join(workdir, "podman-root"),
-                     "--runroot", os.path.join(workdir, "podman-run"), "--storage-driver", "vfs"]
+                     "--runroot", self.runroot, "--storage-driver", "vfs"]
+
+    def cleanup(self):
+        shutil.rmtree(self.runroot, ignore_errors=True)
 
     def __call__(self, *args, **kw):
         result = subprocess.run(self.base + list(args), capture_output=True, text=True, check=False, **kw)
@@ -231,12 +238,15 @@ class RealRegistry:
         self.workdir = workdir
         self.processes = []
         self.token_service = None
+        self.podman = None
 
     def stop(self):
         for proc in self.processes:
             proc.stop()
         if self.token_service:
             self.token_service.close()
+        if self.podman:
+            self.podman.cleanup()
 
 
 def _build(podman, ctx, tag, platform, cuda=None, require=None, containerfile="Containerfile"):
@@ -278,7 +288,7 @@ def start_real_registry(workdir):
             handle.write(CONTAINERFILE)
         with open(os.path.join(ctx, "Plain"), "w") as handle:
             handle.write(PLAIN_CONTAINERFILE)
-        podman = Podman(workdir)
+        podman = reg.podman = Podman(workdir)
         _build(podman, ctx, "localhost/regtest:amd64", "linux/amd64", "12.9.1", REQUIRE_CUDA_12_9)
         _build(podman, ctx, "localhost/regtest:arm64", "linux/arm64", "12.8.1", REQUIRE_CUDA_12_8)
         _build(podman, ctx, "localhost/regtest:trap", "linux/amd64", "99.9", "cuda>=99.9")
