@@ -112,7 +112,7 @@ def main(argv=None):
         parser.error("--speed must be greater than 0, e.g. --speed 20")
     try:
         cluster = Cluster(scenario=args.scenario, speed=args.speed, port=args.port, kubeconfig=args.kubeconfig)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ScenarioError is a ValueError
         print("kube_sim: cannot start: %s" % exc, file=sys.stderr)
         return 1
     done = threading.Event()

@@ -77,3 +77,16 @@ def test_bad_speed_is_refused_with_a_clear_message(tmp_path):
     assert result.returncode == 2
     assert "--speed must be greater than 0" in result.stderr
     assert not (tmp_path / "k").exists()
+
+
+def test_bad_scenario_file_is_refused_in_one_sentence(tmp_path):
+    scenario = tmp_path / "lab.yaml"
+    scenario.write_text("nodes: 5\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.kube_sim", "serve", "--kubeconfig", str(tmp_path / "k"),
+         "--scenario", str(scenario)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "kube_sim: cannot start: scenario nodes must be a list of nodes" in result.stderr
+    assert not (tmp_path / "k").exists()
