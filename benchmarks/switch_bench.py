@@ -200,7 +200,7 @@ def bench_module(args, tmpdir):
 
 def old_manifest(mode):
     with open(os.path.join(ROOT, "tests", "integration", "fixtures", "old_script", "vllm-%s.yaml" % mode)) as handle:
-        docs = list(yaml.safe_load_all(handle))
+        docs = yaml.safe_load(handle)["items"]
     return [d for d in docs if d["kind"] == "Deployment"][0]
 
 
