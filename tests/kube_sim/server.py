@@ -41,32 +41,30 @@ class RequestLog(object):
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._epoch = 0
         self.reset()
 
     def reset(self):
         with self._lock:
-            self._epoch += 1
             self._counts = {}
             self._log = []
             self._seq = 0
 
-    def epoch(self):
-        """A token for "now"; ``add`` ignores requests that started before a later ``reset``
-        (a watch opened by an earlier client is logged when it ends, which may be long after)."""
+    def begin(self, method, path, query):
+        """Count a request when it arrives; returns its log entry (status 0 until answered), whose
+        "status" the handler sets before the client can read the answer. A request that arrived
+        before a ``reset`` (a watch opened by an earlier client) is not counted after it."""
         with self._lock:
-            return self._epoch
-
-    def add(self, method, path, query, status, epoch=None):
-        with self._lock:
-            if epoch is not None and epoch != self._epoch:
-                return
             self._seq += 1
             key = "%s %s" % (method, path)
             self._counts[key] = self._counts.get(key, 0) + 1
+            entry = {"seq": self._seq, "method": method, "path": path, "query": query, "status": 0}
             if len(self._log) < REQUEST_LOG_LIMIT:
-                self._log.append({"seq": self._seq, "method": method, "path": path, "query": query,
-                                  "status": status})
+                self._log.append(entry)
+            return entry
+
+    def answered(self, entry, status):
+        with self._lock:
+            entry["status"] = status
 
     def snapshot(self):
         with self._lock:
@@ -197,10 +195,15 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in (headers or {}).items():
             if key.lower() not in ("content-length", "transfer-encoding", "connection", "content-type"):
                 self.send_header(key, value)
+        self._answered(status)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def _answered(self, status):
         self._status = status
+        if self._entry is not None:
+            self.api.requests.answered(self._entry, status)
 
     def send_json(self, status, obj):
         self.send_bytes(status, json.dumps(obj).encode())
@@ -215,8 +218,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("Cache-Control", "no-cache, private")
+        self._answered(200)
         self.end_headers()
-        self._status = 200
 
     def write_chunk(self, data):
         if data:
@@ -233,7 +236,7 @@ class _Handler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------------ dispatch
     def _dispatch(self):
         self._status = 0
-        epoch = self.api.requests.epoch()
+        self._entry = None
         parsed = urllib.parse.urlsplit(self.path)
         path = parsed.path.rstrip("/") or "/"
         query = urllib.parse.parse_qs(parsed.query, keep_blank_values=True)
@@ -249,6 +252,7 @@ class _Handler(BaseHTTPRequestHandler):
             except ApiError as exc:
                 self.send_error_status(exc)
             return
+        self._entry = self.api.requests.begin(self.command, parsed.path, parsed.query)
         try:
             try:
                 self._inject_faults()
@@ -258,13 +262,14 @@ class _Handler(BaseHTTPRequestHandler):
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
                 if not self._status:
-                    self._status = 499
+                    self._answered(499)
             except Exception as exc:  # an internal error answers 500 like the apiserver does
                 import traceback
                 traceback.print_exc()
                 self.send_error_status(ApiError(500, "InternalError", "Internal error occurred: %s" % exc))
         finally:
-            self.api.requests.add(self.command, parsed.path, parsed.query, self._status, epoch)
+            if not self._status:  # the handler ended without an answer
+                self._answered(499)
 
     def _inject_faults(self):
         faults = self.api.faults()
