@@ -376,3 +376,14 @@ def ns_path(namespace, resource, name=None, group=None, subresource=None):
 
 def selector_string(match_labels):
     return ",".join("%s=%s" % (k, v) for k, v in sorted((match_labels or {}).items()))
+
+
+def connect(module):
+    """The Kube client for a module's kubernetes.core connection options; on a connection
+    configuration error the module fails with that one sentence (nothing was requested yet)."""
+    try:
+        configuration, headers = build_configuration(module)
+        return Kube(configuration, headers)
+    except KubeError as exc:
+        module.fail_json(msg=exc.message, changed=False)
+        raise  # fail_json exits; this keeps static checkers aware of that

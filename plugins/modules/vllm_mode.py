@@ -252,18 +252,14 @@ api_requests:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.gpu.plugins.module_utils.args import vllm_mode_spec
-from ansible_collections.homelab.gpu.plugins.module_utils.kube import Kube, KubeError, build_configuration
+from ansible_collections.homelab.gpu.plugins.module_utils.kube import connect
 
 
 def main():
     module = AnsibleModule(argument_spec=vllm_mode_spec(), supports_check_mode=True)
     from ansible_collections.homelab.gpu.plugins.module_utils import switch
 
-    try:
-        configuration, headers = build_configuration(module)
-        kube = Kube(configuration, headers)
-    except KubeError as exc:
-        module.fail_json(msg=exc.message, changed=False)
+    kube = connect(module)
     result, error = switch.run(kube, module.params, check_mode=module.check_mode, diff=module._diff,
                                warn=module.warn)
     if error:

@@ -163,18 +163,14 @@ api_requests:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.gpu.plugins.module_utils.args import vllm_mode_info_spec
-from ansible_collections.homelab.gpu.plugins.module_utils.kube import Kube, KubeError, build_configuration
+from ansible_collections.homelab.gpu.plugins.module_utils.kube import connect
 
 
 def main():
     module = AnsibleModule(argument_spec=vllm_mode_info_spec(), supports_check_mode=True)
     from ansible_collections.homelab.gpu.plugins.module_utils import switch
 
-    try:
-        configuration, headers = build_configuration(module)
-        kube = Kube(configuration, headers)
-    except KubeError as exc:
-        module.fail_json(msg=exc.message)
+    kube = connect(module)
     result, error = switch.info(kube, module.params, warn=module.warn)
     if error:
         module.fail_json(msg=error, **result)
