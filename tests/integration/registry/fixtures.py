@@ -34,10 +34,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from ansible_collections.homelab.gpu.plugins.module_utils.known_images import REQUIRE_CUDA_12_8, REQUIRE_CUDA_12_9
+from tests.integration.registry.stub_registry import StubServer
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 USER = "homelab"
@@ -94,29 +94,16 @@ class TokenService:
         self.bundle = os.path.join(workdir, "token-root.pem")
         with open(self.bundle, "wb") as handle:
             handle.write(cert.public_bytes(serialization.Encoding.PEM))
-        self.requests = []
-        service = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                service.requests.append({"path": self.path, "headers": dict(self.headers.items())})
-                status, body = service.answer(self)
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = "http://127.0.0.1:%d/token" % self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.server = StubServer(self._answer)
+        self.requests = self.server.log
+        self.url = self.server.url + "/token"
 
     def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.server.close()
+
+    def _answer(self, req):
+        status, body = self.answer(req)
+        return status, {"Content-Type": "application/json"}, body
 
     def answer(self, req):
         query = parse_qs(urlsplit(req.path).query)
