@@ -30,7 +30,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
