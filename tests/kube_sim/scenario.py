@@ -14,6 +14,8 @@ import re
 
 import yaml
 
+from .patch import merge_patch
+
 DEFAULT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_scenario.yaml")
 
 DEFAULT_FAULTS = {"error_rate": 0.0, "error_status": 503, "latency_ms": 0, "drop_watch_rate": 0.0, "seed": 1}
@@ -81,19 +83,6 @@ def load_scenario(path=None):
     return Scenario(data)
 
 
-def _merge(target, patch):
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = _merge(result.get(key), value)
-    return result
-
-
 def merge_scenario(current, patch):
     """JSON merge patch of a scenario, except that ``nodes`` merge by node name.
 
@@ -103,7 +92,7 @@ def merge_scenario(current, patch):
     """
     patch = dict(patch or {})
     nodes_patch = patch.pop("nodes", None)
-    result = _merge(current, patch)
+    result = merge_patch(current, patch)
     if nodes_patch is not None:
         nodes = copy.deepcopy(current.get("nodes") or [])
         if isinstance(nodes_patch, list):
@@ -127,7 +116,7 @@ def merge_scenario(current, patch):
             if index is None:
                 nodes.append(dict(entry, name=name))
             else:
-                nodes[index] = _merge(nodes[index], entry)
+                nodes[index] = merge_patch(nodes[index], entry)
         result["nodes"] = nodes
     return result
 
