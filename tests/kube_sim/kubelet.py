@@ -7,6 +7,7 @@ live here: NVIDIA_REQUIRE_CUDA checked at container create (legacy nvidia runtim
 forward compatibility at CUDA init (error 804 on GeForce), GPU memory, an unplugged GPU.
 """
 
+import base64
 import functools
 import time
 import uuid
@@ -35,6 +36,18 @@ def go_duration(seconds):
     minutes, rest = divmod(seconds, 60)
     text = ("%.3f" % rest).rstrip("0").rstrip(".") + "s"
     return ("%dm" % minutes + text) if minutes else text
+
+
+def _data(obj):
+    """The string values of a Secret (base64 data decoded, stringData) or a ConfigMap."""
+    out = {}
+    if obj.get("kind") == "Secret":
+        for key, value in (obj.get("data") or {}).items():
+            out[key] = base64.b64decode(value or "").decode("utf-8", "replace")
+    else:
+        out.update(obj.get("data") or {})
+    out.update(obj.get("stringData") or {})
+    return out
 
 
 def full_ref(ref):
@@ -298,19 +311,68 @@ class Kubelet(object):
         runtime_class = rt.pod["spec"].get("runtimeClassName")
         return runtime_class in NVIDIA_RUNTIMES or node.get("default_runtime") == "nvidia"
 
-    def _env(self, c, info):
+    def _env(self, rt, c, info):
+        """(environment, error): the image's Env, then envFrom, then env with secretKeyRef and
+        configMapKeyRef resolved as the kubelet does; error is the CreateContainerConfigError
+        message for a missing (non-optional) Secret, ConfigMap or key, else None."""
         env = dict(info.get("env") or {})
+        ns = rt.ns
+        for source in c.spec.get("envFrom") or []:
+            for field, kind, resource in (("secretRef", "secret", "secrets"), ("configMapRef", "configmap", "configmaps")):
+                ref = source.get(field)
+                if not isinstance(ref, dict):
+                    continue
+                obj = self.store.try_get(resource, ref.get("name", ""), ns)
+                if obj is None:
+                    if ref.get("optional"):
+                        continue
+                    return env, '%s "%s" not found' % (kind, ref.get("name", ""))
+                for key, value in _data(obj).items():
+                    env[(source.get("prefix") or "") + key] = value
         for item in c.spec.get("env") or []:
-            if isinstance(item, dict) and item.get("name"):
-                env[item["name"]] = item.get("value", "")
-        return env
+            if not isinstance(item, dict) or not item.get("name"):
+                continue
+            value_from = item.get("valueFrom") or {}
+            for field, kind, resource, title in (("secretKeyRef", "secret", "secrets", "Secret"),
+                                                 ("configMapKeyRef", "configmap", "configmaps", "ConfigMap")):
+                ref = value_from.get(field)
+                if not isinstance(ref, dict):
+                    continue
+                obj = self.store.try_get(resource, ref.get("name", ""), ns)
+                data = _data(obj) if obj is not None else {}
+                if ref.get("key") in data:
+                    env[item["name"]] = data[ref["key"]]
+                elif ref.get("optional"):
+                    pass
+                elif obj is None:
+                    return env, '%s "%s" not found' % (kind, ref.get("name", ""))
+                else:
+                    return env, "couldn't find key %s in %s %s/%s" % (ref.get("key"), title, ns, ref.get("name"))
+                break
+            else:
+                if not value_from:
+                    env[item["name"]] = item.get("value", "")
+        return env, None
+
+    def _config_error(self, rt, c, text):
+        """CreateContainerConfigError: the container waits (no restart counted) and the kubelet
+        tries again at its next sync, so it starts once the Secret or ConfigMap exists."""
+        c.state = "waiting"
+        c.reason = "CreateContainerConfigError"
+        c.message = text
+        c.ready = c.started = False
+        self._event(rt, "Warning", "Failed", "Error: " + text, c)
+        self._later(rt, c, 5.0, lambda: self._create(rt, c))
 
     def _create(self, rt, c):
         node = self._node(rt)
         info = self.world.scenario.image(c.image)
         gpu = node.get("gpu")
         uses_nvidia = self._uses_nvidia(rt) and bool(gpu) and node.get("nvidia_runtime") != "none"
-        env = self._env(c, info)
+        env, config_error = self._env(rt, c, info)
+        if config_error:
+            self._config_error(rt, c, config_error)
+            return
         gpu_visible = uses_nvidia and (gpu_capacity(node) or 0) > 0
         c.container_id = "containerd://" + uuid.uuid4().hex + uuid.uuid4().hex
         c.image_id = "%s@sha256:%s" % (full_ref(c.image).rsplit(":", 1)[0],

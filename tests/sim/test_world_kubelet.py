@@ -165,3 +165,32 @@ def test_probe_timeouts_and_an_unhealthy_engine(kube_sim_factory):
     assert "Liveness probe failed: HTTP probe failed with statuscode: 503" in messages
     assert "Container vllm failed liveness probe, will be restarted" in {e.message for e in events(v1, "engine",
                                                                                                    "Killing")}
+
+
+def test_missing_secret_or_key_is_create_container_config_error_until_it_exists(lab):
+    """As a kubelet: a non-optional secretKeyRef to a missing Secret (or key) keeps the container
+    waiting in CreateContainerConfigError, no restart counted; it starts once the Secret is there."""
+    _cluster, v1 = lab
+    env = [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "HF_TOKEN"}}},
+           {"name": "EXTRA", "valueFrom": {"configMapKeyRef": {"name": "absent", "key": "x", "optional": True}}}]
+    v1.create_namespaced_pod("apps", web("needs-secret", env=env))
+    status = wait_until(lambda: status_of(v1, "needs-secret"),
+                        lambda s: s is not None and s.state.waiting is not None
+                        and s.state.waiting.reason == "CreateContainerConfigError", what="CreateContainerConfigError")
+    assert status.state.waiting.message == 'secret "hf-token" not found'
+    assert status.restart_count == 0 and not status.ready
+    failed = wait_for(lambda: events(v1, "needs-secret", "Failed"), what="a Failed event")
+    assert failed[0].message == 'Error: secret "hf-token" not found' and failed[0].type == "Warning"
+    assert v1.read_namespaced_pod("needs-secret", "apps").status.phase == "Pending"
+
+    v1.create_namespaced_secret("apps", {"metadata": {"name": "hf-token"}, "stringData": {"OTHER": "x"}})
+    wait_until(lambda: status_of(v1, "needs-secret"),
+               lambda s: s.state.waiting is not None and s.state.waiting.message is not None
+               and "couldn't find key" in s.state.waiting.message, what="the missing key named")
+    assert status_of(v1, "needs-secret").state.waiting.message == \
+        "couldn't find key HF_TOKEN in Secret apps/hf-token"
+
+    v1.patch_namespaced_secret("hf-token", "apps", {"stringData": {"HF_TOKEN": "hf_secret"}})
+    status = wait_until(lambda: status_of(v1, "needs-secret"), lambda s: s.state.running is not None,
+                        what="the container started once the key exists")
+    assert status.restart_count == 0
