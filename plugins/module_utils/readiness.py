@@ -16,6 +16,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import re
 import time
 
 PHASES = ("terminate", "schedule", "pull", "start", "ready", "verify")
@@ -181,6 +182,34 @@ def node_problem(node, resource="nvidia.com/gpu"):
 # Failure classification
 # --------------------------------------------------------------------------
 
+_SECRET_NOT_FOUND = re.compile(r'^secret "([^"]+)" not found')
+_SECRET_KEY_MISSING = re.compile(r"^couldn't find key (\S+) in Secret [^/\s]+/(\S+)")
+
+
+def config_error_hint(pod, container, message):
+    """What to do about a CreateContainerConfigError that names a missing Secret or key, or "".
+
+    The key comes from the message, or else from the container's secretKeyRef to that Secret."""
+    namespace = ((pod or {}).get("metadata") or {}).get("namespace") or "default"
+    tail = ("; for the Hugging Face token set vllm_hf_token (vault), which the vllm role puts in a Secret, "
+            "or point the mode at an existing Secret")
+    found = _SECRET_KEY_MISSING.match(message or "")
+    if found:
+        return ("add the key %s to Secret %s/%s (kubectl -n %s edit secret %s)%s"
+                % (found.group(1), namespace, found.group(2), namespace, found.group(2), tail))
+    found = _SECRET_NOT_FOUND.match(message or "")
+    if not found:
+        return ""
+    secret, key = found.group(1), None
+    for ctr in ((pod or {}).get("spec") or {}).get("containers") or []:
+        for item in ctr.get("env") or [] if ctr.get("name") == container else []:
+            ref = ((item or {}).get("valueFrom") or {}).get("secretKeyRef") or {}
+            if ref.get("name") == secret and ref.get("key"):
+                key = key or ref["key"]
+    return ("create the Secret (kubectl -n %s create secret generic %s%s)%s"
+            % (namespace, secret, " --from-literal=%s=<value>" % key if key else "", tail))
+
+
 def _failure(phase, reason, message):
     return {"phase": phase, "reason": reason, "message": message}
 
@@ -211,7 +240,9 @@ def classify_pod(pod, container="vllm"):
         return _failure("pull", wreason, "image %s cannot be pulled: %s"
                         % (cstatus.get("image") or "?", wmsg or wreason))
     if wreason in CONFIG_ERRORS:
-        return _failure("start", wreason, "pod %s cannot start its container: %s" % (pname, wmsg or wreason))
+        hint = config_error_hint(pod, container, wmsg)
+        return _failure("start", wreason, "pod %s cannot start its container: %s%s"
+                        % (pname, wmsg or wreason, "; " + hint if hint else ""))
     for reason, msg in ((wreason, wmsg), (terminated.get("reason") or "", terminated.get("message") or ""),
                         (last.get("reason") or "", last.get("message") or "")):
         if reason in CREATE_ERRORS or any(m in msg for m in NVIDIA_MARKERS):

@@ -86,6 +86,19 @@ def test_oom_rolls_back(playbook, kube_sim, r1_running):
     assert_rolled_back_to_r1(res, r1_running, res["failure"]["reason"], "start")
 
 
+def test_missing_hf_token_secret_rolls_back_and_names_the_secret(playbook, kube_sim, r1_running):
+    # pod.hf_token_secret names a Secret nobody created: the kubelet cannot build the container's
+    # environment (CreateContainerConfigError); seen at once, not at the timeout.
+    pod = {"node_selector": {"nvidia.com/gpu.present": "true"}, "hf_token_secret": "hf-token",
+           "tolerations": [{"key": "gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"}]}
+    res = switch(playbook, kube_sim, "ml", pod=pod)
+    assert_rolled_back_to_r1(res, r1_running, "CreateContainerConfigError", "start")
+    assert 'secret "hf-token" not found' in res["failure"]["message"]
+    assert "kubectl -n ml create secret generic hf-token --from-literal=HF_TOKEN=<value>" in res["msg"]
+    assert any('secret "hf-token" not found' in e["message"] for e in res["failure"]["events"])
+    assert res["elapsed"] < res["wait_timeout"]
+
+
 def test_vram_need_over_the_gpu_memory_is_refused_before_any_write(playbook, kube_sim, r1_running):
     kube_sim.reset_requests()
     res = switch(playbook, kube_sim, "ml", modes=broken(vram_mib=15500))

@@ -177,3 +177,27 @@ def test_events_are_summarised_newest_last():
                "involvedObject": {"kind": "Pod", "name": "p"}}]
     out = readiness.summarize_events(events)
     assert [e["reason"] for e in out] == ["Pulled", "BackOff"] and out[1]["object"] == "pod/p"
+
+
+def test_config_error_hint_names_the_secret_and_the_key_from_the_pod():
+    p = pod()
+    p["metadata"]["namespace"] = "ml"
+    p["spec"]["containers"][0]["env"] = [
+        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "HF_TOKEN"}}}]
+    hint = readiness.config_error_hint(p, "vllm", 'secret "hf-token" not found')
+    assert hint.startswith("create the Secret (kubectl -n ml create secret generic hf-token "
+                           "--from-literal=HF_TOKEN=<value>)")
+    assert "vllm_hf_token" in hint
+    hint = readiness.config_error_hint(p, "vllm", "couldn't find key HF_TOKEN in Secret ml/hf-token")
+    assert hint.startswith("add the key HF_TOKEN to Secret ml/hf-token (kubectl -n ml edit secret hf-token)")
+    # a Secret the container does not reference by key (envFrom): no --from-literal to guess
+    hint = readiness.config_error_hint(p, "vllm", 'secret "extra-env" not found')
+    assert "create secret generic extra-env)" in hint
+    assert readiness.config_error_hint(p, "vllm", 'configmap "x" not found') == ""
+
+
+def test_config_error_failure_carries_the_hint():
+    p = pod(node="k3s-gpu-worker", status=waiting("CreateContainerConfigError", 'secret "hf-token" not found'))
+    failure = readiness.classify_pod(p)
+    assert failure["reason"] == "CreateContainerConfigError"
+    assert 'secret "hf-token" not found; create the Secret' in failure["message"]
