@@ -10,50 +10,24 @@ import signal
 import sys
 import threading
 
+from .clock import Clock
 from .kubeconfig import write_kubeconfig
+from .scenario import load_scenario
 from .server import ApiServer
 from .store import Store
-
-
-def _world_parts():
-    """(Clock, load_scenario, World) from the world half, or None while it is not there."""
-    try:
-        from .clock import Clock
-        from .scenario import load_scenario
-        from .world import World
-    except ImportError:
-        return None
-    return Clock, load_scenario, World
-
-
-class _PlainClock(object):
-    """Stand-in clock used only when the world half (tests/kube_sim/clock.py) is absent."""
-
-    def __init__(self, speed=1.0):
-        self.speed = float(speed)
-
-    def now_iso(self):
-        import time
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+from .world import World
 
 
 class Cluster(object):
-    """One simulated cluster: store, world and API server, wired as docs/sim-interface says."""
+    """One simulated cluster: store, world and API server, wired as docs/simulator.md says.
 
-    def __init__(self, scenario=None, speed=1.0, port=0, kubeconfig=None, world=True):
-        parts = _world_parts() if world else None
-        if parts:
-            clock_cls, load_scenario, world_cls = parts
-            self.clock = clock_cls(speed)
-            self.scenario = load_scenario(scenario) if not isinstance(scenario, dict) else \
-                _scenario_from_dict(load_scenario, scenario)
-            self.store = Store(self.clock)
-            self.world = world_cls(self.store, self.scenario, self.clock)
-        else:
-            self.clock = _PlainClock(speed)
-            self.scenario = None
-            self.store = Store(self.clock)
-            self.world = None
+    ``scenario`` is a scenario file path (None: the reference home lab) or a scenario dict."""
+
+    def __init__(self, scenario=None, speed=1.0, port=0, kubeconfig=None):
+        self.clock = Clock(speed)
+        self.scenario = load_scenario(scenario) if not isinstance(scenario, dict) else _scenario_from_dict(scenario)
+        self.store = Store(self.clock)
+        self.world = World(self.store, self.scenario, self.clock)
         self.server = ApiServer(self.store, self.world, host="127.0.0.1", port=port)
         self.kubeconfig = kubeconfig
         self._started = False
@@ -64,8 +38,7 @@ class Cluster(object):
 
     def start(self):
         self.server.start()
-        if self.world is not None:
-            self.world.start()
+        self.world.start()
         if self.kubeconfig:
             write_kubeconfig(self.kubeconfig, self.url)
         self._started = True
@@ -75,12 +48,11 @@ class Cluster(object):
         if not self._started:
             return
         self._started = False
-        if self.world is not None:
-            self.world.stop()
+        self.world.stop()
         self.server.stop()
 
 
-def _scenario_from_dict(load_scenario, data):
+def _scenario_from_dict(data):
     """Load a scenario given as a dict (written to a temporary YAML/JSON file for load_scenario)."""
     import json
     import os
