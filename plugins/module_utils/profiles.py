@@ -459,6 +459,10 @@ def plan(profile, live_deployment, catalog=None, name="vllm-server", namespace="
     if live["managed"]:
         if live["fingerprint"] == want_fp and live["replicas"] == profile["replicas"] \
                 and live["image"] == profile["image"] and live["mode"] == profile["mode"]:
+            # An adopted Deployment keeps the other tool's pod template until its next real
+            # change: its pod serves the names that template gives, not yet the alias.
+            if ANN_ADOPTED in live["annotations"]:
+                expected = live["served_model_names"]
             return _plan("noop", desired, live, "already in mode %s with this profile" % profile["mode"], expected)
         # An adopted Deployment still has the other tool's pod template (other container name,
         # fields owned by another manager): its first real change is a full replace.

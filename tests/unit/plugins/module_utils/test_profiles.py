@@ -213,7 +213,10 @@ def test_old_script_same_model_is_adopted_without_touching_the_template():
     adopted = copy.deepcopy(old_script_deployment())
     adopted["metadata"]["labels"].update(plan["desired"]["metadata"]["labels"])
     adopted["metadata"]["annotations"] = dict(plan["desired"]["metadata"]["annotations"])
-    assert profiles.plan(catalog["ml"], adopted, catalog, pod=POD)["action"] == "noop"
+    noop = profiles.plan(catalog["ml"], adopted, catalog, pod=POD)
+    assert noop["action"] == "noop"
+    # ... which verifies what the adopted pod serves (the old template: no alias yet)
+    assert noop["expected_names"] == plan["expected_names"] == ["Qwen/Qwen3-8B-AWQ"]
     # the first real change replaces the old template as a whole (no second container by merge)
     assert profiles.plan(catalog["r1"], adopted, catalog, pod=POD)["action"] == "replace"
 
