@@ -124,6 +124,7 @@ def test_deploy_then_ml_r1_gaming_ml_with_no_op_reruns(playbook, kube_sim, api):
     # The same mode again: nothing written, nothing restarted, a handful of reads.
     kube_sim.reset_requests()
     res = switch(playbook, kube_sim, "ml")
+    assert res.get("failed") is not True, res.get("msg")
     assert res["changed"] is False and res["plan"] == "noop"
     assert writes(kube_sim) == []
     # (watches of the previous run show up in the log when the server notices they were closed)
@@ -147,12 +148,30 @@ def test_deploy_then_ml_r1_gaming_ml_with_no_op_reruns(playbook, kube_sim, api):
 
     kube_sim.reset_requests()
     res = switch(playbook, kube_sim, "gaming")
+    assert res.get("failed") is not True, res.get("msg")
     assert res["changed"] is False and writes(kube_sim) == []
 
     res = switch(playbook, kube_sim, "ml")
     assert_serving(res, "ml", "Qwen/Qwen3-8B-AWQ")
     assert res["previous_mode"] == "gaming"
     assert api.configmap()["VLLM_MODE"] == "ml"
+
+
+@pytest.mark.sim_only
+def test_verify_completion_gets_a_token_and_verify_health_asks_health_only(playbook, kube_sim, api):
+    proxy = "/api/v1/namespaces/ml/services/vllm-api:8000/proxy"
+    kube_sim.reset_requests()
+    res = switch(playbook, kube_sim, "ml", verify="completion")
+    assert_serving(res, "ml", "Qwen/Qwen3-8B-AWQ")
+    log = [(r["method"], r["path"]) for r in kube_sim.requests()["log"]]
+    assert ("GET", proxy + "/v1/models") in log
+    assert ("POST", proxy + "/v1/completions") in log, log
+
+    kube_sim.reset_requests()
+    res = switch(playbook, kube_sim, "r1", verify="health")
+    assert_serving(res, "r1", "casperhansen/deepseek-r1-distill-qwen-7b-awq")
+    paths = [r["path"] for r in kube_sim.requests()["log"] if r["path"].startswith(proxy)]
+    assert paths and set(paths) == {proxy + "/health"}, paths
 
 
 def test_profile_edit_is_a_change_and_restarts_the_pod(playbook, kube_sim, api):
@@ -331,8 +350,15 @@ def test_a_cluster_set_up_by_the_old_script_is_taken_over_without_a_restart(play
     assert [p.metadata.uid for p in api.pods("app=vllm-server")] == [old_pod.metadata.uid]   # not restarted
     assert api.configmap()["VLLM_MODE"] == "ml"
 
+    # The same mode again: the adopted pod still serves what the old script gave it (no alias
+    # until the next real change); the run must verify that, not the alias, and write nothing.
+    kube_sim.reset_requests()
     res = switch(playbook, kube_sim, "ml")
+    assert res.get("failed") is not True, res.get("msg")
     assert res["changed"] is False and res["plan"] == "noop"
+    assert writes(kube_sim) == []
+    assert res["served_model_names"] == ["Qwen/Qwen3-8B-AWQ"]
+    assert api.configmap()["VLLM_SERVED_MODEL_NAMES"] == "Qwen/Qwen3-8B-AWQ"
 
     res = switch(playbook, kube_sim, "r1")
     assert_serving(res, "r1", "casperhansen/deepseek-r1-distill-qwen-7b-awq")
@@ -347,6 +373,7 @@ def test_a_cluster_set_up_by_the_old_script_is_taken_over_without_a_restart(play
     assert "homelab.gpu/adopted" not in (dep.metadata.annotations or {})
 
     res = switch(playbook, kube_sim, "r1")
+    assert res.get("failed") is not True, res.get("msg")
     assert res["changed"] is False
 
 
