@@ -618,6 +618,8 @@ class Switch(object):
             base = pod_base() or svc_base
         while True:
             attempt += 1
+            # Verification can last longer than the lease (a slow first answer): keep holding it.
+            self.renew_lease()
             try:
                 status, body = self.kube.raw("GET", base + path, timeout=10)
                 text = status_text(body)
@@ -648,9 +650,11 @@ class Switch(object):
                                            % (", ".join(str(i) for i in ids) or "nothing", ", ".join(missing))}
                     if how != "completion":
                         return None
+                    # Renewed at most LEASE_SECONDS / 3 ago, so this request cannot outlast the lease.
+                    self.renew_lease()
                     status, body = self.kube.raw("POST", base + "/v1/completions",
                                                  body={"model": names[0] if names else ids[0], "prompt": "Hello",
-                                                       "max_tokens": 1}, timeout=60)
+                                                       "max_tokens": 1}, timeout=LEASE_SECONDS // 2)
                     if status < 300 and isinstance(body, dict) and body.get("choices"):
                         return None
                     last = "POST /v1/completions answered HTTP %s: %s" % (status, status_text(body))
