@@ -73,9 +73,9 @@ def env(tmp_path_factory):
         stop_sim(proc)
 
 
-def install(cluster, tmp, paths, enabled=True):
+def install(cluster, tmp, paths, *extra, enabled=True, check=True):
     return ansible_playbook(
-        cluster, "-i", str(tmp / "hosts.yml"), str(tmp / "boot.yml"),
+        cluster, "-i", str(tmp / "hosts.yml"), str(tmp / "boot.yml"), *extra,
         "-e", "vllm_boot_default_mode_enabled=%s" % ("true" if enabled else "false"),
         "-e", "vllm_boot_api_server=%s" % cluster.url,
         "-e", "vllm_boot_config_dir=%s" % paths["config"],
@@ -85,6 +85,7 @@ def install(cluster, tmp, paths, enabled=True):
         "-e", "vllm_boot_enable_unit=false",
         "-e", "vllm_boot_timeout=30",
         "-e", "vllm_registry_offline=true",
+        check=check,
     )
 
 
@@ -98,6 +99,17 @@ def give_token(cluster):
         "type": "Opaque",
         "data": {"token": "c2ltLXRva2Vu"},
     })
+
+
+def test_check_mode_before_the_token_exists_writes_nothing_and_does_not_wait(env):
+    # site.yml --check on a fresh cluster: the boot account and its token do not exist yet
+    # (check mode created nothing), so there is no token to wait for.
+    cluster, tmp, paths = env
+    rc, out = install(cluster, tmp, paths, "--check", check=False)
+    assert rc == 0, out[-3000:]
+    assert "its token does not exist yet" in " ".join(out.split()), out[-4000:]
+    assert not paths["config"].exists() and not paths["script"].exists()
+    assert list(paths["units"].iterdir()) == []
 
 
 def test_install_writes_scoped_kubeconfig_manifests_script_and_unit(env):
