@@ -16,7 +16,8 @@ class ResourceType(object):
     """One served resource, as /api/v1 or /apis/<group>/<version> lists it."""
 
     def __init__(self, group, version, kind, plural, namespaced=True, verbs=None, short_names=None,
-                 subresources=None, singular=None, categories=None, has_status=None, scale_path=None):
+                 subresources=None, singular=None, categories=None, has_status=None, scale_path=None,
+                 create_on_update=False):
         self.group = group
         self.version = version
         self.kind = kind
@@ -31,6 +32,9 @@ class ResourceType(object):
         self.has_status = "status" in self.subresources if has_status is None else has_status
         # For the scale subresource: dotted paths of (spec replicas, status replicas, selector).
         self.scale_path = scale_path
+        # The kinds whose registry strategy allows create on update: a PUT of a missing object
+        # creates it (Service, Endpoints, Event, Lease, RuntimeClass, as kube-apiserver does).
+        self.create_on_update = create_on_update
 
     @property
     def key(self):
@@ -113,18 +117,19 @@ def builtin_types():
                          "eviction": ("Eviction", "policy", "v1", ["create"]),
                          "exec": ("PodExecOptions", None, None, ["create", "get"]),
                          "ephemeralcontainers": ("Pod", None, None, ["get", "patch", "update"])}),
-        ResourceType("", "v1", "Service", "services", short_names=["svc"], categories=["all"],
+        ResourceType("", "v1", "Service", "services", short_names=["svc"], categories=["all"], create_on_update=True,
                      verbs=["create", "delete", "deletecollection", "get", "list", "patch", "update",
                             "watch"],
                      subresources={"status": _status("Service"),
                                    "proxy": ("ServiceProxyOptions", None, None,
                                              ["create", "delete", "get", "patch", "update"])}),
-        ResourceType("", "v1", "Endpoints", "endpoints", short_names=["ep"], singular="endpoints"),
+        ResourceType("", "v1", "Endpoints", "endpoints", short_names=["ep"], singular="endpoints",
+                     create_on_update=True),
         ResourceType("", "v1", "Binding", "bindings", verbs=["create"]),
         ResourceType("", "v1", "ConfigMap", "configmaps", short_names=["cm"]),
         ResourceType("", "v1", "Secret", "secrets"),
         ResourceType("", "v1", "ServiceAccount", "serviceaccounts", short_names=["sa"]),
-        ResourceType("", "v1", "Event", "events", short_names=["ev"]),
+        ResourceType("", "v1", "Event", "events", short_names=["ev"], create_on_update=True),
         ResourceType("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", short_names=["pvc"],
                      subresources={"status": _status("PersistentVolumeClaim")}),
         ResourceType("", "v1", "PersistentVolume", "persistentvolumes", namespaced=False,
@@ -146,8 +151,9 @@ def builtin_types():
     others = [
         ResourceType("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", short_names=["pdb"],
                      subresources={"status": _status("PodDisruptionBudget")}),
-        ResourceType("coordination.k8s.io", "v1", "Lease", "leases"),
-        ResourceType("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", namespaced=False),
+        ResourceType("coordination.k8s.io", "v1", "Lease", "leases", create_on_update=True),
+        ResourceType("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", namespaced=False,
+                     create_on_update=True),
         ResourceType("networking.k8s.io", "v1", "Ingress", "ingresses", short_names=["ing"],
                      subresources={"status": _status("Ingress")}),
         ResourceType("networking.k8s.io", "v1", "IngressClass", "ingressclasses", namespaced=False),

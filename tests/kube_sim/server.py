@@ -600,6 +600,9 @@ class RestHandler(object):
         obj = _parse_body(ctx.body)
         self._check_object(ctx, obj)
         obj.setdefault("metadata", {}).setdefault("name", ctx.name)
+        if sub is None and ctx.rtype.create_on_update and not obj["metadata"].get("resourceVersion") \
+                and self.store.try_get(ctx.rtype.key, ctx.name, ctx.namespace) is None:
+            return self.create(ctx)
         result = self.store.replace(ctx.rtype.key, obj, ctx.namespace, subresource=sub,
                                     dry_run=self.dry_run(ctx), manager=self.manager(ctx))
         return ctx.req.send_json(200, result)

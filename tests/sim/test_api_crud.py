@@ -301,3 +301,22 @@ def test_create_with_a_resource_version_is_a_bad_request(api, ns):
         client.CoreV1Api(api).create_namespaced_config_map(ns, {"metadata": {"name": "x", "resourceVersion": "5"}})
     assert err.value.status == 400
     assert _status(err.value)["message"] == "resourceVersion should not be set on objects to be created"
+
+
+def test_put_creates_a_missing_object_only_where_kube_apiserver_allows_it(api, ns):
+    # Lease, Service, Endpoints, Event and RuntimeClass allow create on update; ConfigMap does not.
+    coord = client.CoordinationV1Api(api)
+    lease = {"metadata": {"name": "holder"}, "spec": {"holderIdentity": "me", "leaseDurationSeconds": 30}}
+    created = coord.replace_namespaced_lease("holder", ns, lease)
+    assert created.metadata.uid and created.spec.holder_identity == "me"
+    assert coord.read_namespaced_lease("holder", ns).metadata.uid == created.metadata.uid
+    core = client.CoreV1Api(api)
+    core.replace_namespaced_endpoints("ep", ns, {"metadata": {"name": "ep"}})
+    assert core.read_namespaced_endpoints("ep", ns).metadata.name == "ep"
+    with pytest.raises(client.ApiException) as err:
+        core.replace_namespaced_config_map("missing", ns, _cm("missing"))
+    assert err.value.status == 404
+    # with a resourceVersion precondition there is nothing to update: still 404
+    with pytest.raises(client.ApiException) as err:
+        coord.replace_namespaced_lease("other", ns, {"metadata": {"name": "other", "resourceVersion": "7"}})
+    assert err.value.status == 404
