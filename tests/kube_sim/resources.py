@@ -519,6 +519,15 @@ def _pod_update_causes(new_spec, old_spec):
                  "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions "
                  "to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was "
                  "previously negative)")]
+
+    # Tolerations: only additions; an existing one may change its tolerationSeconds only.
+    def keyed(toleration):
+        return {k: v for k, v in (toleration or {}).items() if k != "tolerationSeconds"}
+
+    kept = [keyed(t) for t in (new_spec or {}).get("tolerations") or []]
+    if any(keyed(t) not in kept for t in (old_spec or {}).get("tolerations") or []):
+        return [("spec.tolerations", "FieldValueForbidden",
+                 "Forbidden: existing toleration can not be modified except its tolerationSeconds")]
     return []
 
 

@@ -286,6 +286,16 @@ def test_pod_updates_may_change_images_only(api, ns):
     with pytest.raises(client.ApiException) as err:
         v1.patch_namespaced_pod("p", ns, {"spec": {"containers": [{"name": "c", "args": ["sleep", "1"]}]}})
     assert err.value.status == 422 and "pod updates may not change fields" in _status(err.value)["message"]
+    # tolerations: additions only (the strategic merge replaces the list as a whole)
+    first = {"key": "a", "operator": "Exists", "effect": "NoSchedule"}
+    second = {"key": "b", "operator": "Exists", "effect": "NoSchedule"}
+    pod = v1.patch_namespaced_pod("p", ns, {"spec": {"tolerations": [first]}})
+    pod = v1.patch_namespaced_pod("p", ns, {"spec": {"tolerations": [first, second]}})
+    assert [t.key for t in pod.spec.tolerations] == ["a", "b"]
+    with pytest.raises(client.ApiException) as err:
+        v1.patch_namespaced_pod("p", ns, {"spec": {"tolerations": [second]}})
+    assert err.value.status == 422
+    assert _status(err.value)["details"]["causes"][0]["field"] == "spec.tolerations"
 
 
 def test_immutable_config_maps_refuse_data_changes(api, ns):
