@@ -11,9 +11,13 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 
 import kubernetes_validate
 import pytest
+import yaml
+
+from tests.integration.test_playbooks import ansible_playbook, start_sim, stop_sim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The k3s version gpu_worker installs by default (gpu_worker_k3s_version v1.32.5+k3s1).
@@ -210,3 +214,42 @@ def test_homelab_example_inventory_renders_valid_objects(tmp_path):
     assert rendered["instances"][0]["boot_host"] == "k3s-gpu-worker"
     cm = next(o for o in rendered["objects"] if o["kind"] == "ConfigMap")
     assert cm["data"]["CPU_FALLBACK_ENDPOINT"].startswith("http://")
+
+
+def test_gpu_worker_runtime_class_validates():
+    # The one object the gpu_worker role writes whole (its Node labels are a patch).
+    with open(os.path.join(ROOT, "roles", "gpu_worker", "tasks", "k3s_agent.yml")) as handle:
+        tasks = yaml.safe_load(handle)
+    definitions = [t["kubernetes.core.k8s"]["definition"] for t in tasks
+                   if "definition" in (t.get("kubernetes.core.k8s") or {})]
+    assert [d["kind"] for d in definitions] == ["RuntimeClass"]
+    _validate(definitions[0])
+
+
+SERVER_FIELDS = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink")
+WRITTEN = ["/apis/apps/v1/namespaces/ml/deployments", "/api/v1/namespaces/ml/services",
+           "/api/v1/namespaces/ml/configmaps", "/apis/policy/v1/namespaces/ml/poddisruptionbudgets"]
+
+
+@pytest.mark.sim_only
+def test_what_site_and_a_switch_leave_in_the_cluster_validates(tmp_path):
+    # The simulated API server keeps fields it does not know (as a CRD would), so a field
+    # homelab.gpu.vllm_mode or the role misspelled survives there; strict validation finds it.
+    proc, cluster = start_sim(tmp_path)
+    try:
+        ansible_playbook(cluster, "site.yml")
+        ansible_playbook(cluster, "switch_mode.yml", "-e", "mode=r1")
+        kinds = []
+        for path in WRITTEN:
+            with urllib.request.urlopen(cluster.url + path, timeout=10) as resp:
+                listing = json.loads(resp.read())
+            for item in listing["items"]:
+                item = dict(item, kind=listing["kind"][:-len("List")], apiVersion=listing["apiVersion"])
+                item.pop("status", None)
+                item["metadata"] = {k: v for k, v in item["metadata"].items() if k not in SERVER_FIELDS}
+                _validate(item)
+                kinds.append((item["kind"], item["metadata"]["name"]))
+        assert ("Deployment", "vllm-server") in kinds and ("ConfigMap", "llm-fallback-config") in kinds
+        assert ("ConfigMap", "vllm-server-switch") in kinds, kinds   # the module's switch record
+    finally:
+        stop_sim(proc)
