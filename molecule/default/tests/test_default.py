@@ -53,6 +53,7 @@ def role_vars(hostname, **overrides):
     env = NativeEnvironment()
     env.filters["regex_escape"] = _regex_escape
     env.filters["urlencode"] = lambda v: v.replace("+", "%2B")
+    env.globals["lookup"] = lambda kind, name: os.environ.get(name, "") if kind.endswith("env") else None
 
     def render(value, depth=0):
         if isinstance(value, str) and "{{" in value and depth < 10:
@@ -272,6 +273,39 @@ def test_gpu_local_fact(host, hv):
     assert fact["gpu_name"] == name == "NVIDIA GeForce RTX 3060"
     assert fact["gpu_memory_mib"] == int(memory) == 12288
     assert fact["cuda_version"] == {"570": "12.8", "575": "12.9", "580": "13.0"}[driver.split(".")[0]]
+
+
+# ------------------------------------------- the Node, through the API
+
+
+def _cluster(hv):
+    from kubernetes import client, config
+    return client, config.new_client_from_config(config_file=hv["gpu_worker_kubeconfig"])
+
+
+def test_node_carries_gpu_feature_discovery_labels(host, hv):
+    # The cluster has no GPU Feature Discovery: these labels are the role's, from nvidia-smi,
+    # and they are what vllm_mode's CUDA and VRAM checks read.
+    client, api = _cluster(hv)
+    labels = client.CoreV1Api(api).read_node(hv["gpu_worker_k3s_node_name"]).metadata.labels
+    fact = json.loads(host.file("/etc/ansible/facts.d/gpu.fact").content_string)
+    driver = fact["driver_version"]
+    assert "nvidia.com/gfd.timestamp" not in labels
+    assert labels["nvidia.com/cuda.driver-version.full"] == driver
+    assert labels["nvidia.com/cuda.driver.major"] == driver.split(".")[0] == hv["gpu_worker_driver_branch"]
+    assert labels["nvidia.com/cuda.driver.rev"] == driver.split(".")[2]
+    assert labels["nvidia.com/cuda.runtime-version.full"] == fact["cuda_version"] == "12.8"
+    assert labels["nvidia.com/gpu.product"] == "NVIDIA-GeForce-RTX-3060"
+    assert labels["nvidia.com/gpu.memory"] == "12288"
+    assert labels["nvidia.com/gpu.count"] == "1"
+    assert (labels["nvidia.com/gpu.compute.major"], labels["nvidia.com/gpu.compute.minor"]) == ("8", "6")
+    assert labels["nvidia.com/gpu.present"] == "true"
+
+
+def test_nvidia_runtime_class_created(hv):
+    # prepare.yml removed it, as on a k3s server older than v1.29.
+    client, api = _cluster(hv)
+    assert client.NodeV1Api(api).read_runtime_class("nvidia").handler == "nvidia"
 
 
 # ------------------------------------- the role's package names, real archive
