@@ -3,7 +3,10 @@
 
 `default` converges the gpu_worker role on the systemd test hosts scripts/setup builds;
 `vllm` runs the vllm role and playbooks against the simulated cluster, or against the cluster
-in $KUBECONFIG when that is set. On failure the assertion shows the tail of molecule's output.
+in $KUBECONFIG when that is set. Here, as in the rest of the suite, only $HOMELAB_GPU_KUBECONFIG
+chooses a real cluster: a KUBECONFIG the user happens to have exported is not passed on, so
+`make test` never deploys into the cluster it points at. On failure the assertion shows the tail
+of molecule's output.
 """
 import glob
 import os
@@ -45,6 +48,9 @@ def _excerpt(output):
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_molecule_scenario(scenario):
     env = dict(_project_env(), NO_COLOR="1", ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", PY_COLORS="0")
+    env.pop("KUBECONFIG", None)
+    if os.environ.get("HOMELAB_GPU_KUBECONFIG"):
+        env["KUBECONFIG"] = os.environ["HOMELAB_GPU_KUBECONFIG"]
     proc = subprocess.run(["molecule", "test", "-s", scenario], cwd=ROOT, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
                           timeout=HANG_GUARD_SECONDS, check=False)
