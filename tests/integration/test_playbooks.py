@@ -66,10 +66,11 @@ class Cluster(object):
         return any(n.metadata.name == NS for n in self.core.list_namespace().items)
 
 
-def start_sim(tmp_path, speed="50"):
+def start_sim(tmp_path, speed="50", scenario=None):
     kubeconfig = str(tmp_path / "kubeconfig")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.kube_sim", "serve", "--kubeconfig", kubeconfig, "--speed", speed],
+        [sys.executable, "-m", "tests.kube_sim", "serve", "--kubeconfig", kubeconfig, "--speed", speed]
+        + (["--scenario", str(scenario)] if scenario else []),
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     line = proc.stdout.readline()
     while line and not line.startswith("ready "):
