@@ -236,6 +236,21 @@ def test_unknown_mode_lists_the_modes_and_missing_namespace_is_one_sentence(play
     assert res["msg"].startswith("Namespace ml does not exist: create it first")
 
 
+@pytest.mark.sim_only
+def test_no_permission_is_one_clear_sentence_and_nothing_is_written(playbook, kube_sim, api):
+    # The kubeconfig's user may read but not take the switch lock (RBAC without leases).
+    kube_sim.patch_scenario({"faults": {"forbid": ["create leases", "update leases"]}})
+    kube_sim.reset_requests()
+    res = switch(playbook, kube_sim, "ml")
+    assert res["failed"] is True and res["changed"] is False
+    assert res["msg"].startswith("No permission: POST /apis/coordination.k8s.io/v1/namespaces/ml/leases"), res["msg"]
+    assert "Grant the user of this kubeconfig the RBAC rights" in res["msg"]
+    assert [(w["method"], w["status"]) for w in writes(kube_sim)] == [("POST", 403)]   # not retried
+    with pytest.raises(client.ApiException) as err:
+        api.deployment()
+    assert err.value.status == 404
+
+
 def test_wrong_kubeconfig_is_one_clear_sentence(playbook, kube_sim, tmp_path):
     res = switch(playbook, kube_sim, "ml", kubeconfig=str(tmp_path / "missing.yaml"))
     assert res["failed"] is True

@@ -18,7 +18,8 @@ from .patch import merge_patch
 
 DEFAULT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_scenario.yaml")
 
-DEFAULT_FAULTS = {"error_rate": 0.0, "error_status": 503, "latency_ms": 0, "drop_watch_rate": 0.0, "seed": 1}
+DEFAULT_FAULTS = {"error_rate": 0.0, "error_status": 503, "latency_ms": 0, "drop_watch_rate": 0.0, "seed": 1,
+                  "forbid": []}
 DEFAULT_IMAGE = {"cuda_version": None, "require_cuda": None, "vllm": None, "pull": "ok", "pull_seconds": 5,
                  "size_bytes": 52428800, "crash": None, "exit_code": 1, "logs": [], "vllm_version": None,
                  "env": {}}
@@ -179,6 +180,11 @@ def normalise(data):
                       if entry is not None}
     faults = dict(DEFAULT_FAULTS)
     faults.update(data.get("faults") or {})
+    forbid = faults.get("forbid") or []
+    if not isinstance(forbid, list) or not all(isinstance(r, str) and len(r.split()) == 2 for r in forbid):
+        raise ScenarioError('faults.forbid must be a list of "VERB RESOURCE" rules, e.g. ["create leases", '
+                            '"patch deployments.apps", "* secrets"]')
+    faults["forbid"] = list(forbid)
     data["faults"] = faults
     return data
 

@@ -33,7 +33,36 @@ VERSION_INFO = {
     "platform": "linux/amd64",
 }
 REQUEST_LOG_LIMIT = 100000
-NO_FAULTS = {"error_rate": 0.0, "error_status": 503, "latency_ms": 0, "drop_watch_rate": 0.0, "seed": 1}
+NO_FAULTS = {"error_rate": 0.0, "error_status": 503, "latency_ms": 0, "drop_watch_rate": 0.0, "seed": 1,
+             "forbid": []}
+# What RBAC calls the request: HTTP method -> verb (GET is get, list or watch).
+VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def rbac_target(method, path, params):
+    """(verb, group, resource, namespace, name) of a Kubernetes API request, as RBAC sees it, or None."""
+    parts = path.strip("/").split("/")
+    if parts[0] == "api" and len(parts) >= 2:
+        group, rest = "", parts[2:]
+    elif parts[0] == "apis" and len(parts) >= 3:
+        group, rest = parts[1], parts[3:]
+    else:
+        return None
+    namespace = None
+    if len(rest) > 2 and rest[0] == "namespaces":
+        namespace, rest = rest[1], rest[2:]
+    if not rest:
+        return None
+    resource, name = rest[0], (rest[1] if len(rest) > 1 else None)
+    if len(rest) > 2:
+        resource += "/" + rest[2]
+    if method == "GET":
+        verb = "watch" if params.get("watch") in ("true", "1") else ("get" if name else "list")
+    else:
+        verb = VERBS.get(method, method.lower())
+        if verb == "delete" and not name:
+            verb = "deletecollection"
+    return verb, group, resource, namespace, name
 
 
 class RequestLog(object):
@@ -255,7 +284,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._entry = self.api.requests.begin(self.command, parsed.path, parsed.query)
         try:
             try:
-                self._inject_faults()
+                self._inject_faults(path, params)
                 self.api.rest.handle(self, self.command, path, params, body)
             except ApiError as exc:
                 self.send_error_status(exc)
@@ -271,11 +300,24 @@ class _Handler(BaseHTTPRequestHandler):
             if not self._status:  # the handler ended without an answer
                 self._answered(499)
 
-    def _inject_faults(self):
+    def _inject_faults(self, path, params):
         faults = self.api.faults()
         latency = float(faults.get("latency_ms") or 0)
         if latency > 0:
             time.sleep(latency / 1000.0)
+        target = rbac_target(self.command, path, params) if faults.get("forbid") else None
+        for rule in (faults.get("forbid") or []) if target else []:
+            verb, group, resource, namespace, name = target
+            rule_verb, rule_resource = rule.split()
+            qualified = "%s.%s" % (resource, group) if group else resource
+            if rule_verb in ("*", verb) and rule_resource in ("*", resource, qualified):
+                # RBAC's answer to an anonymous-looking user without the right
+                message = '%s%s is forbidden: User "system:serviceaccount:default:homelab" cannot %s resource ' \
+                          '"%s" in API group "%s"%s' % (
+                              qualified, ' "%s"' % name if name else "", verb, resource, group,
+                              ' in the namespace "%s"' % namespace if namespace else " at the cluster scope")
+                raise ApiError(403, "Forbidden", message,
+                               details={"name": name, "group": group, "kind": resource.split("/")[0]})
         rate = float(faults.get("error_rate") or 0)
         if rate > 0 and self.api.roll(faults.get("seed", 1)) < rate:
             status = int(faults.get("error_status") or 503)

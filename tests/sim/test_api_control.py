@@ -66,6 +66,26 @@ def test_injected_errors_are_status_bodies_and_spare_control_endpoints(kube_api,
     assert v1.list_namespace().items
 
 
+def test_forbidden_rules_answer_403_like_rbac_for_the_matching_requests_only(kube_api, api, ns):
+    v1 = client.CoreV1Api(api)
+    kube_api.patch_scenario({"faults": {"forbid": ["create configmaps", "* leases.coordination.k8s.io"]}})
+    try:
+        with pytest.raises(client.ApiException) as err:
+            v1.create_namespaced_config_map(ns, {"metadata": {"name": "c"}})
+        body = json.loads(err.value.body)
+        assert err.value.status == 403 and body["reason"] == "Forbidden"
+        assert body["message"] == ('configmaps is forbidden: User "system:serviceaccount:default:homelab" cannot '
+                                   'create resource "configmaps" in API group "" in the namespace "%s"' % ns)
+        with pytest.raises(client.ApiException) as err:
+            client.CoordinationV1Api(api).read_namespaced_lease("x", ns)
+        assert err.value.status == 403 and '"x" is forbidden' in json.loads(err.value.body)["message"]
+        assert v1.list_namespaced_config_map(ns).items is not None       # other verbs still work
+        v1.create_namespaced_secret(ns, {"metadata": {"name": "s"}})      # other resources too
+    finally:
+        kube_api.patch_scenario({"faults": {"forbid": []}})
+    v1.create_namespaced_config_map(ns, {"metadata": {"name": "c"}})
+
+
 def test_error_rate_is_a_seeded_fraction(kube_api, api):
     v1 = client.CoreV1Api(api)
 

@@ -20,7 +20,7 @@ def test_reference_lab_defaults():
     assert data["models"]["Qwen/Qwen3-8B-AWQ"]["vram_mib"] == 10820
     assert data["images"]["vllm/vllm-openai:v0.8.5.post1"]["cuda_version"] == "12.4.1"
     assert data["faults"] == {"error_rate": 0.0, "error_status": 503, "latency_ms": 0, "drop_watch_rate": 0.0,
-                              "seed": 1}
+                              "seed": 1, "forbid": []}
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=[os.path.basename(p) for p in SCENARIOS])
@@ -39,6 +39,9 @@ def test_bad_scenarios_are_refused_with_a_clear_sentence(tmp_path):
         load_scenario(str(tmp_path / "missing.yaml"))
     with pytest.raises(ScenarioError, match="every node in a scenario patch needs a name"):
         merge_scenario(load_scenario(None).data, {"nodes": [{"ready": False}]})
+    path.write_text("extends: default\nfaults: {forbid: [create]}\n")
+    with pytest.raises(ScenarioError, match='faults.forbid must be a list of "VERB RESOURCE" rules'):
+        load_scenario(str(path))
 
 
 def test_requirement_evaluation_like_nvidia_container_cli():
