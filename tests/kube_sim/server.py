@@ -7,6 +7,7 @@ Kubernetes API are counted and logged and may get faults injected (``World.fault
 Bearer tokens are accepted without being checked.
 """
 
+import calendar
 import json
 import random
 import socket
@@ -923,12 +924,13 @@ class RestHandler(object):
         previous = _truthy(params.get("previous", "false"))
         stamps = _truthy(params.get("timestamps", "false"))
         limit = int(params.get("limitBytes") or 0)
+        since = _log_since(ctx.name, params)
         world = self.api.world
 
         def read(tail_lines):
             if world is None:
                 return ""
-            return world.pod_logs(ctx.namespace, ctx.name, container, previous, tail_lines, stamps)
+            return world.pod_logs(ctx.namespace, ctx.name, container, previous, tail_lines, stamps, since)
 
         text = read(tail)
         if not _truthy(params.get("follow", "false")):
@@ -984,6 +986,32 @@ class RestHandler(object):
         if isinstance(data, str):
             data = data.encode()
         return ctx.req.send_bytes(int(status), data or b"", content_type, out_headers)
+
+
+def _log_since(name, params):
+    """The epoch time from which log lines are wanted (sinceSeconds or sinceTime), or None; 422 as
+    the apiserver's PodLogOptions validation answers for a bad or doubled value."""
+    seconds, moment = params.get("sinceSeconds"), params.get("sinceTime")
+    if seconds not in (None, "") and moment not in (None, ""):
+        raise errors.invalid("PodLogOptions", "", name, [(
+            "sinceSeconds", "FieldValueForbidden", "Forbidden: at most one of `sinceTime` or `sinceSeconds` "
+            "may be specified")])
+    if seconds not in (None, ""):
+        try:
+            value = int(seconds)
+        except ValueError:
+            raise errors.bad_request('invalid sinceSeconds "%s"' % seconds) from None
+        if value < 1:
+            raise errors.invalid("PodLogOptions", "", name, [(
+                "sinceSeconds", "FieldValueInvalid", "Invalid value: %d: must be greater than 0" % value)])
+        return time.time() - value
+    if moment not in (None, ""):
+        try:
+            return calendar.timegm(time.strptime(moment[:19], "%Y-%m-%dT%H:%M:%S"))
+        except ValueError:
+            raise errors.bad_request('invalid sinceTime "%s": use RFC 3339, e.g. 2026-11-23T18:00:00Z'
+                                     % moment) from None
+    return None
 
 
 def _container_running(pod, container):

@@ -11,6 +11,7 @@ Endpoints) whenever something changed or a timer fell due; every write is idempo
 loop settles. The worker sleeps on a condition variable between events: idle CPU is nil.
 """
 
+import calendar
 import copy
 import heapq
 import itertools
@@ -302,8 +303,10 @@ class World(object):
         with self.lock:
             return dict(self.scenario.data.get("faults") or scenario_mod.DEFAULT_FAULTS)
 
-    def pod_logs(self, namespace, name, container=None, previous=False, tail_lines=None, timestamps=False):
-        """The log text of a pod's container (``previous``: the last terminated instance)."""
+    def pod_logs(self, namespace, name, container=None, previous=False, tail_lines=None, timestamps=False,
+                 since=None):
+        """The log text of a pod's container (``previous``: the last terminated instance); ``since``:
+        only the lines logged at or after that epoch time (then ``tail_lines`` of those)."""
         pod = self.store.try_get("pods", name, namespace)
         if pod is None:
             raise not_found("pods", "", name)
@@ -313,6 +316,8 @@ class World(object):
             raise ApiError(400, "BadRequest", "container %s is not valid for pod %s" % (container, name))
         with self.lock:
             lines = self.kubelet.logs(pod, container, previous)
+        if since is not None:
+            lines = [(stamp, text) for stamp, text in lines if _stamp_epoch(stamp) >= since]
         if tail_lines is not None:
             lines = lines[-int(tail_lines):] if int(tail_lines) > 0 else []
         if timestamps:
@@ -525,3 +530,9 @@ def build_node(node, now):
                          "systemUUID": str(uuid.uuid5(uuid.NAMESPACE_DNS, name + "-sys"))},
         },
     }
+
+
+def _stamp_epoch(stamp):
+    """Epoch seconds of a log line's RFC 3339 stamp (2026-11-23T18:00:00.123456789Z)."""
+    whole, _dot, fraction = stamp.rstrip("Z").partition(".")
+    return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + float("0." + (fraction or "0"))

@@ -54,7 +54,8 @@ class StandInWorld(object):
         self.data = merge_patch(self.data, patch)
         return self.scenario_dict()
 
-    def pod_logs(self, namespace, name, container=None, previous=False, tail_lines=None, timestamps=False):
+    def pod_logs(self, namespace, name, container=None, previous=False, tail_lines=None, timestamps=False,
+                 since=None):
         key = (namespace, name, container, previous)
         if key not in self.logs:
             if previous:

@@ -3,10 +3,13 @@ pod log / proxy routes that hand over to the world."""
 
 import json
 import time
+import urllib.error
 import urllib.parse
 
 import pytest
 from kubernetes import client, watch
+
+from .conftest import raw_get
 
 pytestmark = pytest.mark.sim_only
 
@@ -144,6 +147,13 @@ def test_pod_logs_go_to_the_world_with_their_options(kube_api, api, ns):
     with pytest.raises(client.ApiException) as err:
         v1.read_namespaced_pod_log("nope", ns)
     assert err.value.status == 404
+    with pytest.raises(client.ApiException) as err:
+        v1.read_namespaced_pod_log("p", ns, since_seconds=0)
+    body = json.loads(err.value.body)
+    assert err.value.status == 422 and body["details"]["causes"][0]["message"].endswith("must be greater than 0")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        raw_get(api, "/api/v1/namespaces/%s/pods/p/log?sinceSeconds=5&sinceTime=2026-11-23T18:00:00Z" % ns)
+    assert err.value.code == 422
 
 
 def test_pod_logs_of_a_multi_container_pod_need_a_container(api, ns):

@@ -1,6 +1,8 @@
 """The simulated kubelet: probes, restarts with back-off, image pulls, termination, pod status."""
 
 import json
+import time
+import urllib.request
 
 import pytest
 from kubernetes import client
@@ -90,6 +92,13 @@ def test_crash_loop_back_off_with_logs(lab):
     assert (status.last_state.terminated.exit_code, status.last_state.terminated.reason) == (2, "Error")
     previous = v1.read_namespaced_pod_log("crasher", "apps", previous=True)
     assert previous == "starting crasher\npanic: cannot open /data/config.yaml\n"
+    # sinceSeconds / sinceTime: the lines logged from then on (the client has no since_time: raw GET)
+    assert v1.read_namespaced_pod_log("crasher", "apps", previous=True, since_seconds=3600) == previous
+    path = "/api/v1/namespaces/apps/pods/crasher/log?previous=true&sinceTime="
+    for moment, expected in ((time.time() - 3600, previous), (time.time() + 3600, "")):
+        with urllib.request.urlopen(cluster.url + path + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment)),
+                                    timeout=10) as response:
+            assert response.read().decode() == expected
     backoff = events(v1, "crasher", "BackOff")
     assert backoff[0].message.startswith("Back-off restarting failed container main in pod crasher_apps(")
     assert v1.read_namespaced_pod("crasher", "apps").status.phase == "Running"
