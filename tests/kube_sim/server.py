@@ -964,6 +964,8 @@ class RestHandler(object):
 
     def proxy(self, ctx, subpath):
         kind = ctx.rtype.plural
+        if kind == "nodes":
+            return self._node_proxy(ctx, subpath)
         if kind not in ("pods", "services"):
             raise _not_found()
         parts = ctx.name.split(":")
@@ -986,6 +988,23 @@ class RestHandler(object):
         if isinstance(data, str):
             data = data.encode()
         return ctx.req.send_bytes(int(status), data or b"", content_type, out_headers)
+
+
+    def _node_proxy(self, ctx, subpath):
+        """nodes/NAME[:PORT]/proxy/PATH: the kubelet's read-only answers (healthz, pods)."""
+        name = ctx.name.split(":")[-2] if ctx.name.count(":") == 2 else ctx.name.split(":")[0]
+        node = self.store.get("nodes", name)
+        ready = [c for c in (node.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"]
+        if not ready or ready[0].get("status") != "True":
+            raise ApiError(503, "ServiceUnavailable", "error trying to reach service: dial tcp %s:10250: connect: "
+                           "connection refused" % name)
+        path = "/" + (subpath or "").strip("/")
+        if ctx.method == "GET" and path == "/healthz":
+            return ctx.req.send_bytes(200, b"ok", "text/plain")
+        if ctx.method == "GET" and path == "/pods":
+            pods = [p for p in self.store.list("pods")[0] if (p.get("spec") or {}).get("nodeName") == name]
+            return ctx.req.send_json(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": pods})
+        return ctx.req.send_bytes(404, b"404 page not found\n", "text/plain")
 
 
 def _log_since(name, params):

@@ -203,3 +203,17 @@ def test_missing_secret_or_key_is_create_container_config_error_until_it_exists(
     status = wait_until(lambda: status_of(v1, "needs-secret"), lambda s: s.state.running is not None,
                         what="the container started once the key exists")
     assert status.restart_count == 0
+
+
+def test_node_proxy_reaches_the_kubelet_of_a_ready_node(lab):
+    cluster, v1 = lab
+    v1.create_namespaced_pod("apps", plain_pod("here", image="nginx:1.27"))
+    assert v1.connect_get_node_proxy_with_path("k3s-server", "healthz") == "ok"
+    node = wait_until(lambda: v1.read_namespaced_pod("here", "apps").spec.node_name, bool, what="the pod to be bound")
+    pods = json.loads(v1.connect_get_node_proxy_with_path(node, "pods", _preload_content=False).data)
+    assert pods["kind"] == "PodList" and "here" in [p["metadata"]["name"] for p in pods["items"]]
+    cluster.patch_scenario({"nodes": [{"name": node, "ready": False}]})
+    wait_until(lambda: v1.read_node(node), lambda n: not is_ready(n), what="the node to be NotReady")
+    with pytest.raises(client.ApiException) as err:
+        v1.connect_get_node_proxy_with_path(node, "healthz")
+    assert err.value.status == 503
