@@ -989,7 +989,6 @@ class RestHandler(object):
             data = data.encode()
         return ctx.req.send_bytes(int(status), data or b"", content_type, out_headers)
 
-
     def _node_proxy(self, ctx, subpath):
         """nodes/NAME[:PORT]/proxy/PATH: the kubelet's read-only answers (healthz, pods)."""
         name = ctx.name.split(":")[-2] if ctx.name.count(":") == 2 else ctx.name.split(":")[0]
