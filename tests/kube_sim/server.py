@@ -968,13 +968,7 @@ class RestHandler(object):
             return self._node_proxy(ctx, subpath)
         if kind not in ("pods", "services"):
             raise _not_found()
-        parts = ctx.name.split(":")
-        if len(parts) == 3:
-            _scheme, name, port = parts
-        elif len(parts) == 2:
-            name, port = parts
-        else:
-            name, port = parts[0], ""
+        name, port = _proxy_target(ctx.name)
         world = self.api.world
         if world is None:
             raise ApiError(503, "ServiceUnavailable", 'no endpoints available for service "%s"' % name)
@@ -991,7 +985,7 @@ class RestHandler(object):
 
     def _node_proxy(self, ctx, subpath):
         """nodes/NAME[:PORT]/proxy/PATH: the kubelet's read-only answers (healthz, pods)."""
-        name = ctx.name.split(":")[-2] if ctx.name.count(":") == 2 else ctx.name.split(":")[0]
+        name, _port = _proxy_target(ctx.name)
         node = self.store.get("nodes", name)
         ready = [c for c in (node.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"]
         if not ready or ready[0].get("status") != "True":
@@ -1004,6 +998,16 @@ class RestHandler(object):
             pods = [p for p in self.store.list("pods")[0] if (p.get("spec") or {}).get("nodeName") == name]
             return ctx.req.send_json(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": pods})
         return ctx.req.send_bytes(404, b"404 page not found\n", "text/plain")
+
+
+def _proxy_target(value):
+    """(name, port) of a proxy subresource's ``[scheme:]NAME[:PORT]`` (port "" when not given)."""
+    parts = value.split(":")
+    if len(parts) == 3:
+        return parts[1], parts[2]
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    return parts[0], ""
 
 
 def _log_since(name, params):
