@@ -40,32 +40,6 @@ NO_FAULTS = {"error_rate": 0.0, "error_status": 503, "latency_ms": 0, "drop_watc
 VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
-def rbac_target(method, path, params):
-    """(verb, group, resource, namespace, name) of a Kubernetes API request, as RBAC sees it, or None."""
-    parts = path.strip("/").split("/")
-    if parts[0] == "api" and len(parts) >= 2:
-        group, rest = "", parts[2:]
-    elif parts[0] == "apis" and len(parts) >= 3:
-        group, rest = parts[1], parts[3:]
-    else:
-        return None
-    namespace = None
-    if len(rest) > 2 and rest[0] == "namespaces":
-        namespace, rest = rest[1], rest[2:]
-    if not rest:
-        return None
-    resource, name = rest[0], (rest[1] if len(rest) > 1 else None)
-    if len(rest) > 2:
-        resource += "/" + rest[2]
-    if method == "GET":
-        verb = "watch" if params.get("watch") in ("true", "1") else ("get" if name else "list")
-    else:
-        verb = VERBS.get(method, method.lower())
-        if verb == "delete" and not name:
-            verb = "deletecollection"
-    return verb, group, resource, namespace, name
-
-
 class RequestLog(object):
     """Counts per ``"<METHOD> <path>"`` and the ordered log of Kubernetes API requests."""
 
@@ -285,7 +259,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._entry = self.api.requests.begin(self.command, parsed.path, parsed.query)
         try:
             try:
-                self._inject_faults(path, params)
+                self._inject_faults()
                 self.api.rest.handle(self, self.command, path, params, body)
             except ApiError as exc:
                 self.send_error_status(exc)
@@ -301,24 +275,11 @@ class _Handler(BaseHTTPRequestHandler):
             if not self._status:  # the handler ended without an answer
                 self._answered(499)
 
-    def _inject_faults(self, path, params):
+    def _inject_faults(self):
         faults = self.api.faults()
         latency = float(faults.get("latency_ms") or 0)
         if latency > 0:
             time.sleep(latency / 1000.0)
-        target = rbac_target(self.command, path, params) if faults.get("forbid") else None
-        for rule in (faults.get("forbid") or []) if target else []:
-            verb, group, resource, namespace, name = target
-            rule_verb, rule_resource = rule.split()
-            qualified = "%s.%s" % (resource, group) if group else resource
-            if rule_verb in ("*", verb) and rule_resource in ("*", resource, qualified):
-                # RBAC's answer to an anonymous-looking user without the right
-                message = '%s%s is forbidden: User "system:serviceaccount:default:homelab" cannot %s resource ' \
-                          '"%s" in API group "%s"%s' % (
-                              qualified, ' "%s"' % name if name else "", verb, resource, group,
-                              ' in the namespace "%s"' % namespace if namespace else " at the cluster scope")
-                raise ApiError(403, "Forbidden", message,
-                               details={"name": name, "group": group, "kind": resource.split("/")[0]})
         rate = float(faults.get("error_rate") or 0)
         if rate > 0 and self.api.roll(faults.get("seed", 1)) < rate:
             status = int(faults.get("error_status") or 503)
@@ -481,7 +442,9 @@ class RestHandler(object):
         if name is not None and rtype.namespaced and namespace is None:
             raise _not_found()
         ctx = _Ctx(req, method, params, body, rtype, namespace, name)
-        if watch_path or (name is None and method == "GET" and _truthy(params.get("watch", ""))):
+        watching = watch_path or (name is None and method == "GET" and _truthy(params.get("watch", "")))
+        self._forbidden(ctx, sub, watching)
+        if watching:
             if method != "GET":
                 raise errors.method_not_allowed()
             return self.watch(ctx)
@@ -500,6 +463,31 @@ class RestHandler(object):
                 raise errors.method_not_allowed()
             return self.bind(ctx) if sub == "binding" else self.evict(ctx)
         return self._verb(ctx, sub)
+
+    def _forbidden(self, ctx, sub, watching):
+        """403 as RBAC answers a user without the right, for a request that a ``faults.forbid`` rule
+        ("VERB RESOURCE") matches."""
+        rules = self.api.faults().get("forbid") or []
+        if not rules:
+            return
+        rtype, name = ctx.rtype, ctx.name
+        if ctx.method == "GET":
+            verb = "watch" if watching else ("get" if name else "list")
+        else:
+            verb = VERBS.get(ctx.method, ctx.method.lower())
+            if verb == "delete" and not name:
+                verb = "deletecollection"
+        resource = rtype.plural + ("/" + sub if sub else "")
+        qualified = "%s.%s" % (resource, rtype.group) if rtype.group else resource
+        for rule in rules:
+            rule_verb, rule_resource = rule.split()
+            if rule_verb in ("*", verb) and rule_resource in ("*", resource, qualified):
+                raise ApiError(403, "Forbidden", '%s%s is forbidden: User "system:serviceaccount:default:homelab" '
+                               'cannot %s resource "%s" in API group "%s"%s' % (
+                                   qualified, ' "%s"' % name if name else "", verb, resource, rtype.group,
+                                   ' in the namespace "%s"' % ctx.namespace if ctx.namespace
+                                   else " at the cluster scope"),
+                               details={"name": name, "group": rtype.group, "kind": rtype.plural})
 
     def _verb(self, ctx, sub):
         method, name = ctx.method, ctx.name
