@@ -5,6 +5,7 @@ is expressed in simulated seconds and turned into real seconds by :meth:`Clock.r
 Timestamps written into objects are real UTC wall time, as a real cluster writes them.
 """
 
+import calendar
 import time
 
 
@@ -38,3 +39,14 @@ class Clock(object):
         """Real UTC wall time with microseconds (MicroTime, log timestamps)."""
         now = time.time()
         return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%06dZ" % int((now % 1) * 1e6)
+
+
+def epoch_of(stamp):
+    """Epoch seconds of an RFC 3339 UTC time, with or without a fraction (``2026-11-23T18:00:00Z``,
+    ``2026-11-23T18:00:00.123456789Z``); ValueError when it is not one."""
+    if stamp.endswith("+00:00"):
+        stamp = stamp[:-len("+00:00")] + "Z"
+    whole, _dot, fraction = stamp.rstrip("Z").partition(".")
+    if fraction and not fraction.isdigit():
+        raise ValueError("not an RFC 3339 time: %r" % stamp)
+    return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + float("0." + (fraction or "0"))

@@ -7,7 +7,6 @@ Kubernetes API are counted and logged and may get faults injected (``World.fault
 Bearer tokens are accepted without being checked.
 """
 
-import calendar
 import json
 import random
 import socket
@@ -17,6 +16,7 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from . import errors
+from .clock import epoch_of
 from .errors import ApiError
 from .patch import json_patch, merge_patch, strategic_merge_patch
 from .selectors import label_selector_string, parse_field_selector, parse_label_selector
@@ -1017,7 +1017,7 @@ def _log_since(name, params):
         return time.time() - value
     if moment not in (None, ""):
         try:
-            return calendar.timegm(time.strptime(moment[:19], "%Y-%m-%dT%H:%M:%S"))
+            return epoch_of(moment)
         except ValueError:
             raise errors.bad_request('invalid sinceTime "%s": use RFC 3339, e.g. 2026-11-23T18:00:00Z'
                                      % moment) from None

@@ -11,7 +11,6 @@ Endpoints) whenever something changed or a timer fell due; every write is idempo
 loop settles. The worker sleeps on a condition variable between events: idle CPU is nil.
 """
 
-import calendar
 import copy
 import heapq
 import itertools
@@ -21,6 +20,7 @@ import time
 import uuid
 
 from . import scenario as scenario_mod
+from .clock import epoch_of
 from .errors import ApiError, not_found
 
 LOG = logging.getLogger("kube_sim.world")
@@ -317,7 +317,7 @@ class World(object):
         with self.lock:
             lines = self.kubelet.logs(pod, container, previous)
         if since is not None:
-            lines = [(stamp, text) for stamp, text in lines if _stamp_epoch(stamp) >= since]
+            lines = [(stamp, text) for stamp, text in lines if epoch_of(stamp) >= since]
         if tail_lines is not None:
             lines = lines[-int(tail_lines):] if int(tail_lines) > 0 else []
         if timestamps:
@@ -530,9 +530,3 @@ def build_node(node, now):
                          "systemUUID": str(uuid.uuid5(uuid.NAMESPACE_DNS, name + "-sys"))},
         },
     }
-
-
-def _stamp_epoch(stamp):
-    """Epoch seconds of a log line's RFC 3339 stamp (2026-11-23T18:00:00.123456789Z)."""
-    whole, _dot, fraction = stamp.rstrip("Z").partition(".")
-    return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + float("0." + (fraction or "0"))
