@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover
     import Queue as _queue  # type: ignore
 
 from ansible_collections.homelab.gpu.plugins.module_utils import profiles, readiness
-from ansible_collections.homelab.gpu.plugins.module_utils.kube import (
+from ansible_collections.homelab.gpu.plugins.module_utils.api import (
     KubeError,
     Watcher,
     ns_path,

@@ -1,5 +1,5 @@
-"""Unit tests of the small REST client (kube.py) against a stdlib HTTP server: retries of
-transient failures, clear errors, watch parsing and 410 Gone."""
+"""Unit tests of the engine's REST client (api.py) over the modules' transport (kube.py) against a
+stdlib HTTP server: retries of transient failures, clear errors, watch parsing and 410 Gone."""
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from kubernetes.client import Configuration
 
-from ansible_collections.homelab.gpu.plugins.module_utils import kube
+from ansible_collections.homelab.gpu.plugins.module_utils import api, kube
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -47,7 +47,7 @@ def client(url, **kwargs):
     cfg = Configuration()
     cfg.host = url
     cfg.api_key = {"authorization": "Bearer t0k"}
-    return kube.Kube(cfg, sleep=lambda s: None, **kwargs)
+    return api.Api(kube.Urllib3Transport(cfg), sleep=lambda s: None, **kwargs)
 
 
 def status(code, reason, message):
@@ -68,7 +68,7 @@ def test_404_is_none_when_allowed_and_403_says_what_to_grant(server):
     k = client(server)
     assert k.get("/apis/apps/v1/namespaces/ml/deployments/x") is None
     Handler.script = [(403, status(403, "Forbidden", 'deployments.apps is forbidden: User "bob" cannot get'))]
-    with pytest.raises(kube.KubeError) as err:
+    with pytest.raises(api.KubeError) as err:
         k.get("/apis/apps/v1/namespaces/ml/deployments/x")
     assert err.value.message.startswith("No permission: GET /apis/apps/v1/namespaces/ml/deployments/x was forbidden")
     assert "RBAC" in err.value.message and k.stats["retries"] == 0
@@ -76,7 +76,7 @@ def test_404_is_none_when_allowed_and_403_says_what_to_grant(server):
 
 def test_unreachable_api_server_is_one_sentence():
     k = client("http://127.0.0.1:9", retries=1)
-    with pytest.raises(kube.KubeError) as err:
+    with pytest.raises(api.KubeError) as err:
         k.get("/api/v1/nodes")
     assert err.value.message.startswith("Cannot reach the Kubernetes API at http://127.0.0.1:9")
 
@@ -101,12 +101,22 @@ def test_watch_yields_events_skips_bookmarks_and_raises_on_410(server):
               if t != "BOOKMARK"]
     assert events == [("ADDED", "p"), ("DELETED", "p")]
     Handler.script = [(200, [{"type": "ERROR", "object": status(410, "Expired", "too old resource version")}])]
-    with pytest.raises(kube.WatchExpired):
+    with pytest.raises(api.WatchExpired):
         list(k.watch("/api/v1/namespaces/ml/pods", "1"))
 
 
 def test_paths():
-    assert kube.ns_path("ml", "deployments", "vllm-server", group="apps/v1") == \
+    assert api.ns_path("ml", "deployments", "vllm-server", group="apps/v1") == \
         "/apis/apps/v1/namespaces/ml/deployments/vllm-server"
-    assert kube.ns_path("ml", "services", "vllm-api:8000") == "/api/v1/namespaces/ml/services/vllm-api:8000"
-    assert kube.selector_string({"b": "2", "a": "1"}) == "a=1,b=2"
+    assert api.ns_path("ml", "services", "vllm-api:8000") == "/api/v1/namespaces/ml/services/vllm-api:8000"
+    assert api.selector_string({"b": "2", "a": "1"}) == "a=1,b=2"
+
+
+def test_the_kubernetes_core_helpers_this_transport_uses_still_exist():
+    """kube.py builds its client configuration with three private helpers of kubernetes.core (its
+    public get_api_client runs API discovery). This fails the day one of them disappears."""
+    from ansible_collections.kubernetes.core.plugins.module_utils.k8s import client as core_client
+
+    for name in ("_create_auth_spec", "_create_configuration", "_create_headers"):
+        assert callable(getattr(core_client, name, None)), name
+    assert kube.IMPORT_ERROR is None
