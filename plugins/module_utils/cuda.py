@@ -477,24 +477,233 @@ _ADVICE_UNKNOWN_IMAGE = (
     "reachable (registry options: username/password/insecure), or run with cuda_check=warn")
 
 
-def _suggest(image, driver_cuda, driver_version):
-    """'use vllm/vllm-openai:v0.10.1.1 (CUDA 12.8.1) or older, or upgrade the driver to >= ...'."""
-    # Imported here: known_images imports this module.
-    from ansible_collections.homelab.gpu.plugins.module_utils import known_images
+def generic_alternatives(image, driver_cuda):
+    """What to run instead when nothing more is known about the image's family."""
+    return ["use an image built on CUDA %s or older" % driver_cuda]
 
-    parts = []
-    if image and known_images.is_vllm_image(image):
-        fits = known_images.tags_for_driver_cuda(driver_cuda)
-        if fits:
-            best = fits[0]
-            parts.append("use %s:%s (CUDA %s) or older" % (known_images.VLLM_REPOSITORY, best["tag"], best["cuda_version"]))
-    else:
-        parts.append("use an image built on CUDA %s or older" % driver_cuda)
-    return parts
+
+class Case(object):
+    """The inputs of one verdict and what follows from them, computed once for every rule."""
+
+    def __init__(self, image, image_cuda, require_cuda, driver_version, driver_cuda, gpu_product, gpu_arch,
+                 alternatives):
+        if isinstance(require_cuda, str):
+            self.reqs = [require_cuda] if require_cuda.strip() else []
+        else:
+            self.reqs = [r for r in (require_cuda or []) if r and str(r).strip()]
+        self.klass = gpu_class(gpu_product)
+        self.brand = nvml_brand(gpu_product)
+        if not driver_cuda and driver_version:
+            try:
+                driver_cuda = cuda_for_driver(driver_version)
+            except ValueError:
+                driver_cuda = None
+        if not image_cuda:
+            image_cuda = next((c for c in (cuda_from_require(r) for r in self.reqs) if c), None)
+        self.image, self.image_cuda, self.driver_version, self.driver_cuda = image, image_cuda, driver_version, \
+            driver_cuda
+        self.gpu_arch = gpu_arch
+        self.inputs = {"image": image, "image_cuda": image_cuda, "require_cuda": require_cuda,
+                       "driver_version": driver_version, "driver_cuda": driver_cuda, "gpu_product": gpu_product,
+                       "gpu_class": self.klass, "gpu_brand": self.brand, "gpu_arch": gpu_arch}
+        self.gpu = gpu_product or "an unknown GPU"
+        self.drv = "driver %s" % driver_version if driver_version else "the driver"
+        self.img_mm, self.img_error = _try_major_minor(image_cuda)
+        self.drv_mm, self.drv_error = _try_major_minor(driver_cuda)
+        self._alternatives = alternatives or generic_alternatives
+
+    def verdict(self, verdict, rule, message, suggestion=None, warnings=None):
+        return {"verdict": verdict, "rule": rule, "message": message, "suggestion": suggestion,
+                "warnings": warnings or [], "inputs": self.inputs}
+
+    @property
+    def what(self):
+        return "Image %s (CUDA %s) on %s (CUDA %s) with %s" % (self.image, self.image_cuda, self.drv,
+                                                              self.driver_cuda, self.gpu)
+
+    @property
+    def upgrade_text(self):
+        upgrade = min_driver_for_cuda(self.image_cuda) or min_driver_for_cuda_at_least(self.image_cuda)
+        return ("upgrade the driver to >= %s" % upgrade) if upgrade else "upgrade the driver"
+
+    @property
+    def suggestion(self):
+        return ", or ".join(list(self._alternatives(self.image, format_version(self.drv_mm))) + [self.upgrade_text])
+
+    @property
+    def newer(self):
+        return "the image's CUDA %s is newer than the CUDA %s that %s supports" % (
+            format_version(self.img_mm), format_version(self.drv_mm), self.drv)
+
+
+def _try_major_minor(version):
+    if not version:
+        return None, None
+    try:
+        return major_minor(version), None
+    except ValueError as exc:
+        return None, str(exc)
+
+
+# -- the rules, in the order they are asked (docs/image-cuda.md); each answers or passes (None) --
+
+def rule_image_cuda_unknown(c):
+    """Nothing says which CUDA the image carries: it cannot be checked."""
+    if not c.image_cuda:
+        return c.verdict(
+            "unknown", "image-cuda-unknown",
+            "The CUDA version of image %s is unknown (no CUDA_VERSION or NVIDIA_REQUIRE_CUDA found), "
+            "so it cannot be checked against %s (CUDA %s) on %s [rule image-cuda-unknown]: %s."
+            % (c.image, c.drv, c.driver_cuda or "unknown", c.gpu, _ADVICE_UNKNOWN_IMAGE), _ADVICE_UNKNOWN_IMAGE)
+    if c.img_error:
+        return c.verdict("unknown", "image-cuda-unknown",
+                         "Image %s declares CUDA '%s', which is not a version (%s) [rule image-cuda-unknown]: %s."
+                         % (c.image, c.image_cuda, c.img_error, _ADVICE_UNKNOWN_IMAGE), _ADVICE_UNKNOWN_IMAGE)
+    return None
+
+
+def rule_driver_unknown(c):
+    """The node's driver (or its CUDA) is unknown: nothing to compare with."""
+    if not c.driver_cuda:
+        advice = ("pass the node's driver (module option driver_version, e.g. 570.195.03) or make sure "
+                  "GPU Feature Discovery labels the node (nvidia.com/cuda.driver-version.full, "
+                  "nvidia.com/cuda.runtime-version.full)")
+        return c.verdict(
+            "unknown", "driver-unknown",
+            "Image %s needs CUDA %s but the CUDA version of %s on %s is unknown [rule driver-unknown]: %s."
+            % (c.image, c.image_cuda, c.drv, c.gpu, advice), advice)
+    if c.drv_error:
+        advice = "pass the driver's CUDA version as reported by nvidia-smi (e.g. 12.8)"
+        return c.verdict("unknown", "driver-unknown", "Driver CUDA '%s' is not a version (%s) [rule driver-unknown]: "
+                         "%s." % (c.driver_cuda, c.drv_error, advice), advice)
+    return None
+
+
+def rule_nvidia_require(c):
+    """The NVIDIA container runtime's own check of NVIDIA_REQUIRE_*: it refuses to start the container."""
+    if not c.reqs:
+        return None
+    ok, condition = evaluate_require(c.reqs, cuda=format_version(c.drv_mm), driver=c.driver_version,
+                                     brand=c.brand, arch=c.gpu_arch)
+    if ok:
+        return None
+    return c.verdict(
+        "fail", "nvidia-require",
+        "%s: the NVIDIA container runtime will refuse to start it, its NVIDIA_REQUIRE_* is not "
+        "satisfied (unsatisfied condition: %s) [rule nvidia-require]. What to do: %s."
+        % (c.what, condition, c.suggestion), c.suggestion)
+
+
+def rule_within_driver_cuda(c):
+    """Backward compatibility: a driver runs every older CUDA."""
+    if c.img_mm > c.drv_mm:
+        return None
+    warnings = []
+    if c.img_mm[0] < c.drv_mm[0]:
+        warnings.append(
+            "%s: the image's CUDA major is older than the driver's. That is supported, but "
+            "images that put an older cuda-compat libcuda on the library path (vLLM >= 0.15 "
+            "images on drivers >= 580) have failed with error 803 'unsupported display driver / "
+            "cuda driver combination'; if the pod crashes so, use a tag built for CUDA %d or set "
+            "VLLM_ENABLE_CUDA_COMPATIBILITY=0." % (c.what, c.drv_mm[0]))
+    return c.verdict(
+        "pass", "within-driver-cuda",
+        "%s: OK, the image's CUDA %s is not newer than the driver's CUDA %s [rule within-driver-cuda]."
+        % (c.what, format_version(c.img_mm), format_version(c.drv_mm)), None, warnings)
+
+
+def rule_no_forward_compat_consumer(c):
+    """Newer CUDA on a consumer GPU: no forward compatibility, error 804."""
+    if c.klass != "consumer":
+        return None
+    return c.verdict(
+        "fail", "no-forward-compat-consumer",
+        "%s: %s, and consumer GPUs (GeForce, consumer RTX, TITAN) have no CUDA forward "
+        "compatibility, so the container fails at CUDA init (error 804: forward compatibility "
+        "was attempted on non supported HW) [rule no-forward-compat-consumer]. What to do: %s."
+        % (c.what, c.newer, c.suggestion), c.suggestion)
+
+
+def rule_forward_compat_gpu_unknown(c):
+    """Newer CUDA and the GPU model is unknown: forward compatibility cannot be decided."""
+    if c.klass != "unknown":
+        return None
+    advice = ("pass the GPU (module option gpu_product, e.g. \"NVIDIA GeForce RTX 3060\") or let "
+              "GPU Feature Discovery label the node (nvidia.com/gpu.product); or " + c.suggestion)
+    return c.verdict(
+        "unknown", "forward-compat-gpu-unknown",
+        "%s: %s; that only works through CUDA forward compatibility, which NVIDIA supports on "
+        "data-center GPUs only, and the GPU model is unknown [rule forward-compat-gpu-unknown]. "
+        "What to do: %s." % (c.what, c.newer, advice), advice)
+
+
+def rule_forward_compat_unsupported_gpu(c):
+    """Newer CUDA on a workstation GPU: forward compatibility is for data-center GPUs."""
+    if c.klass != "workstation":
+        return None
+    return c.verdict(
+        "fail", "forward-compat-unsupported-gpu",
+        "%s: %s; CUDA forward compatibility is supported on data-center GPUs (and select "
+        "NGC-ready RTX server SKUs), not on this workstation GPU, so the container would fail at "
+        "CUDA init (error 804) [rule forward-compat-unsupported-gpu]. What to do: %s (or, if "
+        "your card is an NGC-ready SKU, run with cuda_check=warn)." % (c.what, c.newer, c.suggestion),
+        c.suggestion)
+
+
+def rule_forward_compat_datacenter(c):
+    """Newer CUDA on a data-center GPU, same major or admitted by NVIDIA_REQUIRE_CUDA: runs, with a warning."""
+    # A satisfied NVIDIA_REQUIRE_CUDA with a cuda>= floor above the driver's CUDA means one of its
+    # brand/driver alternatives admitted this driver: the image's own forward-compatibility claim.
+    admits = any(cuda_from_require(r) for r in c.reqs)
+    if c.img_mm[0] != c.drv_mm[0] and not admits:
+        return None
+    low, high = MINOR_VERSION_DRIVER_RANGE.get(c.img_mm[0], (None, None))
+    warning = (
+        "%s: %s; this data-center GPU runs it through CUDA forward compatibility (the image's "
+        "cuda-compat libraries)%s. Features that need the newer driver may still fail "
+        "(cudaErrorCallRequiresNewerDriver); %s for full support."
+        % (c.what, c.newer,
+           " or minor-version compatibility (driver branch %s..%s)" % (low, high - 1 if high else "")
+           if c.img_mm[0] == c.drv_mm[0] and low else "",
+           c.upgrade_text))
+    return c.verdict(
+        "pass", "forward-compat-datacenter",
+        "%s: OK through CUDA forward compatibility on a data-center GPU [rule forward-compat-datacenter]; "
+        "%s." % (c.what, c.upgrade_text), c.upgrade_text, [warning])
+
+
+def rule_major_version_driver(c):
+    """Newer CUDA major on a data-center GPU without an NVIDIA_REQUIRE_CUDA that admits it: refused."""
+    low, high = MINOR_VERSION_DRIVER_RANGE.get(c.img_mm[0], (None, None))
+    need = c.upgrade_text
+    if low:
+        need = "CUDA %d.x needs a driver of branch %d or newer%s; %s" % (
+            c.img_mm[0], low, " (and below %d for minor-version compatibility)" % high if high else "",
+            c.suggestion)
+    return c.verdict(
+        "fail", "major-version-driver",
+        "%s: %s, a different CUDA major, and the image declares no NVIDIA_REQUIRE_CUDA that would allow "
+        "forward compatibility on this driver [rule major-version-driver]. What to do: %s."
+        % (c.what, c.newer, need), c.suggestion)
+
+
+RULES = (
+    ("image-cuda-unknown", rule_image_cuda_unknown),
+    ("driver-unknown", rule_driver_unknown),
+    ("nvidia-require", rule_nvidia_require),
+    ("within-driver-cuda", rule_within_driver_cuda),
+    ("no-forward-compat-consumer", rule_no_forward_compat_consumer),
+    ("forward-compat-gpu-unknown", rule_forward_compat_gpu_unknown),
+    ("forward-compat-unsupported-gpu", rule_forward_compat_unsupported_gpu),
+    ("forward-compat-datacenter", rule_forward_compat_datacenter),
+    ("major-version-driver", rule_major_version_driver),
+)
+"""The ordered rule table: the first rule that answers decides, and the verdict names it."""
 
 
 def check_image_cuda(*, image=None, image_cuda=None, require_cuda=None, driver_version=None,
-                     driver_cuda=None, gpu_product=None, gpu_arch=None):
+                     driver_cuda=None, gpu_product=None, gpu_arch=None, alternatives=None):
+    # type: (...) -> dict
     """Decide whether ``image`` (with CUDA ``image_cuda``) runs on this driver and GPU.
 
     ``require_cuda``: the image's NVIDIA_REQUIRE_CUDA (a string) or every expression
@@ -502,166 +711,15 @@ def check_image_cuda(*, image=None, image_cuda=None, require_cuda=None, driver_v
     ``driver_cuda``: the CUDA the driver reports (GFD label
     nvidia.com/cuda.runtime-version.full); derived from ``driver_version`` when None.
     ``gpu_arch``: the compute capability ("8.6") for ``arch=`` terms (optional).
+    ``alternatives``: ``f(image, driver_cuda) -> [phrases]`` naming images that would run
+    (image_cuda.alternatives knows the vllm/vllm-openai tags); default generic_alternatives.
 
     Returns ``{"verdict": "pass"|"fail"|"unknown", "rule", "message", "suggestion",
-    "warnings": [..], "inputs": {..}}``. The rules, in order (docs/image-cuda.md):
-
-    1. image CUDA and NVIDIA_REQUIRE_CUDA both unknown -> unknown (image-cuda-unknown)
-    2. driver unknown -> unknown (driver-unknown)
-    3. NVIDIA_REQUIRE_* unsatisfied -> fail (nvidia-require)
-    4. image CUDA <= driver CUDA (major.minor) -> pass (within-driver-cuda)
-    5. newer, consumer GPU -> fail (no-forward-compat-consumer, error 804)
-    6. newer, GPU unknown -> unknown (forward-compat-gpu-unknown)
-    7. newer, workstation GPU -> fail (forward-compat-unsupported-gpu)
-    8. newer, data-center GPU, same major or NVIDIA_REQUIRE_CUDA known (and satisfied)
-       -> pass with a warning (forward-compat-datacenter)
-    9. newer major, data-center GPU, no NVIDIA_REQUIRE_CUDA -> fail (major-version-driver)
+    "warnings": [..], "inputs": {..}}`` from the first rule of ``RULES`` that answers.
     """
-    if isinstance(require_cuda, str):
-        reqs = [require_cuda] if require_cuda.strip() else []
-    else:
-        reqs = [r for r in (require_cuda or []) if r and str(r).strip()]
-    klass = gpu_class(gpu_product)
-    brand = nvml_brand(gpu_product)
-    if not driver_cuda and driver_version:
-        try:
-            driver_cuda = cuda_for_driver(driver_version)
-        except ValueError:
-            driver_cuda = None
-    if not image_cuda and reqs:
-        for r in reqs:
-            image_cuda = cuda_from_require(r)
-            if image_cuda:
-                break
-    inputs = {
-        "image": image,
-        "image_cuda": image_cuda,
-        "require_cuda": require_cuda,
-        "driver_version": driver_version,
-        "driver_cuda": driver_cuda,
-        "gpu_product": gpu_product,
-        "gpu_class": klass,
-        "gpu_brand": brand,
-        "gpu_arch": gpu_arch,
-    }
-    gpu = gpu_product or "an unknown GPU"
-    drv = "driver %s" % driver_version if driver_version else "the driver"
-
-    def verdict(v, rule, message, suggestion=None, warnings=None):
-        return {"verdict": v, "rule": rule, "message": message, "suggestion": suggestion,
-                "warnings": warnings or [], "inputs": inputs}
-
-    if not image_cuda:
-        return verdict(
-            "unknown", "image-cuda-unknown",
-            "The CUDA version of image %s is unknown (no CUDA_VERSION or NVIDIA_REQUIRE_CUDA found), "
-            "so it cannot be checked against %s (CUDA %s) on %s [rule image-cuda-unknown]: %s."
-            % (image, drv, driver_cuda or "unknown", gpu, _ADVICE_UNKNOWN_IMAGE),
-            _ADVICE_UNKNOWN_IMAGE)
-    try:
-        img_mm = major_minor(image_cuda)
-    except ValueError as exc:
-        return verdict("unknown", "image-cuda-unknown",
-                       "Image %s declares CUDA '%s', which is not a version (%s) [rule image-cuda-unknown]: %s."
-                       % (image, image_cuda, exc, _ADVICE_UNKNOWN_IMAGE), _ADVICE_UNKNOWN_IMAGE)
-    if not driver_cuda:
-        advice = ("pass the node's driver (module option driver_version, e.g. 570.195.03) or make sure "
-                  "GPU Feature Discovery labels the node (nvidia.com/cuda.driver-version.full, "
-                  "nvidia.com/cuda.runtime-version.full)")
-        return verdict(
-            "unknown", "driver-unknown",
-            "Image %s needs CUDA %s but the CUDA version of %s on %s is unknown [rule driver-unknown]: %s."
-            % (image, image_cuda, drv, gpu, advice), advice)
-    try:
-        drv_mm = major_minor(driver_cuda)
-    except ValueError as exc:
-        advice = "pass the driver's CUDA version as reported by nvidia-smi (e.g. 12.8)"
-        return verdict("unknown", "driver-unknown", "Driver CUDA '%s' is not a version (%s) [rule driver-unknown]: %s."
-                       % (driver_cuda, exc, advice), advice)
-
-    what = "Image %s (CUDA %s) on %s (CUDA %s) with %s" % (image, image_cuda, drv, driver_cuda, gpu)
-    upgrade = min_driver_for_cuda(image_cuda) or min_driver_for_cuda_at_least(image_cuda)
-    upgrade_text = ("upgrade the driver to >= %s" % upgrade) if upgrade else "upgrade the driver"
-    fits = _suggest(image, format_version(drv_mm), driver_version)
-    suggestion = ", or ".join(fits + [upgrade_text])
-
-    # 3. The runtime's own check.
-    if reqs:
-        ok, condition = evaluate_require(reqs, cuda=format_version(drv_mm), driver=driver_version,
-                                         brand=brand, arch=gpu_arch)
-        if not ok:
-            return verdict(
-                "fail", "nvidia-require",
-                "%s: the NVIDIA container runtime will refuse to start it, its NVIDIA_REQUIRE_* is not "
-                "satisfied (unsatisfied condition: %s) [rule nvidia-require]. What to do: %s."
-                % (what, condition, suggestion), suggestion)
-
-    # 4. Backward compatibility: a driver runs every older CUDA.
-    if img_mm <= drv_mm:
-        warnings = []
-        if img_mm[0] < drv_mm[0]:
-            warnings.append(
-                "%s: the image's CUDA major is older than the driver's. That is supported, but "
-                "images that put an older cuda-compat libcuda on the library path (vLLM >= 0.15 "
-                "images on drivers >= 580) have failed with error 803 'unsupported display driver / "
-                "cuda driver combination'; if the pod crashes so, use a tag built for CUDA %d or set "
-                "VLLM_ENABLE_CUDA_COMPATIBILITY=0." % (what, drv_mm[0]))
-        return verdict(
-            "pass", "within-driver-cuda",
-            "%s: OK, the image's CUDA %s is not newer than the driver's CUDA %s [rule within-driver-cuda]."
-            % (what, format_version(img_mm), format_version(drv_mm)), None, warnings)
-
-    newer = "the image's CUDA %s is newer than the CUDA %s that %s supports" % (
-        format_version(img_mm), format_version(drv_mm), drv)
-    if klass == "consumer":
-        return verdict(
-            "fail", "no-forward-compat-consumer",
-            "%s: %s, and consumer GPUs (GeForce, consumer RTX, TITAN) have no CUDA forward "
-            "compatibility, so the container fails at CUDA init (error 804: forward compatibility "
-            "was attempted on non supported HW) [rule no-forward-compat-consumer]. What to do: %s."
-            % (what, newer, suggestion), suggestion)
-    if klass == "unknown":
-        advice = ("pass the GPU (module option gpu_product, e.g. \"NVIDIA GeForce RTX 3060\") or let "
-                  "GPU Feature Discovery label the node (nvidia.com/gpu.product); or " + suggestion)
-        return verdict(
-            "unknown", "forward-compat-gpu-unknown",
-            "%s: %s; that only works through CUDA forward compatibility, which NVIDIA supports on "
-            "data-center GPUs only, and the GPU model is unknown [rule forward-compat-gpu-unknown]. "
-            "What to do: %s." % (what, newer, advice), advice)
-    if klass == "workstation":
-        return verdict(
-            "fail", "forward-compat-unsupported-gpu",
-            "%s: %s; CUDA forward compatibility is supported on data-center GPUs (and select "
-            "NGC-ready RTX server SKUs), not on this workstation GPU, so the container would fail at "
-            "CUDA init (error 804) [rule forward-compat-unsupported-gpu]. What to do: %s (or, if "
-            "your card is an NGC-ready SKU, run with cuda_check=warn)." % (what, newer, suggestion),
-            suggestion)
-    # Data-center GPU.
-    # A satisfied NVIDIA_REQUIRE_CUDA with a cuda>= floor above the driver's CUDA means one of its
-    # brand/driver alternatives admitted this driver: the image's own forward-compatibility claim.
-    admits = any(cuda_from_require(r) for r in reqs)
-    if img_mm[0] == drv_mm[0] or admits:
-        low, high = MINOR_VERSION_DRIVER_RANGE.get(img_mm[0], (None, None))
-        warning = (
-            "%s: %s; this data-center GPU runs it through CUDA forward compatibility (the image's "
-            "cuda-compat libraries)%s. Features that need the newer driver may still fail "
-            "(cudaErrorCallRequiresNewerDriver); %s for full support."
-            % (what, newer,
-               " or minor-version compatibility (driver branch %s..%s)" % (low, high - 1 if high else "")
-               if img_mm[0] == drv_mm[0] and low else "",
-               upgrade_text))
-        return verdict(
-            "pass", "forward-compat-datacenter",
-            "%s: OK through CUDA forward compatibility on a data-center GPU [rule forward-compat-datacenter]; "
-            "%s." % (what, upgrade_text), upgrade_text, [warning])
-    low, high = MINOR_VERSION_DRIVER_RANGE.get(img_mm[0], (None, None))
-    need = upgrade_text
-    if low:
-        need = "CUDA %d.x needs a driver of branch %d or newer%s; %s" % (
-            img_mm[0], low, " (and below %d for minor-version compatibility)" % high if high else "",
-            suggestion)
-    return verdict(
-        "fail", "major-version-driver",
-        "%s: %s, a different CUDA major, and the image declares no NVIDIA_REQUIRE_CUDA that would allow "
-        "forward compatibility on this driver [rule major-version-driver]. What to do: %s."
-        % (what, newer, need), suggestion)
+    case = Case(image, image_cuda, require_cuda, driver_version, driver_cuda, gpu_product, gpu_arch, alternatives)
+    for _name, rule in RULES:
+        answer = rule(case)
+        if answer is not None:
+            return answer
+    raise AssertionError("the last rule always answers")  # pragma: no cover

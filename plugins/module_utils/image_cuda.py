@@ -24,7 +24,9 @@ __metaclass__ = type
 
 from ansible_collections.homelab.gpu.plugins.module_utils import known_images
 from ansible_collections.homelab.gpu.plugins.module_utils.cuda import (
+    check_image_cuda,
     cuda_from_require,
+    generic_alternatives,
     parse_version,
     requirements_from_env,
 )
@@ -53,7 +55,8 @@ def _cache_key(ref, platform, username=None):
 
 
 def fetch_cached(image, registry=None, cache=None):
-    """fetch_image_config through the memo; raises the (memoised) RegistryError."""
+    """The image's config (fetch_image_config, through the memo) with ``requirements``: the
+NVIDIA_REQUIRE_* expressions the runtime will evaluate. Raises the (memoised) RegistryError."""
     registry = registry or {}
     ref = parse_reference(image)
     platform = registry.get("platform") or DEFAULT_PLATFORM
@@ -71,7 +74,25 @@ def fetch_cached(image, registry=None, cache=None):
     found = memo[key]
     if isinstance(found, RegistryError):
         raise found
-    return found
+    return dict(found, requirements=requirements_from_env(found.get("env") or {}))
+
+
+def alternatives(image, driver_cuda):
+    """What to run instead of ``image`` on a driver with CUDA ``driver_cuda``: the newest known
+    vllm/vllm-openai tag that fits (for vLLM images), else a generic sentence."""
+    if image and known_images.is_vllm_image(image):
+        fits = known_images.tags_for_driver_cuda(driver_cuda)
+        if fits:
+            return ["use %s:%s (CUDA %s) or older" % (known_images.VLLM_REPOSITORY, fits[0]["tag"],
+                                                      fits[0]["cuda_version"])]
+        return []
+    return generic_alternatives(image, driver_cuda)
+
+
+def check(**kwargs):
+    """cuda.check_image_cuda with suggestions that name known vllm/vllm-openai tags."""
+    kwargs.setdefault("alternatives", alternatives)
+    return check_image_cuda(**kwargs)
 
 
 def _valid_override(image, override):

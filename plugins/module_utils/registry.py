@@ -571,13 +571,10 @@ def fetch_image_config(ref, platform=DEFAULT_PLATFORM, username=None, password=N
     always used for localhost and 127.0.0.0/8).
 
     Returns ``{"image", "reference", "digest", "index_digest", "platform", "media_type",
-    "env", "labels", "cuda_version", "require_cuda", "require", "requirements"}`` where
-    ``require`` holds every NVIDIA_REQUIRE_* variable and ``requirements`` the
-    expressions the NVIDIA runtime evaluates (see cuda.requirements_from_env).
-    Raises RegistryError naming the image.
+    "env", "labels", "cuda_version", "require_cuda", "require"}`` where ``require`` holds
+    every NVIDIA_REQUIRE_* variable (what the NVIDIA runtime makes of them is the caller's:
+    image_cuda.fetch_cached). Raises RegistryError naming the image.
     """
-    from ansible_collections.homelab.gpu.plugins.module_utils.cuda import requirements_from_env
-
     parsed = parse_reference(ref)
     parse_platform(platform)
     client = RegistryClient(parsed, username=username, password=password, timeout=timeout, insecure=insecure)
@@ -627,5 +624,4 @@ def fetch_image_config(ref, platform=DEFAULT_PLATFORM, username=None, password=N
         "cuda_version": env.get("CUDA_VERSION") or None,
         "require_cuda": env.get("NVIDIA_REQUIRE_CUDA") or None,
         "require": require,
-        "requirements": requirements_from_env(env),
     }

@@ -31,7 +31,9 @@ def test_oci_image_env_labels_and_cuda(real_registry):
     got = fetch_image_config("%s/vllm/vllm-openai:test" % real_registry.anon.host)
     assert got["cuda_version"] == "12.9.1"
     assert got["require_cuda"] == REQUIRE_CUDA_12_9
-    assert got["requirements"] == [REQUIRE_CUDA_12_9]
+    assert got["require"] == {"NVIDIA_REQUIRE_CUDA": REQUIRE_CUDA_12_9}
+    assert ic.fetch_cached("%s/vllm/vllm-openai:test" % real_registry.anon.host, cache={})["requirements"] == \
+        [REQUIRE_CUDA_12_9]
     assert got["labels"]["org.opencontainers.image.title"] == "homelab-gpu-registry-test"
     assert got["env"]["CUDA_VERSION"] == "12.9.1"
     assert got["media_type"] == "application/vnd.oci.image.manifest.v1+json"
@@ -77,7 +79,7 @@ def test_digest_references(real_registry):
 def test_image_without_cuda(real_registry):
     image = "%s/plain/busy:1" % real_registry.anon.host
     got = fetch_image_config(image)
-    assert got["cuda_version"] is None and got["require_cuda"] is None and got["requirements"] == []
+    assert got["cuda_version"] is None and got["require_cuda"] is None and got["require"] == {}
     result = ic.resolve_image_cuda(image, cache={})
     assert result["source"] == "none" and "no CUDA_VERSION" in result["errors"][0]
 

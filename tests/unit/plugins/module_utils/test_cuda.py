@@ -4,6 +4,7 @@
 import pytest
 
 from ansible_collections.homelab.gpu.plugins.module_utils import cuda
+from ansible_collections.homelab.gpu.plugins.module_utils import image_cuda as ic
 from ansible_collections.homelab.gpu.plugins.module_utils.known_images import (
     REQUIRE_CUDA_12_4,
     REQUIRE_CUDA_12_8,
@@ -252,7 +253,28 @@ def check(**kw):
     base = dict(image="vllm/vllm-openai:v0.15.1", image_cuda="12.9.1", require_cuda=None,
                 driver_version="570.195.03", driver_cuda="12.8", gpu_product=RTX3060)
     base.update(kw)
-    return cuda.check_image_cuda(**base)
+    return ic.check(**base)
+
+
+def test_the_rules_are_one_ordered_table_and_every_verdict_names_the_rule_that_decided():
+    names = [name for name, _rule in cuda.RULES]
+    assert names == ["image-cuda-unknown", "driver-unknown", "nvidia-require", "within-driver-cuda",
+                     "no-forward-compat-consumer", "forward-compat-gpu-unknown", "forward-compat-unsupported-gpu",
+                     "forward-compat-datacenter", "major-version-driver"]
+    cases = [dict(image_cuda=None), dict(driver_version=None, driver_cuda=None), dict(require_cuda=REQUIRE_CUDA_12_9),
+             dict(image_cuda="12.4.0"), dict(), dict(gpu_product=None), dict(gpu_product="NVIDIA RTX A6000"),
+             dict(gpu_product=A100), dict(gpu_product=A100, image_cuda="13.0.0")]
+    decided = [check(**kw)["rule"] for kw in cases]
+    assert decided == names
+    for kw in cases:
+        v = check(**kw)
+        assert "[rule %s]" % v["rule"] in v["message"]
+
+
+def test_without_known_tags_the_suggestion_is_generic():
+    v = cuda.check_image_cuda(image="vllm/vllm-openai:v0.15.1", image_cuda="12.9.1", driver_version="570.195.03",
+                              driver_cuda="12.8", gpu_product=RTX3060)
+    assert v["suggestion"] == "use an image built on CUDA 12.8 or older, or upgrade the driver to >= 575.57.08"
 
 
 def test_reference_lab_image_passes():

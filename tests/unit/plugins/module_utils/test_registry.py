@@ -6,6 +6,7 @@ import socket
 import pytest
 
 from ansible_collections.homelab.gpu.plugins.module_utils import registry as reg
+from ansible_collections.homelab.gpu.plugins.module_utils.cuda import requirements_from_env
 from tests.integration.registry.stub_registry import StubRegistry
 
 SHA = "sha256:" + "0123456789abcdef" * 4
@@ -142,7 +143,7 @@ def test_anonymous_bearer_token_flow(stub_factory):
     assert got["cuda_version"] == "12.8.1"
     assert got["require_cuda"] == "cuda>=12.8"
     assert got["require"] == {"NVIDIA_REQUIRE_CUDA": "cuda>=12.8", "NVIDIA_REQUIRE_ARCH": "arch>=7.0"}
-    assert got["requirements"] == ["arch>=7.0", "cuda>=12.8"]
+    assert requirements_from_env(got["env"]) == ["arch>=7.0", "cuda>=12.8"]
     assert got["labels"] == {"stub": "yes"}
     token_req = stub.token_host.log[0]
     assert "scope=repository%3Avllm%2Fvllm-openai%3Apull" in token_req["path"]
