@@ -20,6 +20,7 @@ import json
 import random
 import threading
 import time
+from typing import Optional
 from urllib.parse import quote
 
 from ansible_collections.homelab.gpu.plugins.module_utils.transport import TransportError, decode_body
@@ -45,6 +46,7 @@ class WatchExpired(Exception):
 
 
 def status_message(body):
+    # type: (object) -> str
     """The message of a v1 Status body (or the raw text)."""
     if isinstance(body, dict):
         return body.get("message") or body.get("reason") or json.dumps(body)[:300]
@@ -284,6 +286,7 @@ class Watcher(threading.Thread):
 
 
 def ns_path(namespace, resource, name=None, group=None, subresource=None):
+    # type: (str, str, Optional[str], Optional[str], Optional[str]) -> str
     """/api/v1/namespaces/ns/pods[/name[/sub]] or /apis/<group>/namespaces/...."""
     base = "/api/v1" if not group else "/apis/" + group
     path = "%s/namespaces/%s/%s" % (base, quote(namespace, safe=""), resource)
@@ -295,4 +298,5 @@ def ns_path(namespace, resource, name=None, group=None, subresource=None):
 
 
 def selector_string(match_labels):
+    # type: (Optional[dict]) -> str
     return ",".join("%s=%s" % (k, v) for k, v in sorted((match_labels or {}).items()))

@@ -2,7 +2,8 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Argument specs shared by homelab.gpu.vllm_mode and homelab.gpu.vllm_mode_info.
 
-Documented in plugins/doc_fragments/vllm.py (keep the two in step). The connection options
+Documented in plugins/doc_fragments/vllm.py (keep the two in step). The defaults are the
+engine's (options.py): this file only says how Ansible parses them. The connection options
 are kubernetes.core's own (AUTH_ARG_SPEC), so both modules take kubeconfig, context, host,
 api_key, validate_certs, ca_cert, ... exactly like kubernetes.core.k8s.
 """
@@ -13,37 +14,43 @@ __metaclass__ = type
 
 import copy
 
+from ansible_collections.homelab.gpu.plugins.module_utils import options
+
 try:
     from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
 except ImportError:  # pragma: no cover - reported by the modules
     AUTH_ARG_SPEC = {}
 
+POD = options.POD_DEFAULTS
+REG = options.REGISTRY_DEFAULTS
+D = options.DEFAULTS
+
 POD_SPEC = dict(
-    node_selector=dict(type="dict", default={}),
-    tolerations=dict(type="list", elements="dict", default=[]),
-    runtime_class_name=dict(type="str", default="nvidia"),
-    gpu_resource=dict(type="str", default="nvidia.com/gpu"),
-    cache_host_path=dict(type="str", default="/var/lib/vllm/huggingface"),
-    hf_token_secret=dict(type="str", default="", no_log=False),
-    shm_size=dict(type="str", default="2Gi"),
-    port=dict(type="int", default=8000),
-    labels=dict(type="dict", default={}),
+    node_selector=dict(type="dict", default=POD["node_selector"]),
+    tolerations=dict(type="list", elements="dict", default=POD["tolerations"]),
+    runtime_class_name=dict(type="str", default=POD["runtime_class_name"]),
+    gpu_resource=dict(type="str", default=POD["gpu_resource"]),
+    cache_host_path=dict(type="str", default=POD["cache_host_path"]),
+    hf_token_secret=dict(type="str", default=POD["hf_token_secret"], no_log=False),
+    shm_size=dict(type="str", default=POD["shm_size"]),
+    port=dict(type="int", default=POD["port"]),
+    labels=dict(type="dict", default=POD["labels"]),
 )
 
 REGISTRY_SPEC = dict(
     username=dict(type="str"),
     password=dict(type="str", no_log=True),
-    timeout=dict(type="int", default=10),
-    offline=dict(type="bool", default=False),
-    insecure=dict(type="bool", default=False),
+    timeout=dict(type="int", default=REG["timeout"]),
+    offline=dict(type="bool", default=REG["offline"]),
+    insecure=dict(type="bool", default=REG["insecure"]),
 )
 
 COMMON_SPEC = dict(
     modes=dict(type="dict", required=True),
-    namespace=dict(type="str", default="ml"),
-    name=dict(type="str", default="vllm-server"),
-    service_name=dict(type="str", default="vllm-api"),
-    served_alias=dict(type="str", default="local-llm"),
+    namespace=dict(type="str", default=D["namespace"]),
+    name=dict(type="str", default=D["name"]),
+    service_name=dict(type="str", default=D["service_name"]),
+    served_alias=dict(type="str", default=D["served_alias"]),
     pod=dict(type="dict", default={}, options=POD_SPEC),
     driver_version=dict(type="str"),
     gpu_product=dict(type="str"),
@@ -52,13 +59,13 @@ COMMON_SPEC = dict(
 
 SWITCH_SPEC = dict(
     mode=dict(type="str", required=True),
-    wait=dict(type="bool", default=True),
+    wait=dict(type="bool", default=D["wait"]),
     wait_timeout=dict(type="int"),
-    cuda_check=dict(type="str", default="strict", choices=["strict", "warn", "skip"]),
-    rollback=dict(type="bool", default=True),
-    verify=dict(type="str", default="models", choices=["none", "health", "models", "completion"]),
-    lock_timeout=dict(type="int", default=0),
-    status_configmap=dict(type="str", default="llm-fallback-config"),
+    cuda_check=dict(type="str", default=D["cuda_check"], choices=list(options.CHOICES["cuda_check"])),
+    rollback=dict(type="bool", default=D["rollback"]),
+    verify=dict(type="str", default=D["verify"], choices=list(options.CHOICES["verify"])),
+    lock_timeout=dict(type="int", default=D["lock_timeout"]),
+    status_configmap=dict(type="str", default=D["status_configmap"]),
     cpu_fallback_endpoint=dict(type="str"),
 )
 

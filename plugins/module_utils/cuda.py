@@ -518,8 +518,8 @@ class Case(object):
 
     @property
     def what(self):
-        return "Image %s (CUDA %s) on %s (CUDA %s) with %s" % (self.image, self.image_cuda, self.drv,
-                                                              self.driver_cuda, self.gpu)
+        return "Image %s (CUDA %s) on %s (CUDA %s) with %s" % (
+            self.image, self.image_cuda, self.drv, self.driver_cuda, self.gpu)
 
     @property
     def upgrade_text(self):

@@ -101,8 +101,7 @@ class Urllib3Transport(Transport):
 
         def chunks():
             try:
-                for chunk in resp.stream(4096, decode_content=True):
-                    yield chunk
+                yield from resp.stream(4096, decode_content=True)
             except (urllib3.exceptions.HTTPError, socket.error) as exc:
                 raise TransportError(str(exc))
 

@@ -3,7 +3,7 @@
 """Readiness of a vLLM switch: predicates over Pod/Node/Event dicts, failure classes, phase clock.
 
 Pure functions over the JSON the Kubernetes API returns (standard library only, Python 3.8+).
-``switch.py`` feeds them what its watches see.
+``rollout.py`` feeds them what its watches see.
 
 A switch goes through the phases ``terminate`` (old pods gone) -> ``schedule`` (the new pod is
 bound to a node) -> ``pull`` (image present) -> ``start`` (container running) -> ``ready``

@@ -20,6 +20,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+from typing import Optional
 from urllib.parse import urlencode
 
 
@@ -33,6 +34,7 @@ class TransportError(Exception):
 
 
 def decode_body(data):
+    # type: (Optional[bytes]) -> object
     """JSON when the bytes are JSON, else text ('' for no body)."""
     if not data:
         return {}
@@ -44,6 +46,7 @@ def decode_body(data):
 
 
 def encode_query(query):
+    # type: (Optional[dict]) -> str
     """``?a=b&c=true`` from a dict; None values are left out, booleans are written true/false."""
     items = []
     for key, value in (query or {}).items():

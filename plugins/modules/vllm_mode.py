@@ -253,15 +253,13 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.gpu.plugins.module_utils.args import vllm_mode_spec
 from ansible_collections.homelab.gpu.plugins.module_utils.kube import connect
+from ansible_collections.homelab.gpu.plugins.module_utils.run import switch
 
 
 def main():
     module = AnsibleModule(argument_spec=vllm_mode_spec(), supports_check_mode=True)
-    from ansible_collections.homelab.gpu.plugins.module_utils import switch
-
-    kube = connect(module)
-    result, error = switch.run(kube, module.params, check_mode=module.check_mode, diff=module._diff,
-                               warn=module.warn)
+    api = connect(module)
+    result, error = switch(api, module.params, check_mode=module.check_mode, diff=module._diff, warn=module.warn)
     if error:
         module.fail_json(msg=error, **result)
     module.exit_json(**result)

@@ -163,15 +163,14 @@ api_requests:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.gpu.plugins.module_utils.args import vllm_mode_info_spec
+from ansible_collections.homelab.gpu.plugins.module_utils.info import info
 from ansible_collections.homelab.gpu.plugins.module_utils.kube import connect
 
 
 def main():
     module = AnsibleModule(argument_spec=vllm_mode_info_spec(), supports_check_mode=True)
-    from ansible_collections.homelab.gpu.plugins.module_utils import switch
-
-    kube = connect(module)
-    result, error = switch.info(kube, module.params, warn=module.warn)
+    api = connect(module)
+    result, error = info(api, module.params, warn=module.warn)
     if error:
         module.fail_json(msg=error, **result)
     module.exit_json(**result)

@@ -4,7 +4,7 @@ fields), with the kubernetes-validate package.
 
 The plain objects are rendered by the vllm role itself (its prepare.yml task
 file, through ansible-playbook, with every optional object switched on); each
-mode's Deployment is rendered by profiles.render_deployment, the function
+mode's Deployment is rendered by catalog.render_deployment, the function
 homelab.gpu.vllm_mode applies.
 """
 import json
@@ -152,10 +152,10 @@ def test_hf_token_secret_validates_and_keeps_the_token_out_of_plain_text(rendere
 def test_each_modes_deployment_validates(rendered):
     """The Deployment homelab.gpu.vllm_mode applies for each serving mode of the role's
     default catalog, and the merge patch of the zero-replica mode, validate."""
-    from ansible_collections.homelab.gpu.plugins.module_utils import profiles
+    from ansible_collections.homelab.gpu.plugins.module_utils import catalog as profiles
 
     catalog = profiles.validate_catalog(rendered["modes"])
-    assert sorted(catalog) == ["gaming", "ml", "r1"]
+    assert sorted(catalog) == ["gaming", "idle", "ml", "r1"]
     serving = [m for m in catalog.values() if m["replicas"] > 0]
     assert [m["mode"] for m in serving] == ["ml", "r1"]
     for profile in serving:

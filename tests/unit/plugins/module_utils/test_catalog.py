@@ -1,10 +1,13 @@
-"""Unit tests of the mode catalog, rendering, fingerprints and plans (profiles.py)."""
+"""Unit tests of the mode catalog, rendering, fingerprints (catalog.py) and plans (plan.py)."""
 import copy
+import os
+import re
 
 import pytest
 
-from ansible_collections.homelab.gpu.plugins.module_utils import profiles
-from ansible_collections.homelab.gpu.plugins.module_utils.profiles import ProfileError
+from ansible_collections.homelab.gpu.plugins.module_utils import catalog as cat
+from ansible_collections.homelab.gpu.plugins.module_utils import plan as planning
+from ansible_collections.homelab.gpu.plugins.module_utils.catalog import ProfileError
 
 CATALOG = {
     "ml": {
@@ -29,7 +32,7 @@ POD = {"node_selector": {"nvidia.com/gpu.present": "true"},
 
 
 def profile(mode, catalog=None):
-    return profiles.resolve_profile(catalog or CATALOG, mode)
+    return cat.resolve_profile(catalog or CATALOG, mode)
 
 
 def test_unknown_mode_lists_the_modes():
@@ -51,13 +54,13 @@ def test_unknown_mode_lists_the_modes():
 ])
 def test_bad_entries_get_one_clear_sentence(entry, words):
     with pytest.raises(ProfileError) as err:
-        profiles.validate_catalog({"x": entry})
+        cat.validate_catalog({"x": entry})
     assert words in str(err.value)
 
 
 def test_status_is_a_reserved_mode_name():
     with pytest.raises(ProfileError, match="reserved"):
-        profiles.validate_catalog({"status": {"replicas": 0}})
+        cat.validate_catalog({"status": {"replicas": 0}})
 
 
 def test_defaults_filled_in():
@@ -69,7 +72,7 @@ def test_defaults_filled_in():
 
 
 def test_rendered_deployment_follows_the_contract():
-    body = profiles.render_deployment(profile("ml"), pod=POD)
+    body = cat.render_deployment(profile("ml"), pod=POD)
     meta, spec = body["metadata"], body["spec"]
     assert meta["labels"]["gpu-mode"] == "ml"
     assert meta["labels"]["app.kubernetes.io/instance"] == "vllm-server"
@@ -98,7 +101,7 @@ def test_rendered_deployment_follows_the_contract():
 
 
 def test_token_comes_from_a_secret_never_from_args():
-    body = profiles.render_deployment(profile("ml"), pod=dict(POD, hf_token_secret="hf-token"))
+    body = cat.render_deployment(profile("ml"), pod=dict(POD, hf_token_secret="hf-token"))
     container = body["spec"]["template"]["spec"]["containers"][0]
     assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "HF_TOKEN"}}} \
         in container["env"]
@@ -106,18 +109,18 @@ def test_token_comes_from_a_secret_never_from_args():
 
 
 def test_empty_alias_disables_it():
-    body = profiles.render_deployment(profile("ml"), served_alias="")
+    body = cat.render_deployment(profile("ml"), served_alias="")
     args = body["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "local-llm" not in args
 
 
 def test_fingerprint_is_stable_and_ignores_dict_order_and_time():
-    a = profiles.render_deployment(profile("ml"), pod=POD)
+    a = cat.render_deployment(profile("ml"), pod=POD)
     reordered = dict(reversed(list(copy.deepcopy(CATALOG["ml"]).items())))
-    b = profiles.render_deployment(profiles.resolve_profile(dict(CATALOG, ml=reordered), "ml"), pod=POD)
+    b = cat.render_deployment(cat.resolve_profile(dict(CATALOG, ml=reordered), "ml"), pod=POD)
     assert a["metadata"]["annotations"]["homelab.gpu/fingerprint"] == b["metadata"]["annotations"]["homelab.gpu/fingerprint"]
     b["metadata"]["annotations"]["homelab.gpu/switched-at"] = "2026-11-22T18:00:00Z"
-    assert profiles.fingerprint(a) == profiles.fingerprint(b)
+    assert cat.fingerprint(a) == cat.fingerprint(b)
 
 
 @pytest.mark.parametrize("edit", [
@@ -127,9 +130,9 @@ def test_fingerprint_is_stable_and_ignores_dict_order_and_time():
     {"wait_timeout": 300},
 ])
 def test_a_profile_edit_changes_the_fingerprint(edit):
-    a = profiles.render_deployment(profile("ml"))
+    a = cat.render_deployment(profile("ml"))
     edited = dict(CATALOG, ml=dict(CATALOG["ml"], **edit))
-    b = profiles.render_deployment(profiles.resolve_profile(edited, "ml"))
+    b = cat.render_deployment(cat.resolve_profile(edited, "ml"))
     assert a["metadata"]["annotations"]["homelab.gpu/fingerprint"] != b["metadata"]["annotations"]["homelab.gpu/fingerprint"]
 
 
@@ -143,43 +146,43 @@ def live_from(body, replicas=None, **status):
 
 
 def test_plan_noop_when_the_live_deployment_carries_the_same_fingerprint():
-    catalog = profiles.validate_catalog(CATALOG)
-    desired = profiles.render_deployment(catalog["ml"], pod=POD)
-    plan = profiles.plan(catalog["ml"], live_from(desired), catalog, pod=POD)
+    catalog = cat.validate_catalog(CATALOG)
+    desired = cat.render_deployment(catalog["ml"], pod=POD)
+    plan = planning.plan(catalog["ml"], live_from(desired), catalog, pod=POD)
     assert plan["action"] == "noop"
     assert plan["expected_names"] == ["Qwen/Qwen3-8B-AWQ", "local-llm"]
 
 
 def test_plan_switch_and_profile_change_apply():
-    catalog = profiles.validate_catalog(CATALOG)
-    live = live_from(profiles.render_deployment(catalog["ml"], pod=POD))
-    assert profiles.plan(catalog["r1"], live, catalog, pod=POD)["action"] == "apply"
-    edited = profiles.validate_catalog(dict(CATALOG, ml=dict(CATALOG["ml"], image="vllm/vllm-openai:v0.9.0")))
-    plan = profiles.plan(edited["ml"], live, edited, pod=POD)
+    catalog = cat.validate_catalog(CATALOG)
+    live = live_from(cat.render_deployment(catalog["ml"], pod=POD))
+    assert planning.plan(catalog["r1"], live, catalog, pod=POD)["action"] == "apply"
+    edited = cat.validate_catalog(dict(CATALOG, ml=dict(CATALOG["ml"], image="vllm/vllm-openai:v0.9.0")))
+    plan = planning.plan(edited["ml"], live, edited, pod=POD)
     assert plan["action"] == "apply" and "profile" in plan["reason"]
 
 
 def test_gaming_scales_down_keeping_the_template_and_then_is_a_noop():
-    catalog = profiles.validate_catalog(CATALOG)
-    live = live_from(profiles.render_deployment(catalog["ml"], pod=POD))
-    plan = profiles.plan(catalog["gaming"], live, catalog, pod=POD)
+    catalog = cat.validate_catalog(CATALOG)
+    live = live_from(cat.render_deployment(catalog["ml"], pod=POD))
+    plan = planning.plan(catalog["gaming"], live, catalog, pod=POD)
     assert plan["action"] == "scale_down"
     assert plan["desired"]["spec"] == {"replicas": 0}
     assert "template" not in plan["desired"]["spec"]
     after = live_from(live, replicas=0)
     after["metadata"]["labels"].update(plan["desired"]["metadata"]["labels"])
     after["metadata"]["annotations"].update(plan["desired"]["metadata"]["annotations"])
-    assert profiles.read_live(after, catalog)["mode"] == "gaming"
-    assert profiles.plan(catalog["gaming"], after, catalog, pod=POD)["action"] == "noop"
+    assert cat.read_live(after, catalog)["mode"] == "gaming"
+    assert planning.plan(catalog["gaming"], after, catalog, pod=POD)["action"] == "noop"
     # and back to ml: the same template, so only a scale-up
-    back = profiles.plan(catalog["ml"], after, catalog, pod=POD)
+    back = planning.plan(catalog["ml"], after, catalog, pod=POD)
     assert back["action"] == "apply"
     assert back["desired"]["spec"]["template"] == live["spec"]["template"]
 
 
 def test_gaming_without_a_deployment_has_nothing_to_do():
-    catalog = profiles.validate_catalog(CATALOG)
-    assert profiles.plan(catalog["gaming"], None, catalog)["action"] == "absent_ok"
+    catalog = cat.validate_catalog(CATALOG)
+    assert planning.plan(catalog["gaming"], None, catalog)["action"] == "absent_ok"
 
 
 def old_script_deployment(mode="ml", replicas=1, image="vllm/vllm-openai:v0.8.5.post1",
@@ -196,16 +199,16 @@ def old_script_deployment(mode="ml", replicas=1, image="vllm/vllm-openai:v0.8.5.
 
 
 def test_old_script_deployment_is_recognised():
-    catalog = profiles.validate_catalog(CATALOG)
-    info = profiles.read_live(old_script_deployment(), catalog)
+    catalog = cat.validate_catalog(CATALOG)
+    info = cat.read_live(old_script_deployment(), catalog)
     assert info["mode"] == "ml" and info["old_script"] and not info["managed"]
     assert info["model"] == "Qwen/Qwen3-8B-AWQ"
-    assert profiles.read_live(old_script_deployment(replicas=0), catalog)["mode"] == "gaming"
+    assert cat.read_live(old_script_deployment(replicas=0), catalog)["mode"] == "gaming"
 
 
 def test_old_script_same_model_is_adopted_without_touching_the_template():
-    catalog = profiles.validate_catalog(CATALOG)
-    plan = profiles.plan(catalog["ml"], old_script_deployment(), catalog, pod=POD)
+    catalog = cat.validate_catalog(CATALOG)
+    plan = planning.plan(catalog["ml"], old_script_deployment(), catalog, pod=POD)
     assert plan["action"] == "adopt"
     assert set(plan["desired"]) == {"metadata"}
     assert plan["desired"]["metadata"]["annotations"]["homelab.gpu/adopted"] == "old-script"
@@ -213,17 +216,17 @@ def test_old_script_same_model_is_adopted_without_touching_the_template():
     adopted = copy.deepcopy(old_script_deployment())
     adopted["metadata"]["labels"].update(plan["desired"]["metadata"]["labels"])
     adopted["metadata"]["annotations"] = dict(plan["desired"]["metadata"]["annotations"])
-    noop = profiles.plan(catalog["ml"], adopted, catalog, pod=POD)
+    noop = planning.plan(catalog["ml"], adopted, catalog, pod=POD)
     assert noop["action"] == "noop"
     # ... which verifies what the adopted pod serves (the old template: no alias yet)
     assert noop["expected_names"] == plan["expected_names"] == ["Qwen/Qwen3-8B-AWQ"]
     # the first real change replaces the old template as a whole (no second container by merge)
-    assert profiles.plan(catalog["r1"], adopted, catalog, pod=POD)["action"] == "replace"
+    assert planning.plan(catalog["r1"], adopted, catalog, pod=POD)["action"] == "replace"
 
 
 def test_old_script_other_mode_is_replaced_keeping_its_selector():
-    catalog = profiles.validate_catalog(CATALOG)
-    plan = profiles.plan(catalog["r1"], old_script_deployment(), catalog, pod=POD)
+    catalog = cat.validate_catalog(CATALOG)
+    plan = planning.plan(catalog["r1"], old_script_deployment(), catalog, pod=POD)
     assert plan["action"] == "replace"
     spec = plan["desired"]["spec"]
     assert spec["selector"] == {"matchLabels": {"app": "vllm-server"}}
@@ -234,5 +237,39 @@ def test_read_live_parses_served_names_and_equals_forms():
     dep = old_script_deployment()
     dep["spec"]["template"]["spec"]["containers"][0]["args"] = [
         "--model=Qwen/Qwen3-8B-AWQ", "--served-model-name", "a", "b", "--port", "8000"]
-    info = profiles.read_live(dep)
+    info = cat.read_live(dep)
     assert info["model"] == "Qwen/Qwen3-8B-AWQ" and info["served_model_names"] == ["a", "b"]
+
+
+def test_every_key_of_the_one_entry_schema_is_validated_and_documented():
+    """ENTRY_SCHEMA is the one schema: each key is accepted by the validation, and the role's
+    vllm_modes documentation and docs/architecture.md describe every key (and no other)."""
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
+    with open(os.path.join(root, "roles", "vllm", "defaults", "main.yml")) as handle:
+        defaults = handle.read()
+    documented = set(re.findall(r"^#   (\w+) ", defaults[defaults.index("# The mode catalog"):
+                                                   defaults.index("vllm_modes:")], re.M))
+    assert documented == set(cat.ENTRY_KEYS)
+    with open(os.path.join(root, "docs", "architecture.md")) as handle:
+        arch = handle.read()
+    section = arch[arch.index("## The mode catalog"):arch.index("## `homelab.gpu.vllm_mode` options")]
+    for key in cat.ENTRY_KEYS:
+        assert re.search(r"^\s+%s:" % key, section, re.M), "docs/architecture.md does not show %s" % key
+    full = {"description": "d", "model": "m", "image": "i", "served_model_names": ["m"], "args": [], "env": {},
+            "vram_mib": 1, "wait_timeout": 5, "replicas": 1, "image_cuda": {"cuda_version": "12.4"}, "lock": False,
+            "on_demand": True, "wake_timeout": 9}
+    assert set(full) == set(cat.ENTRY_KEYS)
+    entry = cat.validate_catalog({"x": full})["x"]
+    assert (entry["lock"], entry["on_demand"], entry["wake_timeout"]) == (False, True, 9)
+
+
+@pytest.mark.parametrize("name", ["r1-", "-r1", "r1 mode;$(id)", "x" * 64, "status", "list", ""])
+def test_a_mode_name_that_is_no_label_value_is_refused(name):
+    with pytest.raises(ProfileError, match="Kubernetes label value"):
+        cat.validate_catalog({name: {"replicas": 0}})
+
+
+def test_gateway_defaults_follow_the_replicas():
+    modes = cat.validate_catalog({"ml": {"model": "m", "image": "i", "wait_timeout": 100}, "gaming": {"replicas": 0}})
+    assert (modes["ml"]["lock"], modes["ml"]["on_demand"], modes["ml"]["wake_timeout"]) == (False, True, 130)
+    assert (modes["gaming"]["lock"], modes["gaming"]["on_demand"]) == (True, False)

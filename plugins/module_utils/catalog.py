@@ -1,10 +1,12 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The mode catalog: validation, Deployment rendering, fingerprints, reading a live Deployment.
+"""Stage 1 of a switch, the catalog: validate an entry, render its Deployment, fingerprint it,
+and read a live Deployment back in catalog terms.
 
-Pure functions over plain dicts (standard library only, Python 3.8+). Nothing here talks
-to a cluster; ``switch.py`` does.
+Pure functions over plain dicts (standard library only). Nothing here talks to a cluster.
 
+* ``ENTRY_SCHEMA``: the one schema of a catalog entry (the modules, the role's validation
+  through the ``homelab.gpu.catalog_error`` filter, and the gateway all use it).
 * ``validate_catalog`` / ``resolve_profile``: check the catalog and return one mode's entry
   with every default filled in. Errors are ``ProfileError`` with one sentence each.
 * ``render_deployment``: the Deployment a serving mode applies (server-side apply body).
@@ -12,7 +14,6 @@ to a cluster; ``switch.py`` does.
 * ``fingerprint``: sha256 of the canonical JSON of what was rendered.
 * ``read_live``: what a live Deployment runs (mode, model, image, served names), including
   Deployments written by the old ``gpu-mode`` shell script (label ``gpu-mode``, replicas 0 = gaming).
-* ``plan``: compare the live Deployment with the wanted mode: no-op, adopt, apply or scale down.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -23,6 +24,10 @@ import copy
 import hashlib
 import json
 import math
+import re
+from typing import Dict, List, Optional
+
+from ansible_collections.homelab.gpu.plugins.module_utils.options import pod_options
 
 MANAGER = "homelab.gpu.vllm_mode"
 ANN_MODE = "homelab.gpu/mode"
@@ -33,21 +38,30 @@ LABEL_MODE = "gpu-mode"
 CONTAINER = "vllm"
 HF_HOME = "/root/.cache/huggingface"
 
-ENTRY_KEYS = ("description", "model", "image", "served_model_names", "args", "env", "vram_mib",
-              "wait_timeout", "replicas", "image_cuda")
+# The one schema of a catalog entry: (key, type, default, what it means). Validation below
+# follows it; docs/architecture.md and the role's vllm_modes documentation describe the same keys
+# (a unit test keeps them in step).
+ENTRY_SCHEMA = (
+    ("description", "str", "", "One line shown by the status report."),
+    ("model", "str", None, "Hugging Face model id; required when replicas > 0."),
+    ("image", "str", None, "vLLM container image; required when replicas > 0."),
+    ("served_model_names", "list", "[model]", "Names vLLM serves; the served alias is appended."),
+    ("args", "list", [], "Extra vLLM arguments (never --model, --served-model-name or --port)."),
+    ("env", "dict", {}, "Plain environment variables (never secrets: HF_TOKEN comes from pod.hf_token_secret)."),
+    ("vram_mib", "int", None, "GPU memory the mode needs in MiB, compared with nvidia.com/gpu.memory."),
+    ("wait_timeout", "int", "120 (replicas > 0) or 30", "Seconds a switch to this mode may take."),
+    ("replicas", "int", 1, "0 parks the GPU: no vLLM pod."),
+    ("image_cuda", "dict", None, "The image's CUDA when its registry cannot say: {cuda_version, require_cuda}."),
+    ("lock", "bool", "true when replicas is 0", "A person who switched to this mode reserved the GPU: the gateway "
+     "refuses requests (503) and writes nothing until a person switches away."),
+    ("on_demand", "bool", "true when replicas > 0", "The gateway may switch to this mode by itself for a request."),
+    ("wake_timeout", "int", "wait_timeout + 30", "Seconds a request waits while the gateway switches to this mode."),
+)
+ENTRY_KEYS = tuple(row[0] for row in ENTRY_SCHEMA)
 IMAGE_CUDA_KEYS = ("cuda_version", "require_cuda")
-
-POD_DEFAULTS = {
-    "node_selector": {},
-    "tolerations": [],
-    "runtime_class_name": "nvidia",
-    "gpu_resource": "nvidia.com/gpu",
-    "cache_host_path": "/var/lib/vllm/huggingface",
-    "hf_token_secret": "",
-    "shm_size": "2Gi",
-    "port": 8000,
-    "labels": {},
-}
+RESERVED_MODES = ("status", "list")
+# A mode name is written as the value of the gpu-mode label: Kubernetes' label value syntax.
+_LABEL_VALUE_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 
 PROBE_PERIOD = 5          # seconds, startup and readiness probes
 LIVENESS_PERIOD = 10
@@ -73,6 +87,16 @@ def _as_int(mode, key, value, minimum):
     return value
 
 
+def _as_bool(mode, key, value, default):
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return value.strip().lower() in ("true", "yes", "on", "1")
+    raise ProfileError("mode '%s': %s must be true or false, got %r." % (mode, key, value))
+
+
 def _scalar_text(mode, key, value):
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -82,6 +106,7 @@ def _scalar_text(mode, key, value):
 
 
 def normalise_entry(mode, entry):
+    # type: (str, object) -> dict
     """Return one catalog entry with defaults filled in, or raise ProfileError."""
     if not isinstance(entry, dict):
         raise ProfileError("mode '%s' must be a dict of settings (model, image, args, ...), got %s."
@@ -137,6 +162,10 @@ def normalise_entry(mode, entry):
     timeout = entry.get("wait_timeout")
     out["wait_timeout"] = (120 if replicas > 0 else 30) if timeout in (None, "") else \
         _as_int(mode, "wait_timeout", timeout, 1)
+    out["lock"] = _as_bool(mode, "lock", entry.get("lock"), replicas == 0)
+    out["on_demand"] = _as_bool(mode, "on_demand", entry.get("on_demand"), replicas > 0)
+    wake = entry.get("wake_timeout")
+    out["wake_timeout"] = out["wait_timeout"] + 30 if wake in (None, "") else _as_int(mode, "wake_timeout", wake, 1)
     image_cuda = entry.get("image_cuda") or None
     if image_cuda is not None:
         if not isinstance(image_cuda, dict):
@@ -151,19 +180,23 @@ def normalise_entry(mode, entry):
 
 
 def validate_catalog(modes):
+    # type: (object) -> Dict[str, dict]
     """Validate the whole catalog; return {mode: normalised entry}. Raises ProfileError."""
     if not isinstance(modes, dict) or not modes:
         raise ProfileError("the mode catalog (option modes) must be a non-empty dict of mode name to settings.")
     out = {}
-    for mode in sorted(modes):
-        if not isinstance(mode, str) or not mode or mode == "status":
-            raise ProfileError("mode name %r is not allowed: use a short name such as ml or r1 ('status' is reserved)."
-                               % (mode,))
+    for mode in sorted(modes, key=str):
+        if not isinstance(mode, str) or mode in RESERVED_MODES or not _LABEL_VALUE_RE.match(mode):
+            raise ProfileError(
+                "mode name %r is not allowed: a mode name is a Kubernetes label value (at most 63 letters, digits, "
+                "'-', '_' or '.', starting and ending with a letter or digit) such as ml or r1, and 'status' and "
+                "'list' are reserved; rename it in the catalog." % (mode,))
         out[mode] = normalise_entry(mode, modes[mode])
     return out
 
 
 def resolve_profile(modes, mode):
+    # type: (object, str) -> dict
     """The normalised entry for ``mode``; ProfileError names the modes when it is unknown."""
     catalog = validate_catalog(modes)
     if mode not in catalog:
@@ -172,6 +205,7 @@ def resolve_profile(modes, mode):
 
 
 def served_names(profile, served_alias):
+    # type: (dict, Optional[str]) -> List[str]
     """The --served-model-name values: the entry's names, then the alias (unless empty or present)."""
     names = list(profile["served_model_names"])
     if served_alias and served_alias not in names:
@@ -179,21 +213,12 @@ def served_names(profile, served_alias):
     return names
 
 
-def pod_options(pod):
-    """The ``pod`` option with defaults filled in."""
-    out = copy.deepcopy(POD_DEFAULTS)
-    for key, value in (pod or {}).items():
-        if value is not None:
-            out[key] = copy.deepcopy(value)
-    out["port"] = int(out["port"])
-    return out
-
-
 # --------------------------------------------------------------------------
 # Rendering
 # --------------------------------------------------------------------------
 
 def standard_labels(name, mode, extra=None):
+    # type: (str, str, Optional[dict]) -> Dict[str, str]
     labels = dict(extra or {})
     labels.update({
         "app.kubernetes.io/name": "vllm",
@@ -206,16 +231,19 @@ def standard_labels(name, mode, extra=None):
 
 
 def default_selector(name):
+    # type: (str) -> dict
     return {"matchLabels": {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": name}}
 
 
 def startup_failure_threshold(wait_timeout):
+    # type: (int) -> int
     """Startup probe failures allowed: twice the wait budget, so a slow first download is not
     killed at the moment the switch gives up (at least 12 probes = 60 s)."""
     return max(12, int(math.ceil(2.0 * wait_timeout / PROBE_PERIOD)))
 
 
 def render_container(profile, names, pod):
+    # type: (dict, List[str], dict) -> dict
     args = ["--model", profile["model"], "--served-model-name"] + list(names) + \
         ["--port", str(pod["port"])] + list(profile["args"])
     env = [{"name": "HF_HOME", "value": HF_HOME}]
@@ -251,6 +279,7 @@ def render_container(profile, names, pod):
 
 def render_deployment(profile, name="vllm-server", namespace="ml", served_alias="local-llm", pod=None,
                       selector=None):
+    # type: (dict, str, str, Optional[str], Optional[dict], Optional[dict]) -> dict
     """The Deployment for a mode with a pod template (server-side apply body, no annotations of time).
 
     ``selector``: the live Deployment's selector when one exists (it is immutable); the pod
@@ -304,6 +333,7 @@ def render_deployment(profile, name="vllm-server", namespace="ml", served_alias=
 
 
 def render_scale_down(profile, name="vllm-server", pod=None):
+    # type: (dict, str, Optional[dict]) -> dict
     """The merge patch of a zero-replica mode: replicas 0, labels and annotations; the template is kept."""
     pod = pod_options(pod)
     mode = profile["mode"]
@@ -319,10 +349,12 @@ def render_scale_down(profile, name="vllm-server", pod=None):
 
 
 def canonical_json(obj):
+    # type: (object) -> str
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def fingerprint(body):
+    # type: (dict) -> str
     """sha256 of the canonical JSON of a rendered body, ignoring the fingerprint and time annotations."""
     clean = copy.deepcopy(body)
     annotations = (clean.get("metadata") or {}).get("annotations") or {}
@@ -354,6 +386,7 @@ def _flag_values(args, flag):
 
 
 def main_container(deployment):
+    # type: (Optional[dict]) -> dict
     containers = (((deployment or {}).get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []
     for container in containers:
         if container.get("name") == CONTAINER:
@@ -362,6 +395,7 @@ def main_container(deployment):
 
 
 def read_live(deployment, catalog=None):
+    # type: (Optional[dict], Optional[dict]) -> dict
     """What a live Deployment runs. ``catalog``: normalised catalog, to name a zero-replica mode.
 
     Returns {"exists", "mode", "managed", "old_script", "replicas", "image", "model",
@@ -411,81 +445,9 @@ def read_live(deployment, catalog=None):
 
 
 def zero_replica_mode(catalog):
+    # type: (Optional[dict]) -> str
     """The catalog's zero-replica mode (``gaming`` if present or if there is none)."""
     zero = sorted(m for m, e in (catalog or {}).items() if e.get("replicas") == 0)
     if "gaming" in zero or not zero:
         return "gaming"
     return zero[0]
-
-
-# --------------------------------------------------------------------------
-# Plan
-# --------------------------------------------------------------------------
-
-def plan(profile, live_deployment, catalog=None, name="vllm-server", namespace="ml", served_alias="local-llm",
-         pod=None):
-    """Decide what a switch to ``profile`` does to ``live_deployment`` (a dict or None).
-
-    Returns {"action", "desired", "live", "reason", "expected_names"} where action is one of
-      - "noop":     the live Deployment already is this mode with this fingerprint;
-      - "apply":    server-side apply of ``desired`` (a full Deployment);
-      - "replace":  like apply, but over a Deployment that another tool created (old script):
-                    a PUT, so none of its old settings (e.g. a 90 s probe delay) linger;
-      - "adopt":    an old-script Deployment already runs this mode's model and image: write only
-                    labels and annotations (``desired`` is a merge patch), no restart;
-      - "scale_down": merge patch ``desired`` (replicas 0, the template kept);
-      - "absent_ok": zero-replica mode and no Deployment to scale down.
-    """
-    live = read_live(live_deployment, catalog)
-    pod = pod_options(pod)
-    if profile["replicas"] == 0:
-        patch = render_scale_down(profile, name=name, pod=pod)
-        if not live["exists"]:
-            if profile.get("model") and profile.get("image"):
-                desired = render_deployment(profile, name, namespace, served_alias, pod)
-                return _plan("apply", desired, live, "no Deployment yet: created at zero replicas", [])
-            return _plan("absent_ok", None, live, "no Deployment exists, so no pod holds the GPU", [])
-        if live["managed"] and live["fingerprint"] == patch["metadata"]["annotations"][ANN_FINGERPRINT] \
-                and live["replicas"] == 0:
-            return _plan("noop", patch, live, "already in mode %s" % profile["mode"], [])
-        return _plan("scale_down", patch, live, "scale to zero replicas", [])
-
-    desired = render_deployment(profile, name, namespace, served_alias, pod,
-                                selector=live["selector"] if live["exists"] else None)
-    expected = served_names(profile, served_alias)
-    want_fp = desired["metadata"]["annotations"][ANN_FINGERPRINT]
-    if not live["exists"]:
-        return _plan("apply", desired, live, "first deployment", expected)
-    if live["managed"]:
-        if live["fingerprint"] == want_fp and live["replicas"] == profile["replicas"] \
-                and live["image"] == profile["image"] and live["mode"] == profile["mode"]:
-            # An adopted Deployment keeps the other tool's pod template until its next real
-            # change: its pod serves the names that template gives, not yet the alias.
-            if ANN_ADOPTED in live["annotations"]:
-                expected = live["served_model_names"]
-            return _plan("noop", desired, live, "already in mode %s with this profile" % profile["mode"], expected)
-        # An adopted Deployment still has the other tool's pod template (other container name,
-        # fields owned by another manager): its first real change is a full replace.
-        action = "replace" if ANN_ADOPTED in live["annotations"] else "apply"
-        if live["mode"] == profile["mode"]:
-            return _plan(action, desired, live, "the profile of mode %s changed" % profile["mode"], expected)
-        return _plan(action, desired, live, "switch from %s to %s" % (live["mode"], profile["mode"]), expected)
-    # A Deployment this module did not write (the old gpu-mode script, kubectl by hand).
-    if live["replicas"] == profile["replicas"] and live["image"] == profile["image"] \
-            and live["model"] == profile["model"]:
-        patch = {
-            "metadata": {
-                "labels": dict(desired["metadata"]["labels"]),
-                "annotations": {ANN_MODE: profile["mode"], ANN_FINGERPRINT: want_fp,
-                                ANN_ADOPTED: "old-script" if live["old_script"] else "foreign"},
-            },
-        }
-        return _plan("adopt", patch, live, "taking over a Deployment that already runs %s on %s"
-                     % (profile["model"], profile["image"]), live["served_model_names"])
-    return _plan("replace", desired, live, "replacing a Deployment written by another tool (mode %s)"
-                 % live["mode"], expected)
-
-
-def _plan(action, desired, live, reason, expected_names):
-    return {"action": action, "desired": desired, "live": live, "reason": reason,
-            "expected_names": expected_names}

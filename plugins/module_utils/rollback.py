@@ -1,0 +1,120 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Stage 9 of a switch, on failure: diagnostics of the failed pod, then the rollback.
+
+The rollback target is chosen before the write (``target``): the live Deployment, unless the
+record says it is the unfinished target of a killed run, then the recorded previous one. The
+rollback puts that spec back with a PUT (exactly the recorded spec, whoever owned its fields),
+waits for it and verifies it the same way; with no previous Deployment, the new one is deleted.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import copy
+import json
+from collections import namedtuple
+from typing import List, Optional, Tuple
+
+from ansible_collections.homelab.gpu.plugins.module_utils import catalog, readiness, record, rollout
+from ansible_collections.homelab.gpu.plugins.module_utils.api import KubeError, ns_path
+from ansible_collections.homelab.gpu.plugins.module_utils.apply import deployment_path, old_pod_uids, replace, \
+    sanitize
+from ansible_collections.homelab.gpu.plugins.module_utils.lease import micro_time
+
+ANN_ROLLED_BACK_AT = "homelab.gpu/rolled-back-at"
+CRASH_REASONS = ("CrashLoopBackOff", "OOMKilled", "ContainerExited")
+
+Target = namedtuple("Target", "mode spec possible unfinished")
+"""What a failed switch restores: ``mode`` and ``spec`` (None: no Deployment, so the new one is
+deleted), ``possible`` (False: nothing older on record), ``unfinished`` (the record of a killed
+run named them)."""
+
+Restored = namedtuple("Restored", "final mode model names close_record")
+"""The rollback's outcome: ``final`` (the result's final_state), the mode/model/names the client
+ConfigMap should show (mode None: leave it), and whether the record may be closed."""
+
+
+def target(rec, live, plan):
+    # type: (dict, Optional[dict], dict) -> Target
+    """The rollback target of a switch planned as ``plan`` over ``live``, given the record. Pure."""
+    live_mode = plan["live"]["mode"]
+    if record.unfinished_target(rec, live_mode):
+        return Target(rec.get("previous_mode") or None, record.previous_spec(rec), True, True)
+    if plan["action"] == "resume":
+        # The live spec is the wanted one; there is nothing older on record.
+        return Target(live_mode, sanitize(live), False, False)
+    return Target(live_mode, sanitize(live), True, False)
+
+
+def diagnostics(api, namespace, pod_name, failure_reason=None):
+    # type: (object, str, Optional[str], Optional[str]) -> Tuple[List[str], List[dict]]
+    """The last 20 log lines (of the previous container for crashes) and recent events of a pod
+    (best effort)."""
+    logs, events = [], []
+    if not pod_name:
+        return logs, events
+    for previous in (True, False) if failure_reason in CRASH_REASONS else (False,):
+        try:
+            status, text = api.raw("GET", ns_path(namespace, "pods", pod_name, subresource="log"),
+                                   {"container": catalog.CONTAINER, "tailLines": 20,
+                                    "previous": "true" if previous else None}, accept="*/*")
+        except KubeError:
+            continue
+        if status < 300 and text:
+            text = text if isinstance(text, str) else json.dumps(text)
+            logs = text.rstrip("\n").split("\n")[-20:]
+            break
+    try:
+        data = api.request("GET", ns_path(namespace, "events"), {"fieldSelector": "involvedObject.name=%s" % pod_name})
+        events = readiness.summarize_events(data.get("items") or [])
+    except KubeError:
+        pass
+    return logs, events
+
+
+def rollback(run, prev_mode, prev_spec):
+    # type: (object, Optional[str], Optional[dict]) -> Restored
+    """Put ``prev_spec`` back (or delete the Deployment when it is None) and wait for it.
+
+    ``run``: the switch's context (run.Run: api, options, catalog, follow())."""
+    api, ns, name = run.api, run.opts.namespace, run.opts.name
+    try:
+        if prev_spec is None:
+            api.delete(deployment_path(ns, name))
+            pods, rv = rollout.list_pods(api, ns, rollout.pod_selector(None, name))
+            clock = readiness.PhaseClock(run.now)
+            gone = rollout.wait(api, ns, rollout.pod_selector(None, name), 0, [readiness.uid(x) for x in pods], pods,
+                                rv, [], None, 60, clock, run.opts.pod["gpu_resource"], run.now)
+            return Restored({"mode": None, "ready": gone.state in ("done", "nowait"),
+                             "message": "the Deployment was removed (there was none before)"}, None, None, None, True)
+        body = copy.deepcopy(prev_spec)
+        body["metadata"]["annotations"] = dict(body["metadata"].get("annotations") or {})
+        body["metadata"]["annotations"][ANN_ROLLED_BACK_AT] = micro_time()
+        live = api.get(deployment_path(ns, name))
+        pods, pods_rv = rollout.list_pods(api, ns, rollout.pod_selector(live or body, name))
+        if live is None:
+            applied = api.create(deployment_path(ns), body, catalog.MANAGER)
+        else:
+            applied = replace(api, ns, name, body, live)
+        replicas = (applied.get("spec") or {}).get("replicas", 1)
+        nodes, nodes_rv = run.list_nodes() if replicas else ([], None)
+        prev_entry = run.catalog.get(prev_mode) or {}
+        timeout = int(prev_entry.get("wait_timeout") or (120 if replicas else 30))
+        clock = readiness.PhaseClock(run.now)
+        names = catalog.read_live(applied)["served_model_names"] if replicas else []
+        outcome = run.follow(applied, replicas, old_pod_uids(pods, applied, live, replicas), pods, pods_rv, nodes,
+                             nodes_rv, timeout, clock, names)
+        info = catalog.read_live(applied, run.catalog)
+        if outcome.failure is None:
+            return Restored({"mode": info["mode"], "ready": True, "pod": outcome.pod, "node": outcome.node,
+                             "phases": clock.durations(), "message": "ready and verified"},
+                            info["mode"], info["model"] if replicas else None, names, True)
+        return Restored({"mode": info["mode"], "ready": False, "pod": outcome.pod,
+                         "message": "the rollback did not become ready either: %s (%s)"
+                                    % (outcome.failure.get("message"), outcome.failure.get("reason"))},
+                        None, None, None, False)
+    except KubeError as exc:
+        return Restored({"mode": None, "ready": False, "message": "the rollback failed: %s" % exc.message},
+                        None, None, None, False)

@@ -1,0 +1,357 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One switch of a vLLM Deployment between catalog modes: the engine's entry point.
+
+``switch(api, params)`` runs the stages in the order of docs/vllm_mode.md, one module each:
+
+1. read the live Deployment and **plan** (catalog, plan): a no-op reads 2-3 objects, writes nothing;
+2. **preflight**, before any write: the image's CUDA against the driver of the node(s) the pod
+   may land on, the VRAM need against nvidia.com/gpu.memory; check mode stops here;
+3. take the **lease** ``<name>-switch`` (one switch at a time, the gateway included);
+4. **record** the previous mode and spec in ConfigMap ``<name>-switch``;
+5. **apply** the Deployment (server-side apply, a one-time PUT, or a merge patch);
+6. **wait** for the rollout on pod and node watches (rollout), failing fast on known failures;
+7. **verify** the API through the API server's proxy;
+8. on failure: diagnostics, then **rollback** to the recorded spec, waited for and verified;
+9. the **client ConfigMap** and the record are brought up to date; the lease is released.
+
+It needs only an ``api.Api`` (any transport) and a dict of options in the vllm_mode module's
+shape; it imports neither Ansible nor the kubernetes client, so the gateway runs it too.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import time
+from collections import namedtuple
+from typing import Callable, List, Optional, Tuple
+
+from ansible_collections.homelab.gpu.plugins.module_utils import apply, catalog, options, plan, preflight, \
+    readiness, record, rollback, rollout
+from ansible_collections.homelab.gpu.plugins.module_utils.api import KubeError
+from ansible_collections.homelab.gpu.plugins.module_utils.client_config import ClientConfig
+from ansible_collections.homelab.gpu.plugins.module_utils.lease import LeaseHeld, SwitchLease, micro_time
+from ansible_collections.homelab.gpu.plugins.module_utils.verify import Verifier
+
+Outcome = namedtuple("Outcome", "failure pod node")
+"""What following a rollout gave: ``failure`` (None: done and verified), the pod and its node."""
+
+
+class SwitchFailed(Exception):
+    """Ends a run with a failure; ``result`` is returned with it."""
+
+    def __init__(self, message, result=None):
+        super(SwitchFailed, self).__init__(message)
+        self.message = message
+        self.result = result or {}
+
+
+class Run(object):
+    """The parts one switch works with: the API, the parsed options, the catalog and the stage
+    objects bound to them (lease, verifier, client ConfigMap). It holds no result: each step
+    returns what it found and ``switch`` assembles the result from those values."""
+
+    def __init__(self, api, opts, modes, warn=None, now=time.monotonic, sleep=time.sleep):
+        self.api = api
+        self.opts = opts
+        self.catalog = modes
+        self.warn = warn or (lambda text: None)
+        self.now = now
+        self.started = now()
+        self.image_cache = {}
+        self.lease = SwitchLease(api, opts.namespace, opts.name, opts.holder, self.warn, now=now, sleep=sleep)
+        self.verifier = Verifier(api, opts.namespace, opts.service_name, opts.pod["port"], opts.verify, self.warn,
+                                 now=now, sleep=sleep, renew=self.lease.renew)
+        self.client = ClientConfig(api, opts.namespace, opts.status_configmap, opts.service_name, opts.pod["port"],
+                                   opts.cpu_fallback_endpoint)
+
+    def elapsed(self):
+        return round(self.now() - self.started, 3)
+
+    # -- reading -------------------------------------------------------------------------------
+    def read_deployment(self):
+        # type: () -> Optional[dict]
+        return self.api.get(apply.deployment_path(self.opts.namespace, self.opts.name))
+
+    def ensure_namespace(self):
+        if self.api.get("/api/v1/namespaces/%s" % self.opts.namespace) is None:
+            raise SwitchFailed("Namespace %s does not exist: create it first (the homelab.gpu.vllm role does) or "
+                               "set the namespace option; nothing was changed." % self.opts.namespace)
+
+    def list_nodes(self):
+        # type: () -> Tuple[List[dict], Optional[str]]
+        try:
+            data = self.api.request("GET", "/api/v1/nodes")
+        except KubeError as exc:
+            if exc.status == 403:
+                self.warn("cannot list nodes (no permission), so the GPU checks use only the driver_version/"
+                          "gpu_product options: %s" % exc.message)
+                return [], None
+            raise
+        return data.get("items") or [], (data.get("metadata") or {}).get("resourceVersion")
+
+    def checks(self, profile, nodes):
+        # type: (dict, List[dict]) -> Tuple[dict, List[dict]]
+        """The preflight verdicts of ``profile`` on ``nodes`` (the image's CUDA looked up once per run)."""
+        policy = self.opts.cuda_check
+        resolved = preflight.resolve_image(profile, policy, self.opts.registry, self.image_cache)
+        return preflight.preflight(profile, nodes, resolved, self.opts.pod, policy, self.opts.driver_version,
+                                   self.opts.gpu_product)
+
+    # -- following a rollout ---------------------------------------------------------------------
+    def follow(self, applied, replicas, old_uids, pods, pods_rv, nodes, nodes_rv, timeout, clock, names,
+               via_pod=False):
+        # type: (...) -> Outcome
+        """Wait for the rollout and verify it."""
+        try:
+            done = rollout.wait(self.api, self.opts.namespace, rollout.pod_selector(applied, self.opts.name), replicas,
+                                old_uids, pods, pods_rv, nodes, nodes_rv, timeout, clock, self.opts.pod["gpu_resource"],
+                                self.now, renew=self.lease.renew, wait_for_it=self.opts.wait)
+        except KubeError as exc:
+            return Outcome({"phase": clock.current() or "ready", "reason": "ApiError", "message": exc.message},
+                           None, None)
+        pod = done.tracker.pod
+        pod_name = node = None
+        if pod is not None and replicas > 0:
+            pod_name, node = readiness.name_of(pod), (pod.get("spec") or {}).get("nodeName")
+        if done.state == "nowait":
+            return Outcome(None, pod_name, node)
+        if done.state == "failed":
+            return Outcome(dict(done.tracker.failure), pod_name, node)
+        if done.state == "timeout":
+            return Outcome({"phase": clock.current() or "terminate", "reason": "Timeout", "pod": pod_name,
+                            "message": "not done after %d s (wait_timeout): %s" % (timeout, done.tracker.describe())},
+                           pod_name, node)
+        if replicas == 0:
+            return Outcome(None, pod_name, node)
+        failure = self.verifier.verify(pod, names, clock.started + timeout + 10, via_pod=via_pod)
+        if failure:
+            return Outcome(dict(failure, pod=pod_name), pod_name, node)
+        clock.mark("verify")
+        return Outcome(None, pod_name, node)
+
+    def finish(self, mode, model, names, close_record, result_word):
+        """Keep the client ConfigMap and the switch record current (best effort, after the switch).
+        ``mode`` None leaves the ConfigMap; ``close_record`` False leaves the record open."""
+        try:
+            if mode is not None:
+                self.client.update(mode, model, names or [])
+            if close_record:
+                record.finish(self.api, self.opts.namespace, self.opts.name, result_word)
+        except KubeError as exc:
+            self.warn("could not update the ConfigMaps after the switch: %s" % exc.message)
+
+
+def base_result(profile, the_plan, wait_timeout):
+    # type: (dict, dict, int) -> dict
+    """The result fields every run reports, before anything is waited for."""
+    return {"changed": False, "mode": profile["mode"], "previous_mode": the_plan["live"]["mode"],
+            "model": profile.get("model"), "image": profile.get("image"),
+            "served_model_names": the_plan["expected_names"], "pod": None, "node": None,
+            "wait_timeout": wait_timeout, "within_budget": None, "rolled_back": False,
+            "phases": dict((ph, None) for ph in readiness.PHASES),
+            "checks": {"cuda": {"verdict": "skipped", "message": "no change"},
+                       "vram": {"verdict": "skipped", "message": "no change"}},
+            "plan": the_plan["action"], "reason": the_plan["reason"]}
+
+
+def pick_mode(modes, mode):
+    # type: (dict, Optional[str]) -> dict
+    if mode not in modes:
+        raise SwitchFailed("Unknown mode '%s': choose one of %s; nothing was changed."
+                           % (mode, ", ".join(sorted(modes))), {"modes": sorted(modes)})
+    return modes[mode]
+
+
+def plan_switch(run, profile):
+    # type: (Run, dict) -> Tuple[Optional[dict], dict]
+    """Step 1: the live Deployment and the plan."""
+    live = run.read_deployment()
+    if live is None:
+        run.ensure_namespace()
+    return live, plan.plan(profile, live, run.catalog, name=run.opts.name, namespace=run.opts.namespace,
+                           served_alias=run.opts.served_alias, pod=run.opts.pod)
+
+
+def refusal(run, profile, checks, refusals, result):
+    # type: (Run, dict, dict, List[dict], dict) -> SwitchFailed
+    text = " ".join(c.get("message") or "" for c in refusals)
+    return SwitchFailed("Refusing to switch %s/%s to mode %s before touching the cluster: %s"
+                        % (run.opts.namespace, run.opts.name, profile["mode"], text),
+                        dict(result, failure={"phase": "preflight", "reason": "CheckFailed", "message": text}))
+
+
+def run_switch(run, profile, check_mode=False, want_diff=False):
+    # type: (Run, dict, bool, bool) -> dict
+    """The switch, step by step (see the module docstring). Returns the result; raises SwitchFailed."""
+    wait_timeout = int(run.opts.wait_timeout or profile["wait_timeout"])
+    live, the_plan = plan_switch(run, profile)                                   # 1. read and plan
+    result = base_result(profile, the_plan, wait_timeout)
+    if the_plan["action"] in ("noop", "absent_ok"):
+        return confirm(run, profile, the_plan, live, result, wait_timeout, check_mode)
+    nodes, nodes_rv = run.list_nodes() if profile["replicas"] > 0 else ([], None)
+    checks, refusals = run.checks(profile, nodes)                                # 2. preflight
+    if run.opts.cuda_check == "warn":
+        for name, check in checks.items():
+            if check.get("verdict") in ("fail", "unknown"):
+                run.warn("%s check: %s" % (name, check.get("message")))
+    result = dict(result, checks=checks)
+    if want_diff or check_mode:
+        result["diff"] = apply.diff(live, the_plan, run.opts.namespace, run.opts.name)
+    if refusals:
+        raise refusal(run, profile, checks, refusals, result)
+    result["changed"] = True
+    if check_mode:                                                               # check mode stops here
+        return dict(result, elapsed=run.elapsed(),
+                    would={"from": the_plan["live"]["mode"], "to": profile["mode"], "action": the_plan["action"],
+                           "image": profile.get("image"), "model": profile.get("model")})
+    return under_lease(run, lambda: execute(run, profile, the_plan, live, result, wait_timeout, nodes, nodes_rv))
+
+
+def under_lease(run, work):
+    # type: (Run, Callable[[], dict]) -> dict
+    """3. the lease around steps 4-9 (released whatever happens)."""
+    try:
+        run.lease.acquire(run.opts.lock_timeout)
+    except LeaseHeld as exc:
+        raise SwitchFailed(exc.message, {"lock": exc.lock})
+    try:
+        return work()
+    finally:
+        run.lease.release()
+
+
+def confirm(run, profile, the_plan, live, result, wait_timeout, check_mode):
+    # type: (Run, dict, dict, Optional[dict], dict, int, bool) -> dict
+    """Nothing to write for the Deployment: confirm it serves, keep the client ConfigMap current.
+    A Deployment with the wanted spec that is not Ready (a killed run) is waited for (``resume``)."""
+    status = (live or {}).get("status") or {}
+    model, image = result["model"], result["image"]
+    if the_plan["action"] == "absent_ok":
+        model = image = None
+    elif profile["replicas"] == 0:
+        model, image = None, the_plan["live"].get("image")
+        if run.opts.wait and status.get("replicas"):
+            selector = rollout.pod_selector(live, run.opts.name)
+            pods, rv = rollout.list_pods(run.api, run.opts.namespace, selector)
+            done = rollout.wait(run.api, run.opts.namespace, selector, 0, [readiness.uid(x) for x in pods], pods, rv,
+                                [], None, wait_timeout, readiness.PhaseClock(run.now), run.opts.pod["gpu_resource"],
+                                run.now)
+            if done.state != "done":
+                raise SwitchFailed("Mode %s is set but %s after %d s."
+                                   % (profile["mode"], done.tracker.describe(), wait_timeout),
+                                   dict(result, model=model, image=image))
+    else:
+        ready = (status.get("readyReplicas") or 0) >= profile["replicas"] and \
+            (status.get("observedGeneration") or 0) >= ((live.get("metadata") or {}).get("generation") or 0) \
+            and (status.get("updatedReplicas") or 0) >= profile["replicas"]
+        if not ready and run.opts.wait:
+            return resume(run, profile, the_plan, live, result, wait_timeout, check_mode)
+        if run.opts.wait:
+            failure = run.verifier.verify(None, the_plan["expected_names"], run.now() + min(wait_timeout, 30),
+                                          selector=rollout.pod_selector(live, run.opts.name))
+            if failure:
+                raise SwitchFailed("Mode %s is set but does not answer: %s" % (profile["mode"], failure["message"]),
+                                   dict(result, failure=failure))
+    names = the_plan["expected_names"] if profile["replicas"] else []
+    if check_mode:
+        changed = run.client.pending(profile["mode"], model, names)
+    else:
+        changed = run.client.update(profile["mode"], model, names)
+    return dict(result, model=model, image=image, changed=changed, elapsed=run.elapsed(),
+                within_budget=True if run.opts.wait else None)
+
+
+def resume(run, profile, the_plan, live, result, wait_timeout, check_mode):
+    # type: (Run, dict, dict, dict, dict, int, bool) -> dict
+    """The Deployment already has the wanted spec but is not Ready (e.g. a killed run): wait for it,
+    rolling back to the recorded previous spec on failure."""
+    result = dict(result, plan="resume", reason="the Deployment already has mode %s's spec but is not ready: "
+                                                "waiting for it" % profile["mode"])
+    if check_mode:
+        return dict(result, elapsed=run.elapsed())
+
+    def work():
+        nodes, nodes_rv = run.list_nodes()
+        return execute(run, profile, dict(the_plan, action="resume"), live, result, wait_timeout, nodes, nodes_rv)
+
+    return under_lease(run, work)
+
+
+def execute(run, profile, the_plan, live, result, wait_timeout, nodes, nodes_rv):
+    # type: (Run, dict, dict, Optional[dict], dict, int, list, Optional[str]) -> dict
+    """Steps 4-9 under the lease: record, write, wait, verify; on failure roll back."""
+    opts = run.opts
+    rec = record.read(run.api, opts.namespace, opts.name)
+    target = rollback.target(rec, live, the_plan)
+    if target.unfinished:
+        run.warn("a previous switch to %s did not finish (started %s by %s); mode %s is kept as the rollback target."
+                 % (rec.get("mode"), rec.get("started_at"), rec.get("holder"), target.mode or "(no Deployment)"))
+    switched_at = micro_time()
+    recorded = the_plan["action"] != "resume" or target.unfinished
+    if recorded:                                                                  # 4. record
+        record.start(run.api, opts.namespace, opts.name, profile["mode"], target.mode, target.spec, opts.holder,
+                     opts.trigger)
+    pods, pods_rv = rollout.list_pods(run.api, opts.namespace, rollout.pod_selector(live or the_plan["desired"],
+                                                                                    opts.name))
+    clock = readiness.PhaseClock(run.now)
+    if the_plan["action"] == "resume":
+        applied = live
+        old_uids = [readiness.uid(x) for x in pods if readiness.is_terminating(x)]
+    else:                                                                         # 5. apply
+        applied = apply.write(run.api, opts.namespace, opts.name, the_plan, live, switched_at)
+        old_uids = apply.old_pod_uids(pods, applied, live, profile["replicas"])
+    names = the_plan["expected_names"]
+    outcome = run.follow(applied, profile["replicas"], old_uids, pods, pods_rv, nodes, nodes_rv,  # 6-7. wait, verify
+                         wait_timeout, clock, names, via_pod=the_plan["action"] == "adopt")
+    result = dict(result, pod=outcome.pod, node=outcome.node, phases=clock.durations(), elapsed=run.elapsed(),
+                  within_budget=(outcome.failure is None and clock.elapsed() <= wait_timeout) if opts.wait else None)
+    if outcome.failure is None:                                                   # 9. client ConfigMap, record
+        run.finish(profile["mode"], profile.get("model") if profile["replicas"] else None,
+                   names if profile["replicas"] else [], recorded, "ok")
+        return result
+    failure = dict(outcome.failure)                                               # 8. diagnostics, rollback
+    failure["logs"], failure["events"] = rollback.diagnostics(run.api, opts.namespace, failure.get("pod"),
+                                                              failure.get("reason"))
+    result = dict(result, failure=failure)
+    message = "Switch of %s/%s to mode %s failed in phase %s (%s): %s" % (
+        opts.namespace, opts.name, profile["mode"], failure.get("phase"), failure.get("reason"), failure.get("message"))
+    if not opts.rollback or the_plan["action"] == "adopt" or not target.possible:
+        why = "rollback is off" if not opts.rollback else "there is no earlier spec to restore"
+        raise SwitchFailed(message + " Not rolled back (%s): the Deployment is left in mode %s." % (why, profile["mode"]),
+                           dict(result, final_state={"mode": profile["mode"], "ready": False, "pod": failure.get("pod")}))
+    restored = rollback.rollback(run, target.mode, target.spec)
+    run.finish(restored.mode, restored.model, restored.names, recorded and restored.close_record, "rolled back")
+    final = restored.final
+    raise SwitchFailed(message + " Rolled back to %s: %s." % (
+        final.get("mode") or "no Deployment", "ready and verified" if final.get("ready") else final.get("message")),
+        dict(result, rolled_back=True, final_state=final))
+
+
+def switch(api, params, check_mode=False, diff=False, warn=None, now=time.monotonic, sleep=time.sleep):
+    # type: (...) -> Tuple[dict, Optional[str]]
+    """Run one switch with ``api`` (an api.Api over any transport) and ``params`` (the vllm_mode
+    module's options as a dict). Returns (result, error message or None)."""
+    started = now()
+
+    def ended(result):
+        result = dict(result)
+        result.setdefault("changed", False)
+        result.setdefault("mode", params.get("mode"))
+        result.setdefault("elapsed", round(now() - started, 3))
+        result["api_requests"] = dict(api.stats)
+        return result
+
+    try:
+        opts = options.parse(params)
+        modes = catalog.validate_catalog(opts.modes)
+        run = Run(api, opts, modes, warn=warn, now=now, sleep=sleep)
+        return ended(run_switch(run, pick_mode(modes, opts.mode), check_mode, diff)), None
+    except (catalog.ProfileError, options.OptionError) as exc:
+        return {"changed": False, "mode": params.get("mode"), "api_requests": dict(api.stats)}, \
+            "%s Nothing was changed." % exc
+    except SwitchFailed as exc:
+        return ended(exc.result), exc.message
+    except KubeError as exc:
+        return ended({}), exc.message

@@ -1,0 +1,97 @@
+"""Unit tests of the pure parts of the switch stages: node GPU facts, VRAM verdicts, strictness
+(preflight), merge patch and sanitize (apply), lease expiry (lease), rollback target (rollback)."""
+import datetime
+
+from ansible_collections.homelab.gpu.plugins.module_utils import apply, lease as lease_stage, preflight, rollback
+
+RTX_3060 = {"metadata": {"name": "k3s-gpu-worker", "labels": {
+    "nvidia.com/cuda.driver-version.full": "570.195.03",
+    "nvidia.com/cuda.runtime-version.full": "12.8",
+    "nvidia.com/gpu.product": "NVIDIA-GeForce-RTX-3060-SHARED",
+    "nvidia.com/gpu.memory": "12288",
+    "nvidia.com/gpu.compute.major": "8", "nvidia.com/gpu.compute.minor": "6"}}}
+LEGACY = {"metadata": {"name": "old-gfd", "labels": {
+    "nvidia.com/cuda.driver.major": "550", "nvidia.com/cuda.driver.minor": "54", "nvidia.com/cuda.driver.rev": "15",
+    "nvidia.com/cuda.runtime.major": "12", "nvidia.com/cuda.runtime.minor": "4"}}}
+
+
+def test_node_gpu_facts_from_current_and_legacy_gfd_labels():
+    f = preflight.node_gpu_facts(RTX_3060)
+    assert f == {"node": "k3s-gpu-worker", "driver_version": "570.195.03", "driver_cuda": "12.8",
+                 "gpu_product": "NVIDIA-GeForce-RTX-3060", "gpu_memory_mib": 12288, "gpu_arch": "8.6"}
+    f = preflight.node_gpu_facts(LEGACY)
+    assert f["driver_version"] == "550.54.15" and f["driver_cuda"] == "12.4" and f["gpu_memory_mib"] is None
+
+
+def test_vram_verdicts():
+    facts = [preflight.node_gpu_facts(RTX_3060)]
+    assert preflight.vram_check(10820, facts, "strict")["verdict"] == "pass"
+    fail = preflight.vram_check(20000, facts, "strict")
+    assert fail["verdict"] == "fail" and "20000 MiB" in fail["message"] and "12288 MiB" in fail["message"]
+    assert preflight.vram_check(None, facts, "strict")["verdict"] == "unknown"
+    assert preflight.vram_check(10820, [preflight.node_gpu_facts(LEGACY)], "strict")["verdict"] == "unknown"
+    assert preflight.vram_check(10820, facts, "skip")["verdict"] == "skipped"
+
+
+def test_strict_blocks_on_cuda_fail_or_unknown_and_vram_fail_warn_never_blocks():
+    checks = {"cuda": {"verdict": "unknown"}, "vram": {"verdict": "pass"}}
+    assert len(preflight.blocking(checks, "strict")) == 1
+    assert preflight.blocking(checks, "warn") == []
+    assert preflight.blocking({"cuda": {"verdict": "pass"}, "vram": {"verdict": "unknown"}}, "strict") == []
+    assert len(preflight.blocking({"cuda": {"verdict": "pass"}, "vram": {"verdict": "fail"}}, "strict")) == 1
+
+
+def test_combined_verdict_over_nodes_takes_the_worst():
+    assert preflight.combine_cuda([{"verdict": "pass"}, {"verdict": "fail", "n": 2}])["n"] == 2
+    assert preflight.combine_cuda([{"verdict": "pass"}, {"verdict": "unknown"}])["verdict"] == "unknown"
+    assert preflight.combine_cuda([]) is None
+
+
+def test_merge_patch_semantics():
+    base = {"metadata": {"labels": {"a": "1", "b": "2"}}, "spec": {"replicas": 1, "template": {"x": 1}}}
+    out = apply.merge(base, {"metadata": {"labels": {"b": None, "c": "3"}}, "spec": {"replicas": 0}})
+    assert out == {"metadata": {"labels": {"a": "1", "c": "3"}}, "spec": {"replicas": 0, "template": {"x": 1}}}
+
+
+def test_sanitize_keeps_only_what_can_be_reapplied():
+    live = {"metadata": {"name": "vllm-server", "namespace": "ml", "uid": "u", "resourceVersion": "9",
+                         "managedFields": [{}], "annotations": {"deployment.kubernetes.io/revision": "3",
+                                                                "homelab.gpu/mode": "ml"}},
+            "spec": {"replicas": 1}, "status": {"readyReplicas": 1}}
+    out = apply.sanitize(live)
+    assert out["metadata"] == {"name": "vllm-server", "namespace": "ml", "labels": {},
+                               "annotations": {"homelab.gpu/mode": "ml"}}
+    assert "status" not in out and out["spec"] == {"replicas": 1}
+
+
+def lease(holder, seconds_ago, duration=30):
+    renew = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=seconds_ago)
+    return {"spec": {"holderIdentity": holder, "leaseDurationSeconds": duration,
+                     "acquireTime": lease_stage.micro_time(renew), "renewTime": lease_stage.micro_time(renew)}}
+
+
+def test_lease_held_by_another_live_run_expired_or_ours():
+    held, holder, since, left = lease_stage.lease_state(lease("other/7", 5), "me/1")
+    assert held and holder == "other/7" and 20 < left <= 25 and since
+    assert not lease_stage.lease_state(lease("other/7", 45), "me/1")[0]        # expired: a killed run
+    assert not lease_stage.lease_state(lease("me/1", 1), "me/1")[0]
+    assert not lease_stage.lease_state(lease("", 1), "me/1")[0]
+
+
+def test_micro_time_round_trips():
+    now = datetime.datetime(2026, 11, 22, 18, 0, 1, 250000, tzinfo=datetime.timezone.utc)
+    assert lease_stage.parse_time(lease_stage.micro_time(now)) == now
+    assert lease_stage.parse_time("2026-11-22T18:00:01Z") == now.replace(microsecond=0)
+
+
+def test_rollback_target_is_the_live_deployment_unless_the_record_names_an_unfinished_switch_to_it():
+    live = {"metadata": {"name": "vllm-server", "namespace": "ml", "annotations": {"homelab.gpu/mode": "r1"}},
+            "spec": {"replicas": 1}}
+    plan = {"action": "apply", "live": {"mode": "r1"}}
+    t = rollback.target({}, live, plan)
+    assert (t.mode, t.possible, t.unfinished) == ("r1", True, False) and t.spec["spec"] == {"replicas": 1}
+    killed = {"in_progress": "true", "mode": "r1", "previous_mode": "ml", "previous": '{"kind": "Deployment"}'}
+    t = rollback.target(killed, live, plan)
+    assert (t.mode, t.spec, t.possible, t.unfinished) == ("ml", {"kind": "Deployment"}, True, True)
+    t = rollback.target({}, live, dict(plan, action="resume"))
+    assert not t.possible
