@@ -203,8 +203,8 @@ def test_switch_back_to_ml_then_same_mode_again_is_a_no_op(cluster):
 
 
 @pytest.mark.parametrize("extra, expected", [
-    (["-e", "mode=turbo"], 'Unknown mode "turbo": choose one of gaming, ml, r1 or status'),
-    ([], "No mode given: choose one of gaming, ml, r1 or status"),
+    (["-e", "mode=turbo"], 'Unknown mode "turbo": choose one of gaming, idle, ml, r1 or status'),
+    ([], "No mode given: choose one of gaming, idle, ml, r1 or status"),
 ])
 def test_unknown_or_missing_mode_is_refused_before_any_api_call(cluster, extra, expected):
     if not REAL:
@@ -216,6 +216,30 @@ def test_unknown_or_missing_mode_is_refused_before_any_api_call(cluster, extra, 
     if not REAL:
         assert cluster.requests() == []
     assert cluster.deployment().metadata.labels["gpu-mode"] == "ml"
+
+
+@pytest.mark.parametrize("entry, name, expected", [
+    ({"model": "Qwen/Qwen3-8B-AWQ", "image": "vllm/vllm-openai:v0.8.5.post1", "imgae": "typo"}, "ml2",
+     "mode 'ml2' has unknown setting(s) imgae"),
+    ({"replicas": 0}, "r1-", "mode name 'r1-' is not allowed: a mode name is a Kubernetes label value"),
+    ({"replicas": 1, "image": "vllm/vllm-openai:v0.8.5.post1"}, "half", "mode 'half' serves a model"),
+])
+def test_a_bad_catalog_entry_is_one_sentence_from_the_engine_schema_before_any_api_call(cluster, tmp_path, entry,
+                                                                                        name, expected):
+    """The role checks vllm_modes with the engine's own schema (the one the module and the gateway
+    use): the same sentence, and not one request reaches the cluster."""
+    extra = tmp_path / "catalog.json"
+    extra.write_text(json.dumps({"vllm_modes": {"ml": {"model": "Qwen/Qwen3-8B-AWQ",
+                                                       "image": "vllm/vllm-openai:v0.8.5.post1"},
+                                                name: entry}}))
+    if not REAL:
+        cluster.reset_requests()
+    rc, out = ansible_playbook(cluster, "switch_mode.yml", "-e", "mode=ml", "-e", "@%s" % extra, check=False)
+    assert rc != 0
+    text = re.sub(r"\s+", " ", out)
+    assert "vllm_modes is not usable: " + expected in text, out[-3000:]
+    if not REAL:
+        assert cluster.requests() == []
 
 
 def test_gpu_mode_wrapper_runs_switch_mode(cluster):
