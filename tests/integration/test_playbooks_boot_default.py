@@ -11,18 +11,19 @@ vllm_mode module recognises (a following switch to ml changes nothing).
 """
 import json
 import os
-import shutil
 import stat
 import subprocess
 
 import pytest
 
 from tests.integration.test_playbooks import NS, ansible_playbook, recap, start_sim, stop_sim
+from tests.kubectl import MISSING, kubectl_path
 
 pytestmark = [pytest.mark.slow, pytest.mark.sim_only]
 
-# Any kubectl of 1.18 or later (scripts/setup installs Debian's kubernetes-client where none is on PATH).
-KUBECTL = os.environ.get("HOMELAB_GPU_KUBECTL") or shutil.which("kubectl") or "kubectl"
+# The script needs kubectl 1.18 or later (server-side apply, patch --patch-file); the tests run
+# the current release scripts/setup installs into .venv ($HOMELAB_GPU_KUBECTL overrides).
+KUBECTL = kubectl_path()
 
 INVENTORY = """
 all:
@@ -54,8 +55,7 @@ PLAYBOOK = """
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     if not os.path.isfile(KUBECTL):
-        pytest.fail("kubectl is needed for this test and none is on PATH: run scripts/setup (it installs "
-                    "Debian's kubernetes-client), or set HOMELAB_GPU_KUBECTL=/path/to/kubectl")
+        pytest.fail(MISSING)
     tmp = tmp_path_factory.mktemp("boot")
     proc, cluster = start_sim(tmp)
     try:
