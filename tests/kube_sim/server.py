@@ -15,7 +15,7 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from . import errors
+from . import errors, protobuf
 from .clock import epoch_of
 from .errors import ApiError
 from .patch import json_patch, merge_patch, strategic_merge_patch
@@ -260,6 +260,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             try:
                 self._inject_faults()
+                body = protobuf.request_body(self.command, self.headers.get("Content-Type"), body)
                 self.api.rest.handle(self, self.command, path, params, body)
             except ApiError as exc:
                 self.send_error_status(exc)
