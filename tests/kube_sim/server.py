@@ -7,6 +7,7 @@ Kubernetes API are counted and logged and may get faults injected (``World.fault
 Bearer tokens are accepted without being checked.
 """
 
+import hashlib
 import json
 import random
 import socket
@@ -15,7 +16,7 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from . import errors, protobuf
+from . import errors, openapi, protobuf
 from .clock import epoch_of
 from .errors import ApiError
 from .patch import json_patch, merge_patch, strategic_merge_patch
@@ -391,6 +392,7 @@ class RestHandler(object):
         self.api = api
         self.store = api.store
         self.registry = api.store.registry
+        self.openapi = openapi.Documents(self.registry, VERSION_INFO, _BUILTIN_GROUPS)
 
     # ------------------------------------------------------------------ routing
     def handle(self, req, method, path, params, body):
@@ -405,6 +407,8 @@ class RestHandler(object):
         if path == "/apis":
             groups = [self._group_doc(g, vs) for g, vs in sorted(self.registry.groups().items())]
             return req.send_json(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+        if parts and parts[0] == "openapi":
+            return self._openapi(req, method, parts)
         if not parts or parts[0] not in ("api", "apis"):
             raise _not_found()
         if parts[0] == "api":
@@ -514,6 +518,24 @@ class RestHandler(object):
             if method == "DELETE" and sub is None:
                 return self.delete(ctx)
         raise errors.method_not_allowed()
+
+    def _openapi(self, req, method, parts):
+        """/openapi/v3, /openapi/v3/<group version> and /openapi/v2, as JSON (see openapi.py)."""
+        if method not in ("GET", "HEAD"):
+            raise errors.method_not_allowed()
+        accept = req.headers.get("Accept") or "*/*"
+        if not any(media.split(";")[0].strip() in ("application/json", "application/*", "*/*")
+                   for media in accept.split(",")):
+            raise ApiError(406, "NotAcceptable", "only the following media types are accepted: application/json")
+        if parts == ["openapi", "v2"]:
+            return req.send_bytes(200, self.openapi.v2_document())
+        if parts == ["openapi", "v3"]:
+            return req.send_json(200, self.openapi.v3_root())
+        if len(parts) > 2 and parts[1] == "v3":
+            data = self.openapi.v3_document("/".join(parts[2:]))
+            if data is not None:
+                return req.send_bytes(200, data, headers={"Etag": '"%s"' % hashlib.sha512(data).hexdigest().upper()})
+        raise _not_found()
 
     def _group_doc(self, group, versions):
         gvs = [{"groupVersion": "%s/%s" % (group, v), "version": v} for v in versions]
