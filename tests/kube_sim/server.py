@@ -16,7 +16,7 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from . import errors, openapi, protobuf
+from . import errors, openapi, protobuf, tables
 from .clock import epoch_of
 from .errors import ApiError
 from .patch import json_patch, merge_patch, strategic_merge_patch
@@ -510,7 +510,8 @@ class RestHandler(object):
                 return self.delete_collection(ctx)
         else:
             if method == "GET":
-                return ctx.req.send_json(200, self.store.get(ctx.rtype.key, name, ctx.namespace))
+                obj = self.store.get(ctx.rtype.key, name, ctx.namespace)
+                return self._send_read(ctx, obj, [obj], {"resourceVersion": obj["metadata"].get("resourceVersion")})
             if method == "PUT":
                 return self.replace(ctx, sub)
             if method == "PATCH":
@@ -635,7 +636,19 @@ class RestHandler(object):
             meta["remainingItemCount"] = rest
         body = {"kind": rtype.list_kind, "apiVersion": rtype.api_version, "metadata": meta,
                 "items": self._list_items(rtype, items)}
-        return ctx.req.send_json(200, body)
+        return self._send_read(ctx, body, items, meta)
+
+    @staticmethod
+    def _send_read(ctx, body, objects, meta):
+        """Answer a get or list: ``body``, or the Table of ``objects`` when the client asks for one
+        (``Accept: application/json;as=Table;v=v1;g=meta.k8s.io``, as kubectl get does)."""
+        version = tables.wanted_table(ctx.req.headers.get("Accept"))
+        if version is None:
+            return ctx.req.send_json(200, body)
+        rtype = ctx.rtype
+        objects = [dict(obj, kind=rtype.kind, apiVersion=rtype.api_version) for obj in objects]
+        return ctx.req.send_json(200, tables.table(rtype, version, objects, meta,
+                                                   ctx.params.get("includeObject") or "Metadata"))
 
     def create(self, ctx):
         obj = _parse_body(ctx.body)
@@ -809,9 +822,12 @@ class RestHandler(object):
                                _truthy(params.get("allowWatchBookmarks", "false")))
         cut = ctx.req.watch_cut_time()
         req = ctx.req
+        table_version = tables.wanted_table(req.headers.get("Accept"))
         req.start_chunked("application/json")
         try:
             for event in watch_events(self.store, request, lambda: self.api.stopping, cut):
+                if table_version:
+                    event = tables.watch_event(event, rtype, table_version, params.get("includeObject") or "Metadata")
                 req.write_chunk(json.dumps(event).encode() + b"\n")
             if cut is not None and time.monotonic() >= cut:
                 # an injected drop: the connection breaks mid-stream, without the final chunk

@@ -23,8 +23,10 @@ pytestmark = pytest.mark.sim_only
 
 NS = "demo"
 IMAGE = "example/web:1.0"
+SLOW_IMAGE = "example/slow:1.0"  # pulls for 60 simulated seconds (3 s at speed 20)
 SCENARIO = {"images": {IMAGE: {"logs": ["web: listening on :8080"]},
-                       "example/web:1.1": {"logs": ["web 1.1: listening on :8080"]}}}
+                       "example/web:1.1": {"logs": ["web 1.1: listening on :8080"]},
+                       SLOW_IMAGE: {"pull_seconds": 60}}}
 MANIFEST = textwrap.dedent("""\
     apiVersion: apps/v1
     kind: Deployment
@@ -126,6 +128,19 @@ def test_create_apply_scale_get_logs_describe(cluster, kubectl):
     wait_for(lambda: (apps.read_namespaced_deployment("web", NS).status.ready_replicas or 0) == 2
              and len(core.list_namespaced_pod(NS, label_selector="app=web").items) == 2, "two ready pods")
 
+    # kubectl get prints the columns the server sends (Table), as k3s's
+    rc, out, err = kubectl("get", "pods", "-n", NS)
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert [line.split()[1:4] for line in lines[1:]] == [["1/1", "Running", "0"]] * 2
+    rc, out, err = kubectl("get", "deployment", "web", "-n", NS, "-o", "wide")
+    assert rc == 0, err
+    assert out.splitlines()[0].split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS", "IMAGES",
+                                           "SELECTOR"]
+    cells = out.splitlines()[1].split()
+    assert cells[:4] + cells[5:] == ["web", "2/2", "2", "2", "web", "example/web:1.1", "app=web"]
+
     rc, out, err = kubectl("get", "deployment", "web", "-n", NS, "-o", "json")
     assert rc == 0, err
     shown = json.loads(out)
@@ -142,6 +157,31 @@ def test_create_apply_scale_get_logs_describe(cluster, kubectl):
     events = out.split("\nEvents:", 1)[1]
     assert "Scheduled" in events and "Successfully assigned demo/%s" % pod in events
     assert "Started" in events
+
+
+def test_get_watch_prints_each_change_as_a_row(cluster, kubectl_bin, tmp_path):
+    env = dict(os.environ, KUBECONFIG=cluster.kubeconfig, HOME=str(tmp_path))
+    apps = client.AppsV1Api(cluster.api_client())
+    client.CoreV1Api(cluster.api_client()).create_namespace({"metadata": {"name": NS}})
+    watcher = subprocess.Popen([kubectl_bin, "get", "deployments", "-n", NS, "--watch", "--request-timeout=20s"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        apps.create_namespaced_deployment(NS, {
+            "metadata": {"name": "web"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}},
+                                  "spec": {"containers": [{"name": "web", "image": IMAGE}]}}}})
+        header = watcher.stdout.readline()
+        assert header.split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"], watcher.stderr.read()
+        rows = []  # one per change: created 0/1, then the pod ready
+        while not rows or rows[-1][1] != "1/1":
+            line = watcher.stdout.readline()
+            assert line, watcher.stderr.read()
+            rows.append(line.split())
+        assert rows[0][:2] == ["web", "0/1"] and rows[-1][:4] == ["web", "1/1", "1", "1"], rows
+    finally:
+        watcher.kill()
+        watcher.communicate()
 
 
 def test_typed_creates_keep_what_the_user_set(cluster, kubectl):
