@@ -14,6 +14,7 @@ non-pointer fields are left out (the apiserver cannot tell them from unset ones 
 defaults them), fields this release does not know are dropped. Responses stay JSON, which every
 client that sends protobuf also accepts (client-go asks ``application/vnd.kubernetes.protobuf,
 application/json``). A custom resource's body in protobuf gets 415 as from kube-apiserver.
+The body of a resource that is not served gets the 404 of the path, as there.
 """
 
 import base64
@@ -224,7 +225,7 @@ def _message(name, data, messages):
 
 def decode(data: bytes) -> dict:
     """A protobuf request body -> the object as JSON (a dict). ApiError 400 when it is not a
-    Kubernetes protobuf message, 415 when its kind has no protobuf form here."""
+    Kubernetes protobuf message of a kind this release knows."""
     if not data.startswith(MAGIC):
         raise errors.bad_request("provided data does not appear to be a protobuf message, expected prefix %s"
                                  % list(MAGIC))
@@ -243,9 +244,8 @@ def decode(data: bytes) -> dict:
                 raw = value
         name = kinds.get("%s/%s" % (api_version, kind)) or kinds.get("*/%s" % kind)
         if name is None:
-            raise ApiError(415, "UnsupportedMediaType",
-                           "the body of the request was in an unknown format - accepted media types include: "
-                           "application/json, application/yaml")
+            raise errors.bad_request('no kind "%s" is registered for version "%s" in scheme '
+                                     '"pkg/api/legacyscheme/scheme.go:30"' % (kind, api_version))
         obj = _message(name, raw, messages)
     except (_Bad, UnicodeDecodeError) as exc:
         raise errors.bad_request("unable to decode the protobuf body of %s %s: %s"
@@ -253,14 +253,19 @@ def decode(data: bytes) -> dict:
     return dict({"apiVersion": api_version, "kind": kind}, **obj)
 
 
-def request_body(method: str, content_type: str, body: bytes) -> bytes:
-    """The body as JSON bytes when it came as protobuf on a create, update or delete; else as it
-    came. A patch is never protobuf: 415, as from kube-apiserver."""
+def request_body(method: str, content_type: str, body: bytes, builtin: bool = True) -> bytes:
+    """The body of a request to a served resource as JSON bytes when it came as protobuf on a
+    create, update or delete; else as it came. A patch is never protobuf, and custom resources
+    (``builtin`` False) take no protobuf at all: 415, as from kube-apiserver."""
     media = (content_type or "").split(";")[0].strip().lower()
     if media != CONTENT_TYPE or not body:
         return body
     if method == "PATCH":
         raise errors.unsupported_media_type(media)
+    if not builtin:
+        raise ApiError(415, "UnsupportedMediaType",
+                       "the body of the request was in an unknown format - accepted media types include: "
+                       "application/json, application/yaml")
     if method not in ("POST", "PUT", "DELETE"):
         return body
     return json.dumps(decode(body)).encode()

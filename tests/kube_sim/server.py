@@ -261,7 +261,6 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             try:
                 self._inject_faults()
-                body = protobuf.request_body(self.command, self.headers.get("Content-Type"), body)
                 self.api.rest.handle(self, self.command, path, params, body)
             except ApiError as exc:
                 self.send_error_status(exc)
@@ -446,6 +445,9 @@ class RestHandler(object):
             raise _not_found()
         if name is not None and rtype.namespaced and namespace is None:
             raise _not_found()
+        if sub != "proxy":  # a served resource's body; a proxied one goes on as it came
+            body = protobuf.request_body(method, req.headers.get("Content-Type"), body,
+                                         rtype.group in _BUILTIN_GROUPS)
         ctx = _Ctx(req, method, params, body, rtype, namespace, name)
         watching = watch_path or (name is None and method == "GET" and _truthy(params.get("watch", "")))
         self._forbidden(ctx, sub, watching)

@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from kubernetes import client
 
 from tests.kube_sim.protobuf import CONTENT_TYPE, MAGIC
 
@@ -84,13 +85,39 @@ def test_bad_protobuf_bodies_get_one_sentence_and_write_nothing(kube_api, ns):
     status, _ctype, body = request(kube_api, "POST", path, configmap("cut")[:-5])
     assert status == 400
     assert json.loads(body)["message"].startswith("unable to decode the protobuf body of v1 ConfigMap: truncated")
-    # a kind with no protobuf form (a custom resource): 415, as kube-apiserver answers
+    # a kind this release does not know
     status, _ctype, body = request(kube_api, "POST", path, envelope("example.com/v1", "Widget", b""))
-    assert status == 415
-    assert json.loads(body)["reason"] == "UnsupportedMediaType"
+    assert status == 400
+    assert json.loads(body)["message"].startswith('no kind "Widget" is registered for version "example.com/v1"')
     # a patch is never protobuf
     status, _ctype, body = request(kube_api, "PATCH", path + "/kube-root-ca.crt", configmap("kube-root-ca.crt"))
     assert status == 415
     assert [c["metadata"]["name"] for c in json.loads(request(kube_api, "GET", path)[2])["items"]] == \
         ["kube-root-ca.crt"]
     assert writes(kube_api) == {"POST %s" % path: 3, "PATCH %s/kube-root-ca.crt" % path: 1}
+
+
+def test_custom_and_unserved_resources_and_proxies(kube_api, api, ns):
+    # custom resources take no protobuf (415); a resource that is not served is 404 first; a body
+    # for the pod proxy goes to the pod as it came
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "widgets.example.com"},
+           "spec": {"group": "example.com", "scope": "Namespaced",
+                    "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                    "versions": [{"name": "v1", "served": True, "storage": True,
+                                  "schema": {"openAPIV3Schema": {"type": "object",
+                                                                 "x-kubernetes-preserve-unknown-fields": True}}}]}}
+    client.ApiextensionsV1Api(api).create_custom_resource_definition(crd)
+    try:
+        status, _ctype, body = request(kube_api, "POST", "/apis/example.com/v1/namespaces/%s/widgets" % ns,
+                                       envelope("example.com/v1", "Widget", b""))
+        assert (status, json.loads(body)["reason"]) == (415, "UnsupportedMediaType")
+    finally:
+        client.ApiextensionsV1Api(api).delete_custom_resource_definition("widgets.example.com")
+    status, _ctype, body = request(kube_api, "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                                   envelope("authorization.k8s.io/v1", "SelfSubjectAccessReview", b""))
+    assert (status, json.loads(body)["reason"]) == (404, "NotFound")
+    raw = envelope("v1", "Pod", b"\xff")
+    status, _ctype, body = request(kube_api, "POST", "/api/v1/namespaces/%s/pods/p:8000/proxy/upload" % ns, raw)
+    assert status == 200
+    assert kube_api.world.proxied[-1]["body"] == raw
