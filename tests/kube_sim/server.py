@@ -819,9 +819,19 @@ class RestHandler(object):
         labels = parse_label_selector(params.get("labelSelector"))
         fields = parse_field_selector(params.get("fieldSelector"), rtype.key)
         timeout = params.get("timeoutSeconds")
+        initial = params.get("sendInitialEvents")
+        match = params.get("resourceVersionMatch")
+        if initial is not None and match != "NotOlderThan":
+            raise errors.invalid("ListOptions", "meta.k8s.io", "", [(
+                "resourceVersionMatch", "FieldValueForbidden",
+                "Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan")])
+        if match and initial is None:
+            raise errors.invalid("ListOptions", "meta.k8s.io", "", [(
+                "resourceVersionMatch", "FieldValueForbidden",
+                "Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided")])
         request = WatchRequest(rtype, ctx.namespace, ctx.name, labels, fields, params.get("resourceVersion"),
                                float(timeout) if timeout not in (None, "") else None,
-                               _truthy(params.get("allowWatchBookmarks", "false")))
+                               _truthy(params.get("allowWatchBookmarks", "false")), _truthy(initial or "false"))
         cut = ctx.req.watch_cut_time()
         req = ctx.req
         table_version = tables.wanted_table(req.headers.get("Accept"))

@@ -8,6 +8,9 @@ honouring the apiserver's semantics:
   when it is older than the kept history;
 * label/field selectors see transitions: an object that starts matching arrives as ADDED, one
   that stops matching as DELETED;
+* ``sendInitialEvents=true`` (the watch-list protocol client-go uses first): ADDED events for
+  every current object, then a BOOKMARK annotated ``k8s.io/initial-events-end: "true"`` at the
+  version they were read at, then every change after it;
 * BOOKMARK events (when allowed) while idle;
 * the stream ends at ``timeoutSeconds`` or when the server stops.
 """
@@ -19,6 +22,7 @@ from .selectors import fields_match, labels_match
 
 BOOKMARK_INTERVAL = 1.0     # seconds of idle stream between BOOKMARK events
 DEFAULT_TIMEOUT = 1800.0    # a watch without timeoutSeconds (the apiserver picks 30-60 min)
+INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 
 
 def expired_status(requested, oldest):
@@ -32,7 +36,7 @@ class WatchRequest(object):
     """What one watch asks for."""
 
     def __init__(self, rtype, namespace=None, name=None, label_reqs=None, field_reqs=None,
-                 resource_version=None, timeout=None, bookmarks=False):
+                 resource_version=None, timeout=None, bookmarks=False, send_initial_events=False):
         self.rtype = rtype
         self.namespace = namespace
         self.name = name
@@ -41,6 +45,7 @@ class WatchRequest(object):
         self.resource_version = resource_version
         self.timeout = DEFAULT_TIMEOUT if timeout is None else max(float(timeout), 0.0)
         self.bookmarks = bookmarks
+        self.send_initial_events = send_initial_events
 
     def matches(self, obj):
         """True when an object is in this watch's scope."""
@@ -84,13 +89,17 @@ def watch_events(store, request, should_stop, deadline_hook=None):
     if deadline_hook is not None:
         end = min(end, deadline_hook)
     rv_text = request.resource_version
-    if not rv_text or rv_text == "0":
+    if request.send_initial_events or not rv_text or rv_text == "0":
         items, list_rv = store.list(request.rtype.key, request.namespace, request.label_reqs,
                                     request.field_reqs)
         for item in items:
             if request.matches(item):
                 yield {"type": "ADDED", "object": item}
         last_rv = int(list_rv)
+        if request.send_initial_events:
+            end_of_state = _bookmark(request.rtype, last_rv)
+            end_of_state["object"]["metadata"]["annotations"] = {INITIAL_EVENTS_END: "true"}
+            yield end_of_state
     else:
         try:
             last_rv = int(rv_text)

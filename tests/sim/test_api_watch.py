@@ -134,3 +134,47 @@ def test_watch_of_one_pod_by_field_selector(api, ns):
     seen = [e["object"].metadata.name for e in watch.Watch().stream(
         v1.list_namespaced_pod, ns, field_selector="metadata.name=b", resource_version=start, timeout_seconds=1)]
     assert seen == ["b"]
+
+
+def _stream(api, path, limit):
+    """The first ``limit`` events of a raw watch (client-go's watch-list requests)."""
+    import urllib.request
+    req = urllib.request.Request(api.configuration.host + path, headers={"Accept": "application/json"})
+    events = []
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        for line in resp:
+            events.append(json.loads(line))
+            if len(events) == limit:
+                break
+    return events
+
+
+def test_watch_list_sends_the_state_then_a_bookmark_then_changes(api, ns):
+    # kubectl 1.37's reflectors ask sendInitialEvents=true and wait for the end-of-state bookmark
+    v1 = client.CoreV1Api(api)
+    v1.create_namespaced_config_map(ns, _cm("a"))
+    done = threading.Event()
+
+    def later():
+        time.sleep(0.5)
+        v1.create_namespaced_config_map(ns, _cm("b"))
+        done.set()
+    threading.Thread(target=later).start()
+    events = _stream(api, "/api/v1/namespaces/%s/configmaps?watch=1&sendInitialEvents=true"
+                          "&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=10" % ns, 4)
+    done.wait(10)
+    assert [(e["type"], e["object"]["metadata"].get("name")) for e in events] == [
+        ("ADDED", "a"), ("ADDED", "kube-root-ca.crt"), ("BOOKMARK", None), ("ADDED", "b")]
+    assert events[2]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+    assert int(events[2]["object"]["metadata"]["resourceVersion"]) < \
+        int(events[3]["object"]["metadata"]["resourceVersion"])
+
+
+def test_watch_list_needs_resource_version_match_not_older_than(api, ns):
+    v1 = client.CoreV1Api(api)
+    with pytest.raises(client.ApiException) as err:
+        v1.list_namespaced_config_map(ns, watch=True, send_initial_events=True, allow_watch_bookmarks=True,
+                                      _preload_content=False)
+    assert err.value.status == 422
+    assert "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan" in \
+        json.loads(err.value.body)["message"]

@@ -23,10 +23,8 @@ pytestmark = pytest.mark.sim_only
 
 NS = "demo"
 IMAGE = "example/web:1.0"
-SLOW_IMAGE = "example/slow:1.0"  # pulls for 60 simulated seconds (3 s at speed 20)
 SCENARIO = {"images": {IMAGE: {"logs": ["web: listening on :8080"]},
-                       "example/web:1.1": {"logs": ["web 1.1: listening on :8080"]},
-                       SLOW_IMAGE: {"pull_seconds": 60}}}
+                       "example/web:1.1": {"logs": ["web 1.1: listening on :8080"]}}}
 MANIFEST = textwrap.dedent("""\
     apiVersion: apps/v1
     kind: Deployment
@@ -123,6 +121,13 @@ def test_create_apply_scale_get_logs_describe(cluster, kubectl):
     assert err == ""
     assert apps.read_namespaced_deployment("web", NS).spec.template.spec.containers[0].image == "example/web:1.1"
 
+    # rollout status and wait watch with the watch-list protocol (sendInitialEvents)
+    rc, out, err = kubectl("rollout", "status", "deployment/web", "-n", NS, "--timeout=30s")
+    assert rc == 0, err
+    assert out.splitlines()[-1] == 'deployment "web" successfully rolled out'
+    rc, out, err = kubectl("wait", "--for=condition=Available", "deployment/web", "-n", NS, "--timeout=30s")
+    assert (rc, out.strip()) == (0, "deployment.apps/web condition met"), err
+
     rc, out, err = kubectl("scale", "deployment", "web", "--replicas=2", "-n", NS)
     assert (rc, out.strip()) == (0, "deployment.apps/web scaled"), err
     wait_for(lambda: (apps.read_namespaced_deployment("web", NS).status.ready_replicas or 0) == 2
@@ -166,6 +171,11 @@ def test_get_watch_prints_each_change_as_a_row(cluster, kubectl_bin, tmp_path):
     watcher = subprocess.Popen([kubectl_bin, "get", "deployments", "-n", NS, "--watch", "--request-timeout=20s"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
+        # kubectl lists first (nothing yet), then watches from the list's version: once the watch
+        # is open, every change comes as a row
+        path = "/apis/apps/v1/namespaces/%s/deployments" % NS
+        wait_for(lambda: [e for e in cluster.requests()["log"] if e["path"] == path and "watch=true" in e["query"]
+                          and e["status"] == 200], "kubectl's watch")
         apps.create_namespaced_deployment(NS, {
             "metadata": {"name": "web"},
             "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
