@@ -708,13 +708,24 @@ class Kubelet(object):
         return None
 
     def _serve(self, c, method, path, query, headers, body):
+        return self._handler(c)(method, path, query, headers, body)
+
+    def _handler(self, c):
+        """What answers HTTP requests in container ``c``: ``fn(method, path, query, headers, body)``."""
         if c.engine is not None:
             c.engine.model_info = self.world.scenario.model(c.engine.opts["model"])   # run-time patches apply
-            return c.engine.handle(method, path, query, headers, body)
-        return 200, {"Content-Type": "text/plain"}, b"ok"
+            return c.engine.handle
+        return _answer_ok
 
-    def http(self, pod, port, method, path, query, headers, body):
-        """Proxy one request to ``pod``:``port`` (ApiError 503 as the apiserver answers a refused dial)."""
+    def _engine_log(self, c, engine, lines):
+        """Log lines of an engine from a request thread (dropped once the container runs another engine)."""
+        with self.world.lock:
+            if c.engine is engine:
+                self._log(c, lines)
+
+    def connect(self, pod, port):
+        """The request handler of ``pod``:``port`` (see :meth:`_handler`), to be called outside the world
+        lock: a completion takes its generation time. ApiError 503 as the apiserver answers a refused dial."""
         rt = self.pods.get(pod["metadata"]["uid"])
         ip = (pod.get("status") or {}).get("podIP") or (rt.ip if rt else None) or ""
         if rt is None or not rt.ip:
@@ -727,7 +738,7 @@ class Kubelet(object):
         if target is None:
             raise ApiError(503, "ServiceUnavailable", "error trying to reach service: dial tcp %s:%s: connect: "
                            "connection refused" % (ip, port))
-        return self._serve(target, method, path, query, headers, body)
+        return self._handler(target)
 
     # ------------------------------------------------------------------ termination
     def _terminate(self, rt):
@@ -907,3 +918,8 @@ def _mib(quantity):
         return float(text) / 1048576
     except ValueError:
         return None
+
+
+def _answer_ok(_method, _path, _query, _headers, _body):
+    """A container that is not a vLLM server answers every request with 200 ok."""
+    return 200, {"Content-Type": "text/plain"}, b"ok"
