@@ -430,7 +430,8 @@ class Kubelet(object):
     def _start_engine(self, rt, c, info, env, node):
         opts = parse_args(c.spec.get("command"), c.spec.get("args"))
         model = self.world.scenario.model(opts["model"])
-        engine = VllmEngine(opts, info.get("vllm_version") or "0.8.5.post1", model, env)
+        engine = VllmEngine(opts, info.get("vllm_version") or "0.8.5.post1", model, env, clock=self.clock)
+        engine.log = functools.partial(self._engine_log, c, engine)
         c.engine = engine
         c.listening = False
         self._log(c, engine.boot_logs())
@@ -489,7 +490,7 @@ class Kubelet(object):
         vram = int(model.get("vram_mib") or 0)
         total = int(gpu.get("memory_mib") or 0)
         util = float(opts.get("gpu_memory_utilization") or 0.9)
-        used = sum(int(self.world.scenario.model(o.engine.opts["model"]).get("vram_mib") or 0)
+        used = sum(o.engine.gpu_memory_mib(self.world.scenario.model(o.engine.opts["model"]))
                    for other in self.pods.values() if other.node == rt.node
                    for o in other.ctrs if o is not c and o.engine is not None and o.state == "running"
                    and o.gpu_visible)
