@@ -191,7 +191,8 @@ def test_non_streamed_answers_report_usage_and_queue_behind_max_num_seqs(lab):
                            {"model": QWEN, "messages": [{"role": "user", "content": "two words"}]})
     assert status == 200 and answer["object"] == "chat.completion"
     assert answer["choices"][0]["finish_reason"] == "stop"
-    assert answer["choices"][0]["message"]["content"] == "Hello from the simulated vLLM engine, one token at a time through the proxy."
+    assert answer["choices"][0]["message"]["content"] == \
+        "Hello from the simulated vLLM engine, one token at a time through the proxy."
     assert answer["usage"] == {"prompt_tokens": 2, "completion_tokens": 16, "total_tokens": 18,
                                "prompt_tokens_details": None}
 
