@@ -196,7 +196,7 @@ def test_non_streamed_answers_report_usage_and_queue_behind_max_num_seqs(lab):
     assert answer["usage"] == {"prompt_tokens": 2, "completion_tokens": 16, "total_tokens": 18,
                                "prompt_tokens_details": None}
 
-    cluster.patch_scenario({"models": {QWEN: {"tokens_per_second": 0.5, "answer_tokens": 1000}}})
+    cluster.patch_scenario({"models": {QWEN: {"tokens_per_second": 0.25, "answer_tokens": 1000}}})
     answers = []
 
     def ask():
