@@ -2,22 +2,39 @@
 
 It parses the container's command line like ``vllm serve`` / ``vllm.entrypoints.openai.api_server``
 does, writes log lines shaped like vLLM's, refuses connections while the model loads and then
-answers ``/health``, ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions`` and
-``/version`` the way vLLM does (including its 404 error JSON for a model it does not serve).
+answers ``/health``, ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions``,
+``/metrics`` and ``/version`` the way vLLM does (including its 404 error JSON for a model it
+does not serve). Completions take time: tokens come at the model's ``tokens_per_second``
+(simulated seconds), a request counts as running while it generates and waits while
+``--max-num-seqs`` requests run; ``"stream": true`` answers are server-sent events produced
+token by token. With ``VLLM_SERVER_DEV_MODE=1`` it also serves ``/sleep``, ``/wake_up`` and
+``/is_sleeping`` (sleep mode needs ``--enable-sleep-mode``).
 The kubelet (tests/kube_sim/kubelet.py) drives its life cycle; the world's proxy calls
-:meth:`VllmEngine.handle`.
+:meth:`VllmEngine.handle` outside the world lock (a completion blocks only its own request).
 """
 
 import json
+import threading
 import time
+import urllib.parse
 import uuid
+
+from .clock import Clock
+from .errors import ApiError
+
+DEFAULT_MAX_NUM_SEQS = 256      # vLLM's --max-num-seqs default on a GPU
+# The simulated answer: token i is WORDS[i % len(WORDS)].
+WORDS = ["Hello", " from", " the", " simulated", " vLLM", " engine", ",", " one", " token", " at", " a", " time",
+         " through", " the", " proxy", "."]
+SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8"}
 
 
 def parse_args(command, args):
     """Options of a vLLM command line (``command`` + ``args`` of the container).
 
     Returns a dict: model, served_model_names, port, host, tokenizer, max_model_len,
-    gpu_memory_utilization, reasoning_parser, quantization, enforce_eager.
+    gpu_memory_utilization, reasoning_parser, quantization, enforce_eager, enable_sleep_mode,
+    max_num_seqs.
     """
     argv = list(command or []) + list(args or [])
     # `vllm serve MODEL ...` and `python3 -m vllm.entrypoints.openai.api_server ...` forms
@@ -28,7 +45,8 @@ def parse_args(command, args):
             positional_model = argv[index + 1]
     opts = {"model": positional_model, "served_model_names": [], "port": 8000, "host": "0.0.0.0",
             "tokenizer": None, "max_model_len": None, "gpu_memory_utilization": 0.9, "reasoning_parser": None,
-            "quantization": None, "enforce_eager": False}
+            "quantization": None, "enforce_eager": False, "enable_sleep_mode": False,
+            "max_num_seqs": DEFAULT_MAX_NUM_SEQS}
     i = 0
     while i < len(argv):
         arg = str(argv[i])
@@ -79,6 +97,13 @@ def parse_args(command, args):
             opts["quantization"] = take()
         elif name == "enforce-eager":
             opts["enforce_eager"] = True
+        elif name == "enable-sleep-mode":
+            opts["enable_sleep_mode"] = True
+        elif name == "max-num-seqs":
+            try:
+                opts["max_num_seqs"] = max(1, int(take()))
+            except ValueError:
+                pass
         i += 1
     if not opts["model"]:
         opts["model"] = "facebook/opt-125m"   # vLLM's default model
@@ -93,18 +118,37 @@ def log_line(level, source, message, when=None):
     return "%s %s [%s] %s" % (level, stamp, source, message)
 
 
-class VllmEngine(object):
-    """The state of one simulated vLLM server process."""
+def _no_log(_lines):
+    pass
 
-    def __init__(self, opts, version, model_info, container_env=None):
+
+class VllmEngine(object):
+    """The state of one simulated vLLM server process.
+
+    ``clock`` turns the model's simulated times (token rate, sleep and wake) into real ones;
+    ``log`` appends lines to the container's log (from a request thread).
+    """
+
+    def __init__(self, opts, version, model_info, container_env=None, clock=None, log=None):
         self.opts = opts
         self.version = version
         self.model_info = model_info
         self.env = container_env or {}
+        self.clock = clock or Clock()
+        self.log = log or _no_log
         self.listening = False      # the HTTP socket accepts connections (model loaded)
         self.dead = False           # engine core died: /health answers 500
         self.created = int(time.time())
         self.requests = 0
+        self._cond = threading.Condition()   # guards everything below
+        self.running = 0            # requests generating (vllm:num_requests_running)
+        self.waiting = 0            # requests queued behind --max-num-seqs (vllm:num_requests_waiting)
+        self.prompt_tokens = 0
+        self.generation_tokens = 0
+        self.finished = {}          # finished_reason -> requests (vllm:request_success_total)
+        self.state = "awake"        # awake, falling_asleep, asleep, waking
+        self.sleep_level = 0
+        self._naps = 0              # bumps when the engine falls asleep: requests admitted before abort
 
     @property
     def port(self):
@@ -117,6 +161,24 @@ class VllmEngine(object):
     @property
     def max_model_len(self):
         return self.opts["max_model_len"] or int(self.model_info.get("max_model_len") or 32768)
+
+    @property
+    def dev_mode(self):
+        """VLLM_SERVER_DEV_MODE as vLLM reads it (an integer, non-zero is on)."""
+        try:
+            return int(str(self.env.get("VLLM_SERVER_DEV_MODE", "0")).strip() or "0") != 0
+        except ValueError:
+            return False
+
+    def gpu_memory_mib(self, model_info=None):
+        """GPU memory this engine holds: the model's ``vram_mib``, or only its CUDA context
+        (``sleeping_vram_mib``) while asleep."""
+        info = model_info or self.model_info
+        with self._cond:
+            asleep = self.state == "asleep"
+        if asleep:
+            return int(info.get("sleeping_vram_mib", 450) or 0)
+        return int(info.get("vram_mib") or 0)
 
     # ------------------------------------------------------------------ logs
     def boot_logs(self):
@@ -164,6 +226,14 @@ class VllmEngine(object):
             log_line("INFO", "launcher.py:36", "Route: /v1/models, Methods: GET"),
             log_line("INFO", "launcher.py:36", "Route: /v1/chat/completions, Methods: POST"),
             log_line("INFO", "launcher.py:36", "Route: /v1/completions, Methods: POST"),
+            log_line("INFO", "launcher.py:36", "Route: /metrics, Methods: GET"),
+        ] + ([
+            log_line("WARNING", "api_server.py:1079", "SECURITY WARNING: Development endpoints are enabled! This "
+                     "should NOT be used in production!"),
+            log_line("INFO", "launcher.py:36", "Route: /sleep, Methods: POST"),
+            log_line("INFO", "launcher.py:36", "Route: /wake_up, Methods: POST"),
+            log_line("INFO", "launcher.py:36", "Route: /is_sleeping, Methods: GET"),
+        ] if self.dev_mode else []) + [
             "INFO:     Started server process [1]",
             "INFO:     Waiting for application startup.",
             "INFO:     Application startup complete.",
@@ -178,7 +248,8 @@ class VllmEngine(object):
 
     # ------------------------------------------------------------------ HTTP
     def handle(self, method, path, query, headers, body):
-        """Answer one HTTP request: (status, headers, body bytes)."""
+        """Answer one HTTP request: (status, headers, body), the body bytes or, for a streamed
+        answer, an iterator of byte chunks produced as the tokens are generated."""
         path = "/" + path.lstrip("/")
         path = path.split("?", 1)[0].rstrip("/") or "/"
         self.requests += 1
@@ -191,14 +262,17 @@ class VllmEngine(object):
             "/v1/chat/completions": ("POST", self._chat),
             "/metrics": ("GET", self._metrics),
         }
+        if self.dev_mode:   # vLLM adds these routes only in dev mode: 404 otherwise
+            routes.update({"/sleep": ("POST", self._sleep), "/wake_up": ("POST", self._wake_up),
+                           "/is_sleeping": ("GET", self._is_sleeping)})
         route = routes.get(path)
         if route is None:
             return _json(404, {"detail": "Not Found"})
         if method.upper() != route[0] and not (method.upper() == "HEAD" and route[0] == "GET"):
             return _json(405, {"detail": "Method Not Allowed"})
-        return route[1](body)
+        return route[1](query or "", body)
 
-    def _health(self, _body):
+    def _health(self, _query, _body):
         if self.dead:
             return 500, {"Content-Type": "application/json"}, b""
         forced = self.model_info.get("health_status")
@@ -206,10 +280,10 @@ class VllmEngine(object):
             return int(forced), {"Content-Type": "application/json"}, b""
         return 200, {"Content-Type": "application/json"}, b""
 
-    def _version(self, _body):
+    def _version(self, _query, _body):
         return _json(200, {"version": self.version})
 
-    def _models(self, _body):
+    def _models(self, _query, _body):
         data = []
         for name in self.served:
             data.append({"id": name, "object": "model", "created": self.created, "owned_by": "vllm",
@@ -222,12 +296,105 @@ class VllmEngine(object):
                                          "is_blocking": False}]})
         return _json(200, {"object": "list", "data": data})
 
-    def _metrics(self, _body):
-        text = ("# HELP vllm:num_requests_running Number of requests in model execution batches.\n"
-                "# TYPE vllm:num_requests_running gauge\n"
-                'vllm:num_requests_running{model_name="%s"} 0.0\n' % self.served[0])
+    # ------------------------------------------------------------------ metrics
+    def _metrics(self, _query, _body):
+        label = 'model_name="%s"' % self.served[0].replace("\\", "\\\\").replace('"', '\\"')
+        with self._cond:
+            gauges = [("vllm:num_requests_running", "Number of requests in model execution batches.", self.running),
+                      ("vllm:num_requests_waiting", "Number of requests waiting to be processed.", self.waiting)]
+            counters = [("vllm:prompt_tokens_total", "Number of prefill tokens processed.", self.prompt_tokens),
+                        ("vllm:generation_tokens_total", "Number of generation tokens processed.",
+                         self.generation_tokens)]
+            finished = dict(self.finished)
+        lines = []
+        for name, text, value in gauges:
+            lines += ["# HELP %s %s" % (name, text), "# TYPE %s gauge" % name, "%s{%s} %.1f" % (name, label, value)]
+        for name, text, value in counters:
+            lines += ["# HELP %s %s" % (name, text), "# TYPE %s counter" % name,
+                      "%s{%s} %.1f" % (name, label, value)]
+        lines += ["# HELP vllm:request_success_total Count of successfully processed requests.",
+                  "# TYPE vllm:request_success_total counter"]
+        for reason in ("stop", "length", "abort"):
+            lines.append('vllm:request_success_total{finished_reason="%s",%s} %.1f'
+                         % (reason, label, finished.get(reason, 0)))
+        text = "\n".join(lines) + "\n"
         return 200, {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}, text.encode()
 
+    # ------------------------------------------------------------------ sleep mode (dev mode only)
+    def _sleep_mode_refused(self, what):
+        """vLLM without --enable-sleep-mode: the engine's assertion fails, the server answers 500."""
+        self.log([log_line("ERROR", "engine.py:160", "Exception in %s: AssertionError: Sleep mode is not enabled in "
+                           "the model config" % what)])
+        return 500, {"Content-Type": "text/plain; charset=utf-8"}, b"Internal Server Error"
+
+    def _settle(self):
+        """Wait (holding the condition) until no sleep or wake is under way."""
+        while self.state in ("falling_asleep", "waking"):
+            self._cond.wait(0.05)
+
+    def _sleep(self, query, _body):
+        params = urllib.parse.parse_qs(query)
+        level_text = (params.get("level") or ["1"])[-1]
+        if not self.opts.get("enable_sleep_mode"):
+            return self._sleep_mode_refused("sleep")
+        try:
+            level = int(level_text)
+        except ValueError:
+            level = None
+        if level not in (1, 2):
+            self.log([log_line("ERROR", "engine.py:160", "Exception in sleep: ValueError: sleep level must be 1 or "
+                               "2, got %r" % level_text)])
+            return 500, {"Content-Type": "text/plain; charset=utf-8"}, b"Internal Server Error"
+        with self._cond:
+            self._settle()
+            if self.state == "asleep":
+                self.log([log_line("WARNING", "executor_base.py:205", "Executor is already sleeping.")])
+                return 200, {}, b""
+            self.state = "falling_asleep"
+            self._naps += 1          # requests in flight are aborted
+            self._cond.notify_all()
+        seconds = float(self.model_info.get("sleep_seconds", 1) or 0)
+        self.clock.sleep(seconds)
+        with self._cond:
+            self.state = "asleep"
+            self.sleep_level = level
+            self._cond.notify_all()
+        held = int(self.model_info.get("vram_mib") or 0)
+        context = int(self.model_info.get("sleeping_vram_mib", 450) or 0)
+        self.log([log_line("INFO", "gpu_worker.py:104", "Sleep mode freed %.2f GiB memory, %.2f GiB memory is still "
+                           "in use." % (max(held - context, 0) / 1024.0, context / 1024.0)),
+                  log_line("INFO", "executor_base.py:211", "It took %.6f seconds to fall asleep." % seconds)])
+        return 200, {}, b""
+
+    def _wake_up(self, query, _body):
+        if not self.opts.get("enable_sleep_mode"):
+            return self._sleep_mode_refused("wake_up")
+        tags = urllib.parse.parse_qs(query).get("tags") or ["weights", "kv_cache"]
+        self.log([log_line("INFO", "api_server.py:735", "wake up the engine with tags: %s"
+                           % (urllib.parse.parse_qs(query).get("tags") or None))])
+        with self._cond:
+            self._settle()
+            if self.state != "asleep":
+                self.log([log_line("WARNING", "executor_base.py:220", "Executor is not sleeping.")])
+                return 200, {}, b""
+            self.state = "waking"
+            self._cond.notify_all()
+        seconds = float(self.model_info.get("wake_seconds", 2) or 0)
+        self.clock.sleep(seconds)
+        with self._cond:
+            self.state = "awake"
+            self.sleep_level = 0
+            self._cond.notify_all()
+        self.log([log_line("INFO", "executor_base.py:231", "It took %.6f seconds to wake up tags %s."
+                           % (seconds, sorted(tags)))])
+        return 200, {}, b""
+
+    def _is_sleeping(self, _query, _body):
+        with self._cond:
+            sleeping = self.state in ("asleep", "waking")
+        return _json(200, {"is_sleeping": sleeping})
+
+    # ------------------------------------------------------------------ completions
     def _request(self, body):
         try:
             request = json.loads(body or b"{}")
@@ -243,26 +410,143 @@ class VllmEngine(object):
                                      "type": "NotFoundError", "param": None, "code": 404})
         return request, None
 
-    def _usage(self, prompt_text):
-        prompt_tokens = max(1, len(str(prompt_text).split()))
-        return {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + 1, "completion_tokens": 1,
-                "prompt_tokens_details": None}
+    def _plan(self, request, prompt_tokens, limit_key):
+        """(tokens to generate, finish_reason) for a request, or an error answer."""
+        limit = request.get(limit_key)
+        if limit is None and limit_key == "max_completion_tokens":
+            limit = request.get("max_tokens")
+        natural = int(self.model_info.get("answer_tokens", 16) or 16)
+        if limit is not None:
+            if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+                return None, None, _error(400, "BadRequestError", "max_tokens must be at least 1, got %s." % limit)
+            if prompt_tokens + limit > self.max_model_len:
+                return None, None, _error(400, "BadRequestError", "This model's maximum context length is %d tokens. "
+                                          "However, you requested %d tokens (%d in the messages, %d in the "
+                                          "completion). Please reduce the length of the messages or completion."
+                                          % (self.max_model_len, prompt_tokens + limit, prompt_tokens, limit))
+        if limit is not None and limit < natural:
+            return limit, "length", None
+        return natural, "stop", None
 
-    def _completions(self, body):
+    def _asleep_error(self):
+        with self._cond:
+            awake = self.state == "awake"
+        if awake:
+            return None
+        return _error(503, "ServiceUnavailableError", "The model is sleeping (sleep mode): POST /wake_up before "
+                      "sending requests.")
+
+    def _admit(self):
+        """Wait for a free sequence slot (--max-num-seqs); returns the sleep count at admission."""
+        with self._cond:
+            self.waiting += 1
+            try:
+                while self.running >= int(self.opts.get("max_num_seqs") or DEFAULT_MAX_NUM_SEQS) and \
+                        self.listening and not self.dead:
+                    self._cond.wait(0.05)
+            finally:
+                self.waiting -= 1
+            self.running += 1
+            return self._naps
+
+    def _release(self, reason, prompt_tokens, generated):
+        with self._cond:
+            self.running -= 1
+            self.prompt_tokens += prompt_tokens
+            self.generation_tokens += generated
+            self.finished[reason] = self.finished.get(reason, 0) + 1
+            self._cond.notify_all()
+
+    def _decode(self, nap):
+        """Wait one token's time at the model's rate; "abort" if the engine fell asleep meanwhile.
+        Raises ConnectionResetError when the engine stopped (the connection breaks)."""
+        rate = float(self.model_info.get("tokens_per_second", 50) or 50)
+        self.clock.sleep(1.0 / rate)
+        if self.dead or not self.listening:
+            raise ConnectionResetError("the vLLM server stopped")
+        with self._cond:
+            return "abort" if self._naps != nap else None
+
+    def _generate(self, prompt_tokens, count, finish):
+        """Generate ``count`` tokens, blocking: (tokens generated, finish_reason)."""
+        nap = self._admit()
+        generated, reason = 0, "abort"
+        try:
+            for _index in range(count):
+                try:
+                    if self._decode(nap):
+                        break
+                except ConnectionResetError:
+                    raise ApiError(503, "ServiceUnavailable", "error trying to reach service: EOF") from None
+                generated += 1
+            else:
+                reason = finish
+            return generated, reason
+        finally:
+            self._release(reason, prompt_tokens, generated)
+
+    def _stream(self, prompt_tokens, count, finish, frame, usage_frame):
+        """SSE events, one per generated token: ``frame(index, finish_reason or None, aborted)`` gives
+        the chunk objects of a token; then the usage chunk (``usage_frame``, None: none) and [DONE]."""
+        def events():
+            nap = self._admit()
+            generated, reason = 0, "abort"
+            try:
+                for index in range(count):
+                    aborted = self._decode(nap)
+                    if aborted:
+                        for chunk in frame(None, "abort"):
+                            yield _event(chunk)
+                        break
+                    generated += 1
+                    for chunk in frame(index, finish if index == count - 1 else None):
+                        yield _event(chunk)
+                else:
+                    reason = finish
+                if usage_frame is not None:
+                    yield _event(usage_frame(_usage(prompt_tokens, generated)))
+                yield b"data: [DONE]\n\n"
+            finally:   # also when the client goes away (the generator is closed): vLLM aborts the request
+                self._release(reason, prompt_tokens, generated)
+        return 200, dict(SSE_HEADERS), events()
+
+    def _completions(self, _query, body):
         request, error = self._request(body)
         if error:
             return error
-        if request.get("prompt") in (None, ""):
+        prompt = request.get("prompt")
+        if prompt in (None, ""):
             return _json(400, {"object": "error", "message": "Either prompt or prompt_embeds must be provided "
                                "and non-empty.", "type": "BadRequestError", "param": None, "code": 400})
-        return _json(200, {
-            "id": "cmpl-" + uuid.uuid4().hex, "object": "text_completion", "created": int(time.time()),
-            "model": request.get("model") or self.served[0],
-            "choices": [{"index": 0, "text": " Hello", "logprobs": None, "finish_reason": "length",
-                         "stop_reason": None, "prompt_logprobs": None}],
-            "usage": self._usage(request.get("prompt"))})
+        prompt_tokens = _count_tokens(prompt)
+        count, finish, error = self._plan(request, prompt_tokens, "max_tokens")
+        if error:
+            return error
+        error = self._asleep_error()
+        if error:
+            return error
+        model = request.get("model") or self.served[0]
+        rid, created = "cmpl-" + uuid.uuid4().hex, int(time.time())
+        if request.get("stream"):
+            def frame(index, reason):
+                text = WORDS[index % len(WORDS)] if index is not None else ""
+                return [{"id": rid, "object": "text_completion", "created": created, "model": model,
+                         "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": reason,
+                                      "stop_reason": None}]}]
 
-    def _chat(self, body):
+            def usage_frame(usage):
+                return {"id": rid, "object": "text_completion", "created": created, "model": model, "choices": [],
+                        "usage": usage}
+            return self._stream(prompt_tokens, count, finish, frame,
+                                usage_frame if _include_usage(request) else None)
+        generated, reason = self._generate(prompt_tokens, count, finish)
+        return _json(200, {
+            "id": rid, "object": "text_completion", "created": created, "model": model,
+            "choices": [{"index": 0, "text": _text(0, generated), "logprobs": None, "finish_reason": reason,
+                         "stop_reason": None, "prompt_logprobs": None}],
+            "usage": _usage(prompt_tokens, generated)})
+
+    def _chat(self, _query, body):
         request, error = self._request(body)
         if error:
             return error
@@ -271,14 +555,76 @@ class VllmEngine(object):
             return _json(400, {"object": "error", "message": "messages: Field required", "type": "BadRequestError",
                                "param": None, "code": 400})
         text = " ".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
-        reasoning = "Okay." if self.opts.get("reasoning_parser") else None
+        prompt_tokens = _count_tokens(text)
+        count, finish, error = self._plan(request, prompt_tokens, "max_completion_tokens")
+        if error:
+            return error
+        error = self._asleep_error()
+        if error:
+            return error
+        model = request.get("model") or self.served[0]
+        rid, created = "chatcmpl-" + uuid.uuid4().hex, int(time.time())
+        # a reasoning parser splits the answer: the first half is reasoning_content, the rest content
+        thinking = (count + 1) // 2 if self.opts.get("reasoning_parser") else 0
+        if request.get("stream"):
+            def chunk(delta, reason):
+                choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+                if reason is not None:
+                    choice["stop_reason"] = None
+                return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
+                        "choices": [choice]}
+
+            def frame(index, reason):
+                if index is None:
+                    return [chunk({}, reason)]
+                field = "reasoning_content" if index < thinking else "content"
+                word = WORDS[index % len(WORDS)]
+                out = [chunk({field: word}, reason)]
+                if index == 0:      # the first answer carries the role, as vLLM sends it
+                    out.insert(0, chunk({"role": "assistant", "content": ""}, None))
+                return out
+
+            def usage_frame(usage):
+                return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
+                        "choices": [], "usage": usage}
+            return self._stream(prompt_tokens, count, finish, frame,
+                                usage_frame if _include_usage(request) else None)
+        generated, reason = self._generate(prompt_tokens, count, finish)
+        reasoning = _text(0, min(generated, thinking)) if thinking else None
+        content = _text(thinking, generated) if generated > thinking else None
         return _json(200, {
-            "id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion", "created": int(time.time()),
-            "model": request.get("model") or self.served[0],
+            "id": rid, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "reasoning_content": reasoning,
-                                                 "content": "Hello", "tool_calls": []},
-                         "logprobs": None, "finish_reason": "length", "stop_reason": None}],
-            "usage": self._usage(text), "prompt_logprobs": None})
+                                                 "content": content, "tool_calls": []},
+                         "logprobs": None, "finish_reason": reason, "stop_reason": None}],
+            "usage": _usage(prompt_tokens, generated), "prompt_logprobs": None})
+
+
+def _text(start, end):
+    """The answer's tokens ``start``..``end`` (exclusive) as text."""
+    return "".join(WORDS[i % len(WORDS)] for i in range(start, end)).lstrip() if end > start else ""
+
+
+def _count_tokens(text):
+    return max(1, len(str(text).split()))
+
+
+def _usage(prompt_tokens, completion_tokens):
+    return {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + completion_tokens,
+            "completion_tokens": completion_tokens, "prompt_tokens_details": None}
+
+
+def _include_usage(request):
+    options = request.get("stream_options")
+    return isinstance(options, dict) and bool(options.get("include_usage"))
+
+
+def _event(obj):
+    return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+
+def _error(status, kind, message):
+    return _json(status, {"object": "error", "message": message, "type": kind, "param": None, "code": status})
 
 
 def _json(status, payload):

@@ -430,7 +430,8 @@ class Kubelet(object):
     def _start_engine(self, rt, c, info, env, node):
         opts = parse_args(c.spec.get("command"), c.spec.get("args"))
         model = self.world.scenario.model(opts["model"])
-        engine = VllmEngine(opts, info.get("vllm_version") or "0.8.5.post1", model, env)
+        engine = VllmEngine(opts, info.get("vllm_version") or "0.8.5.post1", model, env, clock=self.clock)
+        engine.log = functools.partial(self._engine_log, c, engine)
         c.engine = engine
         c.listening = False
         self._log(c, engine.boot_logs())
@@ -489,7 +490,7 @@ class Kubelet(object):
         vram = int(model.get("vram_mib") or 0)
         total = int(gpu.get("memory_mib") or 0)
         util = float(opts.get("gpu_memory_utilization") or 0.9)
-        used = sum(int(self.world.scenario.model(o.engine.opts["model"]).get("vram_mib") or 0)
+        used = sum(o.engine.gpu_memory_mib(self.world.scenario.model(o.engine.opts["model"]))
                    for other in self.pods.values() if other.node == rt.node
                    for o in other.ctrs if o is not c and o.engine is not None and o.state == "running"
                    and o.gpu_visible)
@@ -708,13 +709,24 @@ class Kubelet(object):
         return None
 
     def _serve(self, c, method, path, query, headers, body):
+        return self._handler(c)(method, path, query, headers, body)
+
+    def _handler(self, c):
+        """What answers HTTP requests in container ``c``: ``fn(method, path, query, headers, body)``."""
         if c.engine is not None:
             c.engine.model_info = self.world.scenario.model(c.engine.opts["model"])   # run-time patches apply
-            return c.engine.handle(method, path, query, headers, body)
-        return 200, {"Content-Type": "text/plain"}, b"ok"
+            return c.engine.handle
+        return _answer_ok
 
-    def http(self, pod, port, method, path, query, headers, body):
-        """Proxy one request to ``pod``:``port`` (ApiError 503 as the apiserver answers a refused dial)."""
+    def _engine_log(self, c, engine, lines):
+        """Log lines of an engine from a request thread (dropped once the container runs another engine)."""
+        with self.world.lock:
+            if c.engine is engine:
+                self._log(c, lines)
+
+    def connect(self, pod, port):
+        """The request handler of ``pod``:``port`` (see :meth:`_handler`), to be called outside the world
+        lock: a completion takes its generation time. ApiError 503 as the apiserver answers a refused dial."""
         rt = self.pods.get(pod["metadata"]["uid"])
         ip = (pod.get("status") or {}).get("podIP") or (rt.ip if rt else None) or ""
         if rt is None or not rt.ip:
@@ -727,7 +739,7 @@ class Kubelet(object):
         if target is None:
             raise ApiError(503, "ServiceUnavailable", "error trying to reach service: dial tcp %s:%s: connect: "
                            "connection refused" % (ip, port))
-        return self._serve(target, method, path, query, headers, body)
+        return self._handler(target)
 
     # ------------------------------------------------------------------ termination
     def _terminate(self, rt):
@@ -907,3 +919,8 @@ def _mib(quantity):
         return float(text) / 1048576
     except ValueError:
         return None
+
+
+def _answer_ok(_method, _path, _query, _headers, _body):
+    """A container that is not a vLLM server answers every request with 200 ok."""
+    return 200, {"Content-Type": "text/plain"}, b"ok"

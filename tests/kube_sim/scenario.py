@@ -24,7 +24,12 @@ DEFAULT_IMAGE = {"cuda_version": None, "require_cuda": None, "vllm": None, "pull
                  "size_bytes": 52428800, "crash": None, "exit_code": 1, "logs": [], "vllm_version": None,
                  "env": {}}
 DEFAULT_MODEL = {"vram_mib": 8000, "load_seconds": 20, "first_load_seconds": 60, "cached": False, "crash": None,
-                 "max_model_len": 32768}
+                 "max_model_len": 32768, "tokens_per_second": 50, "answer_tokens": 16, "wake_seconds": 2,
+                 "sleep_seconds": 1, "sleeping_vram_mib": 450}
+# Numeric model keys of the serving simulation -> (smallest value, whether it must be above it, example).
+MODEL_NUMBERS = {"tokens_per_second": (0, True, "50"), "answer_tokens": (1, False, "16"),
+                 "wake_seconds": (0, False, "2"), "sleep_seconds": (0, False, "1"),
+                 "sleeping_vram_mib": (0, False, "450")}
 DEFAULT_GPU = {"product": "NVIDIA GeForce RTX 3060", "count": 1, "memory_mib": 12288,
                "driver_version": "570.195.03", "cuda_version": None, "compute": "8.6", "family": "ampere",
                "gfd": True, "brand": None}
@@ -178,6 +183,8 @@ def normalise(data):
         raise ScenarioError("scenario models must map model names to their properties")
     data["models"] = {name: dict(DEFAULT_MODEL, **(entry or {})) for name, entry in models.items()
                       if entry is not None}
+    for name, entry in data["models"].items():
+        _check_model_numbers(name, entry)
     faults = dict(DEFAULT_FAULTS)
     faults.update(data.get("faults") or {})
     forbid = faults.get("forbid") or []
@@ -187,6 +194,20 @@ def normalise(data):
     faults["forbid"] = list(forbid)
     data["faults"] = faults
     return data
+
+
+def _check_model_numbers(name, entry):
+    """ScenarioError unless the model's token rate, answer length, sleep and wake times are numbers in range."""
+    for key, (least, strict, example) in MODEL_NUMBERS.items():
+        value = entry.get(key)
+        integer = key == "answer_tokens"
+        ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+        if ok and (value <= least if strict else value < least):
+            ok = False
+        if not ok:
+            bound = ("greater than %s" if strict else "at least %s") % least
+            raise ScenarioError("models.%s.%s is %r; it must be %s %s, e.g. %s"
+                                % (name, key, value, "an integer" if integer else "a number", bound, example))
 
 
 def _image_defaults(ref, entry):

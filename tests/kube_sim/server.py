@@ -218,12 +218,15 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"Retry-After": "1"} if exc.status == 429 else None
         self.send_bytes(exc.status, json.dumps(body).encode(), headers=headers)
 
-    def start_chunked(self, content_type):
-        self.send_response(200)
+    def start_chunked(self, content_type, status=200, headers=None):
+        self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("Cache-Control", "no-cache, private")
-        self._answered(200)
+        for key, value in (headers or {}).items():
+            if key.lower() not in ("content-length", "transfer-encoding", "connection", "content-type"):
+                self.send_header(key, value)
+        self._answered(status)
         self.end_headers()
 
     def write_chunk(self, data):
@@ -1020,7 +1023,31 @@ class RestHandler(object):
             "application/json"
         if isinstance(data, str):
             data = data.encode()
+        if data is not None and not isinstance(data, (bytes, bytearray)):
+            return self._proxy_stream(ctx, int(status), content_type, out_headers, data)
         return ctx.req.send_bytes(int(status), data or b"", content_type, out_headers)
+
+    @staticmethod
+    def _proxy_stream(ctx, status, content_type, headers, chunks):
+        """Pass a streamed answer through as it is produced: one flushed HTTP chunk per chunk of the
+        backend. A backend that breaks off mid-stream breaks the client's connection (no final chunk),
+        as the apiserver's proxy does; a client that goes away closes the backend's stream."""
+        req = ctx.req
+        req.start_chunked(content_type, status, headers)
+        try:
+            for chunk in chunks:
+                req.write_chunk(chunk)
+            req.end_chunked()
+        except Exception:  # the client went away, or the backend broke off: so does the answer
+            req.close_connection = True
+            try:
+                req.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
 
     def _node_proxy(self, ctx, subpath):
         """nodes/NAME[:PORT]/proxy/PATH: the kubelet's read-only answers (healthz, pods)."""

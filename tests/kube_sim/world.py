@@ -325,7 +325,8 @@ class World(object):
         return "".join("%s\n" % text for _stamp, text in lines)
 
     def proxy(self, namespace, kind, name, port, method, path, query, headers, body):
-        """Proxy one HTTP request to a pod or a service, as the apiserver's proxy subresource does."""
+        """Proxy one HTTP request to a pod or a service, as the apiserver's proxy subresource does:
+        (status, headers, body), the body bytes or an iterator of chunks (a streamed answer)."""
         if kind == "services":
             service = self.store.try_get("services", name, namespace)
             if service is None:
@@ -343,7 +344,8 @@ class World(object):
             if target is None:
                 raise ApiError(503, "ServiceUnavailable", "error trying to reach service: unknown port %s" % port)
         with self.lock:
-            return self.kubelet.http(pod, target, method, path, query, headers, body)
+            handler = self.kubelet.connect(pod, target)
+        return handler(method, path, query, headers, body)   # outside the lock: completions take time
 
 
 def _node_updater(desired):
