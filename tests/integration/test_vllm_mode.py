@@ -409,10 +409,12 @@ def test_old_script_gaming_is_recognised(playbook, kube_sim):
 @pytest.mark.sim_only
 def test_two_concurrent_switches_one_fails_fast_one_waits_for_the_lock(playbook, kube_sim, api):
     switch(playbook, kube_sim, "ml")
-    # A slow r1 (500 s simulated load, within the startup probe's budget of twice its wait_timeout)
+    # A slow r1 (1000 s simulated load, 20 s at speed 50, within the startup probe's budget of twice its
+    # wait_timeout): long enough that the second ansible-playbook starts while the first still holds the
+    # lock even on a loaded machine.
     modes = copy.deepcopy(MODES)
     modes["r1"]["wait_timeout"] = 600
-    kube_sim.patch_scenario({"models": {"casperhansen/deepseek-r1-distill-qwen-7b-awq": {"load_seconds": 500}}})
+    kube_sim.patch_scenario({"models": {"casperhansen/deepseek-r1-distill-qwen-7b-awq": {"load_seconds": 1000}}})
     first = playbook.start([task("r1", modes)], kubeconfig=kube_sim.kubeconfig)
     deadline = datetime.datetime.now() + datetime.timedelta(seconds=60)
     while not api.coord.list_namespaced_lease(NS).items:       # the first run holds the lock
