@@ -156,6 +156,9 @@ def test_probe_timeouts_and_an_unhealthy_engine(kube_sim_factory):
     v1.create_namespace({"metadata": {"name": "apps"}})
     container = vllm_container(QWEN)
     container["readinessProbe"]["timeoutSeconds"] = 2
+    # Slow health answers (5 s) must fail only the readiness probe: a liveness probe that timed out
+    # too would restart the engine, whose startup probe then meets the 503 instead of the liveness probe.
+    container["livenessProbe"]["timeoutSeconds"] = 10
     v1.create_namespaced_pod("apps", {"metadata": {"name": "engine"}, "spec": gpu_pod_spec(container)})
     wait_for(lambda: condition(v1.read_namespaced_pod("engine", "apps"), "Ready").status == "True"
              if v1.read_namespaced_pod("engine", "apps").status.conditions else False, what="Ready")
