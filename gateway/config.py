@@ -8,7 +8,7 @@ Every key and its default is documented in gateway/README.md; the defaults live 
 import json
 import os
 
-from ansible_collections.homelab.gpu.plugins.module_utils import profiles
+from ansible_collections.homelab.gpu.plugins.module_utils import catalog
 
 DEFAULTS = {
     "listen": "0.0.0.0:8080",
@@ -33,8 +33,6 @@ INSTANCE_DEFAULTS = {
     "pod": {},
     "switch": {},
 }
-# Catalog keys only the gateway reads (the engine's schema gains them with the catalog split).
-GATEWAY_ENTRY_KEYS = ("lock", "on_demand", "wake_timeout")
 # Engine options an instance may not set under "switch": the gateway decides them.
 RESERVED_SWITCH_KEYS = ("mode", "modes", "namespace", "name", "service_name", "served_alias", "pod",
                         "trigger", "holder", "lock_timeout")
@@ -62,34 +60,19 @@ def parse_listen(text):
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def engine_catalog(modes):
-    """The catalog as the engine validates it (without the gateway's own keys when the engine's
-    schema does not know them)."""
-    if all(key in profiles.ENTRY_KEYS for key in GATEWAY_ENTRY_KEYS):
-        return modes
-    out = {}
-    for mode, entry in modes.items():
-        out[mode] = dict((k, v) for k, v in entry.items() if k not in GATEWAY_ENTRY_KEYS) \
-            if isinstance(entry, dict) else entry
-    return out
-
-
 class Mode(object):
     """One catalog entry as the gateway sees it."""
 
-    def __init__(self, name, entry, raw, served_alias, global_wake_timeout):
+    def __init__(self, name, entry, served_alias, global_wake_timeout):
         self.name = name
         self.entry = entry
         self.replicas = entry["replicas"]
         self.serving = self.replicas > 0
         self.model = entry.get("model")
-        self.served_names = profiles.served_names(entry, served_alias) if self.serving else []
-        self.lock = bool(raw.get("lock", not self.serving and name != "idle"))
-        self.on_demand = bool(raw.get("on_demand", self.serving))
-        wake = raw.get("wake_timeout")
-        if global_wake_timeout is not None:
-            wake = global_wake_timeout
-        self.wake_timeout = float(wake) if wake is not None else float(entry["wait_timeout"]) + 30
+        self.served_names = catalog.served_names(entry, served_alias) if self.serving else []
+        self.lock = bool(entry["lock"])
+        self.on_demand = bool(entry["on_demand"])
+        self.wake_timeout = float(entry["wake_timeout"] if global_wake_timeout is None else global_wake_timeout)
 
     def as_dict(self):
         return {"mode": self.name, "model": self.model, "served_model_names": self.served_names,
@@ -130,11 +113,11 @@ class Instance(object):
             raise ConfigError("%s: modes must be the mode catalog (a non-empty mapping)." % where)
         self.raw_modes = raw_modes
         try:
-            catalog = profiles.validate_catalog(engine_catalog(raw_modes))
-        except profiles.ProfileError as exc:
+            entries = catalog.validate_catalog(raw_modes)
+        except catalog.ProfileError as exc:
             raise ConfigError("%s: %s" % (where, exc))
-        self.modes = dict((name, Mode(name, catalog[name], raw_modes[name], self.served_alias, global_wake_timeout))
-                          for name in catalog)
+        self.modes = dict((name, Mode(name, entries[name], self.served_alias, global_wake_timeout))
+                          for name in entries)
         if self.default_mode not in self.modes or not self.modes[self.default_mode].serving:
             raise ConfigError("%s: default_mode %r must be a serving mode of the catalog (one of %s)." % (
                 where, self.default_mode, ", ".join(sorted(m for m in self.modes if self.modes[m].serving))))
@@ -149,7 +132,7 @@ class Instance(object):
     def engine_params(self, mode, trigger, holder, lock_timeout):
         """The vllm_mode options of a switch of this instance to ``mode``."""
         params = dict(self.switch)
-        params.update({"mode": mode, "modes": engine_catalog(self.raw_modes), "namespace": self.namespace,
+        params.update({"mode": mode, "modes": self.raw_modes, "namespace": self.namespace,
                        "name": self.name, "service_name": self.service_name, "served_alias": self.served_alias,
                        "pod": dict(self.pod, port=self.port), "trigger": trigger, "holder": holder,
                        "lock_timeout": int(max(0, lock_timeout))})

@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 
-from ansible_collections.homelab.gpu.plugins.module_utils import profiles
+from ansible_collections.homelab.gpu.plugins.module_utils import catalog
 from ansible_collections.homelab.gpu.plugins.module_utils.api import Watcher, ns_path
 
 LOG = logging.getLogger("vllm_gateway")
@@ -115,8 +115,8 @@ class InstanceState(object):
     def _recompute(self):
         inst = self.inst
         dep = self.deployment
-        catalog = dict((m, e.entry) for m, e in inst.modes.items())
-        live = profiles.read_live(dep, catalog)
+        entries = dict((m, e.entry) for m, e in inst.modes.items())
+        live = catalog.read_live(dep, entries)
         mode = live["mode"] if live["exists"] else None
         replicas = live["replicas"] if live["exists"] else 0
         ready = bool(dep) and deployment_ready(dep, replicas)
@@ -134,8 +134,8 @@ class InstanceState(object):
         ready_since = None
         if ready:
             ready_since = (available_since(dep) if serving and dep else None) or \
-                annotations.get(profiles.ANN_SWITCHED_AT) or record.get("finished_at")
-            key = (mode, (dep or {}).get("metadata", {}).get("uid"), annotations.get(profiles.ANN_SWITCHED_AT))
+                annotations.get(catalog.ANN_SWITCHED_AT) or record.get("finished_at")
+            key = (mode, (dep or {}).get("metadata", {}).get("uid"), annotations.get(catalog.ANN_SWITCHED_AT))
             if self._loaded_key != key or self.loaded_at is None:
                 self._loaded_key = key
                 since = parse_time(ready_since)
@@ -149,7 +149,7 @@ class InstanceState(object):
         if locked:
             if record.get("mode") == mode:
                 locked_since = record.get("finished_at") or record.get("started_at")
-            locked_since = locked_since or annotations.get(profiles.ANN_SWITCHED_AT)
+            locked_since = locked_since or annotations.get(catalog.ANN_SWITCHED_AT)
         last = None
         if record:
             last = {"mode": record.get("mode"), "previous_mode": record.get("previous_mode") or None,

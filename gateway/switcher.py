@@ -20,11 +20,7 @@ import time
 from ansible_collections.homelab.gpu.plugins.module_utils.api import KubeError, ns_path
 from ansible_collections.homelab.gpu.gateway import routing
 from ansible_collections.homelab.gpu.gateway.state import now_text, parse_time
-
-try:
-    from ansible_collections.homelab.gpu.plugins.module_utils.run import switch as engine_switch
-except ImportError:  # the engine before its split into stages: same function, same result
-    from ansible_collections.homelab.gpu.plugins.module_utils.switch import run as engine_switch
+from ansible_collections.homelab.gpu.plugins.module_utils.run import switch as engine_switch
 
 LOG = logging.getLogger("vllm_gateway")
 EVENT_REASON = "GatewaySwitch"

@@ -12,7 +12,6 @@ from kubernetes import client
 
 from ansible_collections.homelab.gpu.plugins.module_utils.api import Api
 from ansible_collections.homelab.gpu.plugins.module_utils.http_transport import HttpTransport
-from ansible_collections.homelab.gpu.gateway.config import engine_catalog
 from ansible_collections.homelab.gpu.gateway.switcher import engine_switch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -65,7 +64,7 @@ def setup_namespace(cluster, services=(("vllm-api", "vllm-server"),)):
 
 def engine_switch_to(cluster, mode, name="vllm-server", service="vllm-api", pod=None, modes=None):
     """Switch with the engine the vllm_mode module runs (as a person at the console would)."""
-    params = {"mode": mode, "modes": engine_catalog(modes or MODES), "namespace": NS, "name": name,
+    params = {"mode": mode, "modes": modes or MODES, "namespace": NS, "name": name,
               "service_name": service, "pod": pod or POD, "registry": {"offline": True}, "lock_timeout": 120}
     return engine_switch(engine_api(cluster), params)
 

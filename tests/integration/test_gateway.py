@@ -13,7 +13,6 @@ import time
 import pytest
 from kubernetes import client
 
-from ansible_collections.homelab.gpu.gateway.config import engine_catalog
 from tests.integration.gateway_helpers import (
     MODES,
     NS,
@@ -105,6 +104,7 @@ def test_twenty_concurrent_requests_for_r1_share_one_switch(cluster, gateway):
     assert len(deployment_writes(cluster)) == 1
     status, body, _headers = gw.call("GET", "/gateway/status")
     assert (body["instances"][0]["mode"], body["instances"][0]["ready"]) == ("r1", True)
+    assert body["instances"][0]["last_switch"]["trigger"] == "request"   # the engine's switch record says who
     metrics = gw.call("GET", "/metrics")[1]
     assert 'vllm_gateway_switches_total{instance="vllm-server",trigger="request",outcome="ok"} 1' in metrics
     assert 'vllm_gateway_requests_total{model="r1",status="200"} 20' in metrics
@@ -298,7 +298,7 @@ def test_an_ansible_switch_while_the_gateway_wakes_the_gpu_ends_in_one_mode(clus
     waker.start()
     time.sleep(0.05)
     run = playbook.run([{"name": "switch", "homelab.gpu.vllm_mode": {
-        "mode": "r1", "modes": engine_catalog(MODES),
+        "mode": "r1", "modes": MODES,
         "pod": gateway_config()["instances"][0]["pod"], "registry": {"offline": True}, "lock_timeout": 120},
         "ignore_errors": True}], kubeconfig=cluster.kubeconfig)
     waker.join(120)
