@@ -238,6 +238,7 @@ class Gateway(object):
                         "ready_since": view.ready_since, "locked": view.locked, "locked_since": view.locked_since,
                         "switching": view.switching, "in_flight": view.in_flight, "queued": view.queued,
                         "pending_switches": self.switchers[inst.name].pending(), "last_switch": view.last_switch,
+                        "gateway_switch": self.switchers[inst.name].last,
                         "default_mode": inst.default_mode, "idle_seconds": inst.idle_seconds,
                         "idle_action": inst.idle_action,
                         "modes": dict((m.name, m.as_dict()) for m in inst.modes.values())})

@@ -37,6 +37,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
     server_version = "vllm-gateway/1"
     gateway = None   # set on the subclass by make_server
 
+    def setup(self):
+        super().setup()
+        # headers and body go out in separate writes: without this, Nagle's algorithm holds the body
+        # until the client's delayed ACK (40 ms per answer)
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def log_message(self, format, *args):  # pylint: disable=redefined-builtin
         LOG.debug("%s %s", self.address_string(), format % args)
 

@@ -96,6 +96,7 @@ class Switcher(threading.Thread):
         self.queue = JobQueue(config.queue_limit)
         self.wakeup = threading.Condition()
         self.stop_event = threading.Event()
+        self.last = None   # the last switch this gateway ran: target, trigger, outcome, elapsed, phases
 
     # -- the front end's side ---------------------------------------------------------------------
     def submit(self, target, trigger, timeout):
@@ -201,6 +202,9 @@ class Switcher(threading.Thread):
         self.metrics.switch_seconds.observe(inst.name, job.trigger, value=elapsed)
         job.result = result
         job.message = message
+        self.last = {"from": previous, "to": job.target, "trigger": job.trigger, "outcome": outcome,
+                     "elapsed": round(elapsed, 3), "phases": result.get("phases"), "finished_at": now_text(),
+                     "message": message}
         if message is None:
             self.state.change(switching=False, override=(job.target, True))
         else:

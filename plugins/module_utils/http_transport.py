@@ -334,8 +334,18 @@ class HttpTransport(Transport):
 
     def _connect(self, timeout):
         if self.scheme == "https":
-            return http.client.HTTPSConnection(self.hostname, self.port, timeout=timeout, context=self.ssl_context)
-        return http.client.HTTPConnection(self.hostname, self.port, timeout=timeout)
+            conn = http.client.HTTPSConnection(self.hostname, self.port, timeout=timeout, context=self.ssl_context)
+        else:
+            conn = http.client.HTTPConnection(self.hostname, self.port, timeout=timeout)
+        try:
+            conn.connect()
+        except socket.timeout:
+            raise TransportError("connecting to %s timed out after %s s" % (self.host, timeout), timeout=True)
+        except OSError as exc:
+            raise TransportError("cannot connect to %s: %s" % (self.host, exc.strerror or exc))
+        # small requests in two writes (headers, body) must not wait for a delayed ACK (Nagle)
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
 
     def _take(self, timeout):
         with self._lock:
