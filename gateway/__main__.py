@@ -21,6 +21,7 @@ from ansible_collections.homelab.gpu.gateway.app import Gateway
 from ansible_collections.homelab.gpu.gateway.server import make_server
 
 TOKEN_ENV = "VLLM_GATEWAY_TOKEN"
+REGISTRY_PASSWORD_ENV = "VLLM_GATEWAY_REGISTRY_PASSWORD"
 UPSTREAM_POOL = 256
 
 
@@ -53,6 +54,10 @@ def main(argv=None):
     except (config_mod.ConfigError, TransportConfigError) as exc:
         sys.stderr.write("vllm-gateway: %s\n" % exc)
         return 2
+    password = os.environ.get(REGISTRY_PASSWORD_ENV)
+    if password:
+        for inst in config.instances:
+            inst.switch["registry"] = dict(inst.switch.get("registry") or {}, password=password)
     upstream.pool_size = UPSTREAM_POOL
     upstream.timeout = config.upstream_timeout
     gateway = Gateway(config, Api(api_transport), token=os.environ.get(TOKEN_ENV, ""), proxy_transport=upstream)

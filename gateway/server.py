@@ -44,7 +44,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format, *args):  # pylint: disable=redefined-builtin
-        LOG.debug("%s %s", self.address_string(), format % args)
+        if LOG.isEnabledFor(logging.DEBUG):
+            LOG.debug("%s %s", self.address_string(), format % args)
 
     # -- answers ------------------------------------------------------------------------------------------
     def send_json(self, status, payload, headers=None):

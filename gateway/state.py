@@ -173,12 +173,17 @@ class InstanceState(object):
         with self.cond:
             self.in_flight += in_flight
             self.queued += queued
-            if switching is not None:
-                self.switching = switching
-            if override is not False:
-                self.override = override
             self.last_activity = self.clock()
-            self._recompute()
+            if switching is None and override is False:
+                # counters only (every request): no need to read the Deployment again
+                self.view.in_flight = self.in_flight
+                self.view.queued = self.queued
+            else:
+                if switching is not None:
+                    self.switching = switching
+                if override is not False:
+                    self.override = override
+                self._recompute()
             self.cond.notify_all()
 
     def try_enter(self, mode, ignore_foreign=False):
