@@ -107,7 +107,7 @@ def timed_requests(url, path, count, token=None, first_byte=False, stream=False)
     body = BODY if not stream else json.dumps({"model": "Qwen/Qwen3-8B-AWQ", "prompt": "Hello",
                                                "stream": True}).encode()
     out = []
-    for _ in range(count):
+    for _index in range(count):
         start = time.perf_counter()
         conn.request("POST", path, body=body, headers=headers)
         resp = conn.getresponse()
@@ -134,7 +134,7 @@ def concurrent(url, path, clients, total, token=None):
         with lock:
             results.extend(got)
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
+    threads = [threading.Thread(target=client) for _index in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -199,10 +199,10 @@ def main():
             sim.patch_scenario({"faults": {"latency_ms": 2000}})
             peak = []
             threads = [threading.Thread(target=timed_requests, args=(gw_url, "/v1/completions", 1))
-                       for _ in range(200)]
+                       for _index in range(200)]
             for thread in threads:
                 thread.start()
-            for _ in range(15):
+            for _index in range(15):
                 time.sleep(0.1)
                 peak.append(rss_kib(gateway.pid))
             in_flight = gateway_status(gw_url)["in_flight"]

@@ -125,9 +125,10 @@ class Gateway(object):
     def route(self, model):
         return self.table.resolve(model, self.views())
 
-    def acquire(self, route):
+    def acquire(self, route, model=None):
         """Wait until ``route``'s mode serves (waking or swapping the GPU when needed) and count the
-        request in flight. Raises RouteError. Returns the seconds spent waiting for a switch."""
+        request in flight. Raises RouteError. Returns the route taken: for the stable alias
+        (``model``), whatever serves once a switch (the gateway's or a person's) is over."""
         inst = route.instance
         state = self.states[inst.name]
         switcher = self.switchers[inst.name]
@@ -136,10 +137,15 @@ class Gateway(object):
         waited = 0.0
         after_switch = False
         while True:
+            if after_switch and model in self.table.aliases:
+                route = self.table.resolve(model, self.views())
+                inst = route.instance
+                state = self.states[inst.name]
+                switcher = self.switchers[inst.name]
             if state.try_enter(route.mode, ignore_foreign=after_switch):
                 if waited:
                     self.metrics.wake_seconds.observe(inst.name, value=waited)
-                return waited
+                return route
             view = state.snapshot()
             if view.mode != route.mode and not view.switching:
                 refusal = routing.lock_refusal(inst, view, self.config.retry_after_seconds)

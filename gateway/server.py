@@ -213,7 +213,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def forward_counted(self, route, method, path, body, model):
         gateway = self.gateway
         try:
-            gateway.acquire(route)
+            route = gateway.acquire(route, model)
         except RouteError as exc:
             self.count(model, exc.status)
             raise

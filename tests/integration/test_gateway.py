@@ -5,6 +5,7 @@ simulated cluster's vLLM, reached over HTTP like any OpenAI client reaches it.
 The cluster is set up with the kubernetes client and the switch engine itself (the same code the
 vllm_mode module runs); what the gateway wrote is read back from the simulator's request log.
 """
+import datetime
 import json
 import os
 import threading
@@ -77,8 +78,8 @@ def test_models_lists_every_mode_and_requests_reach_the_running_one(cluster, gat
     assert marks == {"Qwen/Qwen3-8B-AWQ": "loaded", "ml": "loaded", R1_MODEL: "available", "r1": "available",
                      "local-llm": "loaded"}
     for model in ("local-llm", "ml", "Qwen/Qwen3-8B-AWQ"):
-        status, body, _headers = gw.call("POST", "/v1/chat/completions",
-                                  {"model": model, "messages": [{"role": "user", "content": "hi"}]})
+        chat = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+        status, body, _headers = gw.call("POST", "/v1/chat/completions", chat)
         assert status == 200, body
         assert body["choices"][0]["message"]["content"]
     if not cluster.is_real:
@@ -94,7 +95,7 @@ def test_twenty_concurrent_requests_for_r1_share_one_switch(cluster, gateway):
     def ask():
         results.append(gw.call("POST", "/v1/completions", {"model": "r1", "prompt": "Hello"}))
 
-    threads = [threading.Thread(target=ask) for _ in range(20)]
+    threads = [threading.Thread(target=ask) for _index in range(20)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -152,8 +153,8 @@ def test_gaming_lock_refuses_requests_without_a_write_until_released(cluster, ga
     assert "since %s" % error["locked_since"] in error["message"]
     assert "ansible-playbook switch_mode.yml -e mode=ml" in error["message"]
     assert "POST /gateway/switch" in error["message"]
-    status, body, _headers = gw.call("POST", "/v1/chat/completions", {"model": "local-llm", "messages": [{"role": "user",
-                                                                                                   "content": "x"}]})
+    chat = {"model": "local-llm", "messages": [{"role": "user", "content": "x"}]}
+    status, body, _headers = gw.call("POST", "/v1/chat/completions", chat)
     assert status == 503
     marks = dict((m["id"], m["status"]) for m in gw.call("GET", "/v1/models")[1]["data"])
     assert set(marks.values()) == {"locked"}
@@ -172,7 +173,7 @@ def test_a_crash_looping_target_answers_with_the_reason_and_ml_serves_again(clus
     def ask():
         results.append(gw.call("POST", "/v1/completions", {"model": "r1", "prompt": "Hello"}))
 
-    threads = [threading.Thread(target=ask) for _ in range(3)]
+    threads = [threading.Thread(target=ask) for _index in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -199,8 +200,8 @@ def test_idle_release_to_idle_then_a_request_wakes_the_default_mode(cluster, gat
     assert (state["mode"], state["locked"]) == ("idle", False)
     apps = client.AppsV1Api(cluster.api_client())
     assert apps.read_namespaced_deployment("vllm-server", NS).spec.replicas == 0
-    status, body, _headers = gw.call("POST", "/v1/chat/completions", {"model": "local-llm",
-                                                               "messages": [{"role": "user", "content": "hi"}]})
+    chat = {"model": "local-llm", "messages": [{"role": "user", "content": "hi"}]}
+    status, body, _headers = gw.call("POST", "/v1/chat/completions", chat)
     assert status == 200, body
     assert gw.status()["mode"] == "ml"
     assert wait_event(cluster, "from ml to idle (trigger idle): ok")
@@ -372,3 +373,23 @@ def test_several_instances_route_by_model_and_wake_the_one_whose_catalog_has_it(
         assert placed == [("vllm-server", "k3s-gpu-worker"), ("vllm-server-2", "k3s-gpu-worker-2")]
     finally:
         gw.stop()
+
+
+def record_time(text):
+    """Epoch seconds of the switch record's RFC 3339 time with microseconds."""
+    return datetime.datetime.strptime(text.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+
+
+@pytest.mark.sim_only
+def test_a_mode_stays_its_minimum_residency_before_a_request_swaps_it(cluster, gateway):
+    gw = gateway(min_residency_seconds=3)
+    core = client.CoreV1Api(cluster.api_client())
+    assert gw.call("POST", "/v1/completions", {"model": "r1", "prompt": "Hello"})[0] == 200
+    r1_done = record_time(core.read_namespaced_config_map("vllm-server-switch", NS).data["finished_at"])
+    status, body, _headers = gw.call("POST", "/v1/completions", {"model": "ml", "prompt": "Hello"})
+    assert status == 200 and body["model"] == "Qwen/Qwen3-8B-AWQ"
+    ml_started = record_time(core.read_namespaced_config_map("vllm-server-switch", NS).data["started_at"])
+    # r1 became ready shortly before its switch finished; the swap back waited out the rest of 3 s
+    assert ml_started - r1_done >= 1.5, gw.log()
+    status, body, _headers = gw.call("POST", "/gateway/switch", {"mode": "r1"}, AUTH)
+    assert status == 200 and body["changed"] is True   # a person is not held back

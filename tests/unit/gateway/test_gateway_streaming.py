@@ -84,6 +84,6 @@ def test_a_streamed_answer_reaches_the_client_chunk_by_chunk(front):
     vllm.release.set()
     assert resp.read() == b"data: lo\n\ndata: [DONE]\n\n"
     # the mode name was rewritten to the name vLLM serves, on the API server's proxy path
-    assert vllm.bodies == [(PROXY + "/v1/chat/completions", {"model": "Qwen/Qwen3-8B-AWQ", "stream": True,
-                                                              "messages": []})]
+    expected = {"model": "Qwen/Qwen3-8B-AWQ", "stream": True, "messages": []}
+    assert vllm.bodies == [(PROXY + "/v1/chat/completions", expected)]
     conn.close()
