@@ -20,6 +20,8 @@ Measures, one run each:
 (c) wake overhead: a cold request's total time (GPU at the wakeable ``idle`` mode) minus the
     pod's own time to Ready-and-verified (the sum of the switch's phases, which the gateway
     reports in /gateway/status ``gateway_switch``);
+(e) the gateway's CPU time per forwarded request at each level (user + system, /proc/PID/stat): a
+    number the load of the machine does not inflate as much as latencies;
 (d) the gateway's resident memory (VmRSS) at idle and with 200 requests in flight at once
     (every proxied request held 2 s by the simulator's ``faults.latency_ms``).
 
@@ -155,6 +157,13 @@ def rss_kib(pid):
     return 0
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process (from /proc/PID/stat)."""
+    with open("/proc/%d/stat" % pid) as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
+
+
 def gateway_status(url):
     with urllib.request.urlopen(url + "/gateway/status", timeout=30) as response:
         return json.loads(response.read())["instances"][0]
@@ -183,10 +192,12 @@ def main():
             out["latency"] = {}
             for clients in (1, 50, 200):
                 direct = concurrent(sim.url, PROXY + "/v1/completions", clients, args.requests, token)
+                cpu = cpu_seconds(gateway.pid)
                 via = concurrent(gw_url, "/v1/completions", clients, args.requests)
+                cpu = cpu_seconds(gateway.pid) - cpu
                 row = {"direct_p50_ms": pct(direct, 50) * 1000, "direct_p99_ms": pct(direct, 99) * 1000,
                        "gateway_p50_ms": pct(via, 50) * 1000, "gateway_p99_ms": pct(via, 99) * 1000,
-                       "requests": len(via)}
+                       "requests": len(via), "gateway_cpu_ms_per_request": cpu * 1000.0 / len(via)}
                 row["added_p50_ms"] = row["gateway_p50_ms"] - row["direct_p50_ms"]
                 row["added_p99_ms"] = row["gateway_p99_ms"] - row["direct_p99_ms"]
                 out["latency"][clients] = row
@@ -230,12 +241,12 @@ def main():
                 gateway.wait(15)
             sim.stop()
     print("gateway benchmark, speed %s, %d requests per path and level" % (args.speed, args.requests))
-    print("%-28s %10s %10s %10s %10s %10s %10s" % ("non-streamed", "direct p50", "gw p50", "added p50", "direct p99",
-                                                   "gw p99", "added p99"))
+    print("%-26s %10s %10s %10s %10s %10s %10s %10s" % ("non-streamed", "direct p50", "gw p50", "added p50",
+                                                        "direct p99", "gw p99", "added p99", "gw CPU/req"))
     for clients, row in out["latency"].items():
-        print("%-28s %8.2f ms %7.2f ms %7.2f ms %7.2f ms %7.2f ms %7.2f ms" % (
+        print("%-26s %7.2f ms %7.2f ms %7.2f ms %7.2f ms %7.2f ms %7.2f ms %7.2f ms" % (
             "%d concurrent client(s)" % clients, row["direct_p50_ms"], row["gateway_p50_ms"], row["added_p50_ms"],
-            row["direct_p99_ms"], row["gateway_p99_ms"], row["added_p99_ms"]))
+            row["direct_p99_ms"], row["gateway_p99_ms"], row["added_p99_ms"], row["gateway_cpu_ms_per_request"]))
     fb = out["first_byte"]
     print("first byte of a stream: direct %.2f ms, gateway %.2f ms, added %.2f ms" % (
         fb["direct_p50_ms"], fb["gateway_p50_ms"], fb["added_p50_ms"]))
