@@ -163,10 +163,12 @@ class Gateway(object):
             started = self.clock()
             job = switcher.submit(route.mode, "request", left)
             state.change(queued=1)
+            self.metrics.queued.set(inst.name, value=state.queued)
             try:
                 finished = job.done.wait(left)
             finally:
                 state.change(queued=-1)
+                self.metrics.queued.set(inst.name, value=state.queued)
                 waited += self.clock() - started
             if not finished:
                 continue  # the deadline check above answers

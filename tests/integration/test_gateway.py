@@ -8,6 +8,7 @@ vllm_mode module runs); what the gateway wrote is read back from the simulator's
 import datetime
 import json
 import os
+import re
 import threading
 import time
 
@@ -98,8 +99,16 @@ def test_twenty_concurrent_requests_for_r1_share_one_switch(cluster, gateway):
     threads = [threading.Thread(target=ask) for _index in range(20)]
     for thread in threads:
         thread.start()
+    queued = []   # what /gateway/status and /metrics say while the requests wait for the switch
+    while any(thread.is_alive() for thread in threads) and not queued:
+        status = gw.status()
+        metrics = gw.call("GET", "/metrics")[1]
+        depth = re.search(r'^vllm_gateway_queue_depth\{instance="vllm-server"\} (\d+)', metrics, re.M)
+        if status["queued"] and depth and int(depth.group(1)) > 0:
+            queued.append((status["queued"], status["switching"] or status["pending_switches"]))
     for thread in threads:
         thread.join(120)
+    assert queued and queued[0][0] > 0 and queued[0][1]
     assert [r[0] for r in results] == [200] * 20, results[:2]
     assert {r[1]["model"] for r in results} == {R1_MODEL}
     assert len(deployment_writes(cluster)) == 1

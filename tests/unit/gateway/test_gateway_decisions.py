@@ -6,6 +6,7 @@ import pytest
 
 from ansible_collections.homelab.gpu.gateway import config as config_mod
 from ansible_collections.homelab.gpu.gateway import routing
+from ansible_collections.homelab.gpu.gateway.app import Gateway
 from ansible_collections.homelab.gpu.gateway.metrics import Registry
 from ansible_collections.homelab.gpu.gateway.state import View, deployment_ready
 from ansible_collections.homelab.gpu.gateway.switcher import JobQueue
@@ -186,3 +187,14 @@ def test_metrics_text_format():
     assert 'vllm_gateway_switch_duration_seconds_sum{instance="vllm-server",trigger="request"} 3' in text
     assert 'vllm_gateway_queue_depth{instance="vllm-server"} 4' in text
     assert text.endswith("\n")
+
+
+def test_upstream_service_goes_straight_to_the_service_and_proxy_through_the_api_server():
+    cfg = make(instances=[{"name": "vllm-server", "service_name": "vllm-api", "port": 8000, "modes": MODES}])
+    gateway = Gateway(cfg, api=None, proxy_transport="the API transport")
+    transport, path = gateway.upstream(cfg.instances[0], "/v1/completions")
+    assert (transport.host, path) == ("http://vllm-api.ml.svc:8000", "/v1/completions")
+    cfg = make(upstream="proxy")
+    gateway = Gateway(cfg, api=None, proxy_transport="the API transport")
+    assert gateway.upstream(cfg.instances[0], "/v1/models") == (
+        "the API transport", "/api/v1/namespaces/ml/services/vllm-api:8000/proxy/v1/models")
