@@ -1,6 +1,9 @@
 """The gateway's pure decisions: configuration, routing table, lock refusal, idle release,
 minimum residency, the switch queue (single flight, FIFO) and the metrics text. No cluster."""
 import copy
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -198,3 +201,13 @@ def test_upstream_service_goes_straight_to_the_service_and_proxy_through_the_api
     gateway = Gateway(cfg, api=None, proxy_transport="the API transport")
     assert gateway.upstream(cfg.instances[0], "/v1/models") == (
         "the API transport", "/api/v1/namespaces/ml/services/vllm-api:8000/proxy/v1/models")
+
+
+def test_the_gateway_imports_with_the_standard_library_only():
+    """It runs on a stock python image with the collection mounted: no site-packages at all."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    code = ("import sys; import ansible_collections.homelab.gpu.gateway.__main__; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('yaml', 'kubernetes', 'urllib3', 'ansible')))")
+    out = subprocess.run([sys.executable, "-S", "-c", code], env={"PYTHONPATH": os.path.join(root, ".collections")},
+                         capture_output=True, text=True, check=True, cwd=root)
+    assert out.stdout.strip() == "[]", out.stderr
