@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 
+from ansible_collections.homelab.gpu.plugins.module_utils import info as engine_info
 from ansible_collections.homelab.gpu.plugins.module_utils.api import ns_path
 from ansible_collections.homelab.gpu.plugins.module_utils.http_transport import HttpTransport
 from ansible_collections.homelab.gpu.gateway import routing
@@ -236,8 +237,8 @@ class Gateway(object):
             return False, {"changed": False, "mode": mode}, job.error.message
         return job.message is None, dict(job.result or {}), job.message
 
-    def status(self):
-        """GET /gateway/status."""
+    def status(self, detail=False):
+        """GET /gateway/status; ``detail``: each instance's vllm_mode_info result too (reads the cluster)."""
         out = []
         for inst in self.config.instances:
             view = self.states[inst.name].snapshot()
@@ -250,6 +251,10 @@ class Gateway(object):
                         "default_mode": inst.default_mode, "idle_seconds": inst.idle_seconds,
                         "idle_action": inst.idle_action,
                         "modes": dict((m.name, m.as_dict()) for m in inst.modes.values())})
+            if detail:
+                result, error = engine_info.info(self.api, inst.engine_params(inst.default_mode, "person",
+                                                                              self.holder, 0))
+                out[-1]["info"] = dict(result, error=error) if error else result
         return {"instances": out}
 
     def chill_available(self):

@@ -158,7 +158,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if path in ("/health", "/healthz"):
                     return self.send_json(200, {"status": "ok"})
                 if path == "/gateway/status":
-                    return self.send_json(200, gateway.status())
+                    query = self.path.split("?", 1)[1] if "?" in self.path else ""
+                    return self.send_json(200, gateway.status(detail="detail=1" in query.split("&")))
                 if path == "/metrics":
                     return self.send_text(200, gateway.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
                 if path == "/proxy/models/available":

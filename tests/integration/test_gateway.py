@@ -289,6 +289,9 @@ def test_a_switch_made_elsewhere_is_seen_without_a_restart(cluster, gateway):
     state = gw.status()
     assert (state["mode"], state["ready"], state["model"]) == ("r1", True, R1_MODEL)
     assert state["last_switch"]["mode"] == "r1" and state["last_switch"]["in_progress"] is False
+    detail = gw.call("GET", "/gateway/status?detail=1")[1]["instances"][0]["info"]   # vllm_mode_info's result
+    assert (detail["mode"], detail["ready"], detail["model"]) == ("r1", True, R1_MODEL)
+    assert detail["modes"]["r1"]["current"] is True and detail["last_switch"]["mode"] == "r1"
     result, error = engine_switch_to(cluster, "gaming")
     deadline = time.time() + 10
     while not gw.status()["locked"] and time.time() < deadline:
