@@ -179,6 +179,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError, socket.timeout):
             self.close_connection = True
             return None
+        except Exception as exc:  # a bug answers 500 instead of a dropped connection
+            LOG.exception("%s %s failed", method, path)
+            self.close_connection = True
+            try:
+                return self.send_error_json(500, "The gateway failed on this request: %s" % exc, "gateway_error",
+                                            "gateway_error")
+            except OSError:
+                return None
 
     # -- OpenAI ---------------------------------------------------------------------------------------------------
     def openai(self, method, path):
