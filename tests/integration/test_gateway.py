@@ -6,6 +6,7 @@ The cluster is set up with the kubernetes client and the switch engine itself (t
 vllm_mode module runs); what the gateway wrote is read back from the simulator's request log.
 """
 import datetime
+import http.client
 import json
 import os
 import re
@@ -405,3 +406,33 @@ def test_a_mode_stays_its_minimum_residency_before_a_request_swaps_it(cluster, g
     assert ml_started - r1_done >= 1.5, gw.log()
     status, body, _headers = gw.call("POST", "/gateway/switch", {"mode": "r1"}, AUTH)
     assert status == 200 and body["changed"] is True   # a person is not held back
+
+
+@pytest.mark.sim_only
+def test_a_streamed_completion_passes_through_and_finishes_before_a_swap(cluster, gateway):
+    # 40 tokens at 4 tokens/s: the stream lasts 10 simulated seconds (0.2 s at speed 50)
+    cluster.patch_scenario({"models": {"Qwen/Qwen3-8B-AWQ": {"tokens_per_second": 4, "answer_tokens": 40}}})
+    gw = gateway(drain_timeout=60)
+    conn = http.client.HTTPConnection(gw.host, gw.port, timeout=60)
+    conn.request("POST", "/v1/chat/completions", body=json.dumps({
+        "model": "ml", "stream": True, "messages": [{"role": "user", "content": "Tell me a story"}]}),
+        headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("Content-Type").startswith("text/event-stream")
+    first = resp.read1(65536)
+    assert first.startswith(b"data: {") and b"chat.completion.chunk" in first
+    swap = []
+    swapper = threading.Thread(target=lambda: swap.append(gw.call("POST", "/v1/completions",
+                                                                  {"model": "r1", "prompt": "Hello"})))
+    swapper.start()
+    rest = resp.read()
+    stream_done = time.time()
+    swapper.join(120)
+    events = [line for line in (first + rest).split(b"\n\n") if line.startswith(b"data: ")]
+    assert events[-1] == b"data: [DONE]" and len(events) > 3
+    content = "".join(json.loads(e[6:])["choices"][0]["delta"].get("content") or "" for e in events[:-1]
+                      if json.loads(e[6:])["choices"])
+    assert content.startswith("Hello")
+    assert swap and swap[0][0] == 200 and swap[0][1]["model"] == R1_MODEL
+    record = client.CoreV1Api(cluster.api_client()).read_namespaced_config_map("vllm-server-switch", NS).data
+    assert record_time(record["started_at"]) >= stream_done - 0.05, "the swap started while the stream ran"
