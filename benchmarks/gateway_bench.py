@@ -22,8 +22,8 @@ Measures, one run each:
     reports in /gateway/status ``gateway_switch``);
 (e) the gateway's CPU time per forwarded request at each level (user + system, /proc/PID/stat): a
     number the load of the machine does not inflate as much as latencies;
-(d) the gateway's resident memory (VmRSS) at idle and with 200 requests in flight at once
-    (every proxied request held 2 s by the simulator's ``faults.latency_ms``).
+(d) the gateway's resident memory (VmRSS) at idle and with 200 streamed completions in flight at
+    once (the simulated model slowed to 16 tokens in 4 s of real time).
 
 Prints a table and writes benchmarks/results/gateway-<UTC time>.json (git-ignored).
 """
@@ -206,10 +206,12 @@ def main():
             out["first_byte"] = {"direct_p50_ms": statistics.median(direct) * 1000,
                                  "gateway_p50_ms": statistics.median(via) * 1000,
                                  "added_p50_ms": (statistics.median(via) - statistics.median(direct)) * 1000}
-            # (d) 200 requests in flight at once
-            sim.patch_scenario({"faults": {"latency_ms": 2000}})
+            # (d) 200 streams at once, each 16 tokens long and lasting 4 s of real time
+            sim.patch_scenario({"models": {"Qwen/Qwen3-8B-AWQ": {"tokens_per_second": 16.0 / (4.0 * args.speed),
+                                                                 "answer_tokens": 16}}})
             peak = []
-            threads = [threading.Thread(target=timed_requests, args=(gw_url, "/v1/completions", 1))
+            threads = [threading.Thread(target=timed_requests, args=(gw_url, "/v1/completions", 1),
+                                        kwargs={"first_byte": True, "stream": True})
                        for _index in range(200)]
             for thread in threads:
                 thread.start()
@@ -219,7 +221,7 @@ def main():
             in_flight = gateway_status(gw_url)["in_flight"]
             for thread in threads:
                 thread.join()
-            sim.patch_scenario({"faults": {"latency_ms": 0}})
+            sim.patch_scenario({"models": {"Qwen/Qwen3-8B-AWQ": {"tokens_per_second": 50, "answer_tokens": 16}}})
             out["rss_200_in_flight_kib"] = max(peak)
             out["in_flight_seen"] = in_flight
             # (c) wake from idle
@@ -253,7 +255,7 @@ def main():
     wake = out["wake"]
     print("wake from idle: cold request %.3f s, pod ready+verified %.3f s, overhead %.3f s (switch %.3f s)" % (
         wake["cold_request_s"], wake["pod_ready_and_verified_s"], wake["overhead_s"], wake["switch_elapsed_s"]))
-    print("gateway RSS: idle %.1f MiB, 200 requests in flight %.1f MiB (in flight seen: %d)" % (
+    print("gateway RSS: idle %.1f MiB, 200 streams in flight %.1f MiB (in flight seen: %d)" % (
         out["rss_idle_kib"] / 1024.0, out["rss_200_in_flight_kib"] / 1024.0, out["in_flight_seen"]))
     results = os.path.join(ROOT, "benchmarks", "results")
     os.makedirs(results, exist_ok=True)
