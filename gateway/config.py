@@ -8,7 +8,7 @@ Every key and its default is documented in gateway/README.md; the defaults live 
 import json
 import os
 
-from ansible_collections.homelab.gpu.plugins.module_utils import catalog
+from ansible_collections.homelab.gpu.plugins.module_utils import catalog, options
 
 DEFAULTS = {
     "listen": "0.0.0.0:8080",
@@ -121,6 +121,15 @@ class Instance(object):
         if self.default_mode not in self.modes or not self.modes[self.default_mode].serving:
             raise ConfigError("%s: default_mode %r must be a serving mode of the catalog (one of %s)." % (
                 where, self.default_mode, ", ".join(sorted(m for m in self.modes if self.modes[m].serving))))
+        unknown = sorted(k for k in self.switch if k not in options.DEFAULTS)
+        if unknown:
+            raise ConfigError("%s: switch has unknown option(s) %s; allowed: the vllm_mode options %s." % (
+                where, ", ".join(unknown), ", ".join(sorted(k for k in options.DEFAULTS
+                                                            if k not in RESERVED_SWITCH_KEYS))))
+        try:
+            options.parse(self.engine_params(self.default_mode, "request", "check", 0))
+        except options.OptionError as exc:
+            raise ConfigError("%s: %s" % (where, exc))
         if self.idle_seconds and self.idle_action == "idle" and "idle" not in self.modes:
             raise ConfigError("%s: idle_action idle needs a mode named idle (replicas 0, lock false) in the "
                               "catalog, or set idle_action to default." % where)

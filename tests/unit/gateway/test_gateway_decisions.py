@@ -57,6 +57,8 @@ def test_config_defaults_and_catalog_flags():
     ({"instances": [{"modes": MODES, "default_mode": "gaming"}]}, "default_mode 'gaming' must be a serving mode"),
     ({"instances": [{"modes": {"ml": MODES["ml"]}, "idle_seconds": 60}]}, "needs a mode named idle"),
     ({"instances": [{"modes": MODES, "switch": {"mode": "r1"}}]}, "switch must not set mode"),
+    ({"instances": [{"modes": MODES, "switch": {"cuda_chek": "warn"}}]}, "switch has unknown option(s) cuda_chek"),
+    ({"instances": [{"modes": MODES, "switch": {"verify": "maybe"}}]}, "verify must be one of"),
     ({"instances": [{"modes": {"ml": {"model": "x"}}}]}, "has no image"),
     ({"instances": [{"modes": MODES}, {"modes": MODES}]}, "instance names must be unique"),
 ])
