@@ -1,0 +1,121 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Prometheus text exposition (format 0.0.4) of the gateway's counters, gauges and histograms."""
+
+import threading
+
+SWITCH_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+
+
+def _escape(value):
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(names, values, extra=None):
+    pairs = ['%s="%s"' % (n, _escape(v)) for n, v in zip(names, values)]
+    if extra:
+        pairs.append('%s="%s"' % extra)
+    return "{%s}" % ",".join(pairs) if pairs else ""
+
+
+def _number(value):
+    if value == float("inf"):
+        return "+Inf"
+    if isinstance(value, float) and value.is_integer():
+        return "%d" % value if abs(value) < 1e15 else repr(value)
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+class Metric(object):
+    kind = "untyped"
+
+    def __init__(self, name, help_text, labels=()):
+        self.name = name
+        self.help = help_text
+        self.label_names = tuple(labels)
+        self.values = {}
+        self.lock = threading.Lock()
+
+    def header(self):
+        return ["# HELP %s %s" % (self.name, self.help), "# TYPE %s %s" % (self.name, self.kind)]
+
+
+class Counter(Metric):
+    kind = "counter"
+
+    def inc(self, *labels, amount=1):
+        with self.lock:
+            self.values[labels] = self.values.get(labels, 0) + amount
+
+    def get(self, *labels):
+        return self.values.get(labels, 0)
+
+    def lines(self):
+        out = self.header()
+        for key in sorted(self.values):
+            out.append("%s%s %s" % (self.name, _labels(self.label_names, key), _number(self.values[key])))
+        return out
+
+
+class Gauge(Counter):
+    kind = "gauge"
+
+    def set(self, *labels, value=0):
+        with self.lock:
+            self.values[labels] = value
+
+
+class Histogram(Metric):
+    kind = "histogram"
+
+    def __init__(self, name, help_text, labels=(), buckets=SWITCH_BUCKETS):
+        super().__init__(name, help_text, labels)
+        self.buckets = tuple(sorted(buckets))
+
+    def observe(self, *labels, value):
+        with self.lock:
+            entry = self.values.setdefault(labels, {"counts": [0] * len(self.buckets), "sum": 0.0, "count": 0})
+            for index, bound in enumerate(self.buckets):
+                if value <= bound:
+                    entry["counts"][index] += 1
+            entry["sum"] += value
+            entry["count"] += 1
+
+    def lines(self):
+        out = self.header()
+        for key in sorted(self.values):
+            entry = self.values[key]
+            for bound, count in zip(self.buckets, entry["counts"]):
+                out.append("%s_bucket%s %d" % (self.name, _labels(self.label_names, key, ("le", _number(float(bound)))),
+                                               count))
+            out.append("%s_bucket%s %d" % (self.name, _labels(self.label_names, key, ("le", "+Inf")), entry["count"]))
+            out.append("%s_sum%s %s" % (self.name, _labels(self.label_names, key), _number(entry["sum"])))
+            out.append("%s_count%s %d" % (self.name, _labels(self.label_names, key), entry["count"]))
+        return out
+
+
+class Registry(object):
+    """The gateway's metrics."""
+
+    def __init__(self):
+        self.requests = Counter("vllm_gateway_requests_total", "OpenAI requests answered, by model and HTTP status.",
+                                ("model", "status"))
+        self.in_flight = Gauge("vllm_gateway_requests_in_flight", "Requests being forwarded to vLLM now.",
+                               ("instance",))
+        self.queued = Gauge("vllm_gateway_queue_depth", "Requests waiting for a switch.", ("instance",))
+        self.switches = Counter("vllm_gateway_switches_total", "Switches the gateway ran, by trigger and outcome.",
+                                ("instance", "trigger", "outcome"))
+        self.switch_seconds = Histogram("vllm_gateway_switch_duration_seconds",
+                                        "Duration of the switches the gateway ran.", ("instance", "trigger"))
+        self.wake_seconds = Histogram("vllm_gateway_wake_duration_seconds",
+                                      "How long a request waited for the GPU to load its mode.", ("instance",))
+        self.all = [self.requests, self.in_flight, self.queued, self.switches, self.switch_seconds,
+                    self.wake_seconds]
+
+    def render(self):
+        """The exposition text."""
+        lines = []
+        for metric in self.all:
+            with metric.lock:
+                lines.extend(metric.lines())
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,273 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What each instance runs now, kept current by watching its Deployment and its switch record.
+
+The gateway never asks the API per request: the Deployment (mode annotation, replicas, status)
+and the switch record ConfigMap ``<name>-switch`` are watched, and every change, whoever made it
+(the gateway, an ``ansible-playbook switch_mode.yml``, ``kubectl``), updates the snapshot.
+"""
+
+import datetime
+import logging
+import queue
+import threading
+import time
+
+from ansible_collections.homelab.gpu.plugins.module_utils import catalog
+from ansible_collections.homelab.gpu.plugins.module_utils.api import Watcher, ns_path
+
+LOG = logging.getLogger("vllm_gateway")
+
+
+def parse_time(text):
+    """An aware datetime of an RFC 3339 time, or None."""
+    if not text:
+        return None
+    text = str(text).replace("Z", "+00:00")
+    for fmt in ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z"):
+        try:
+            return datetime.datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+    return None
+
+
+def now_text():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def deployment_ready(deployment, replicas):
+    """Whether the Deployment's rollout is complete: a ready pod of the current generation, or no pod
+    left at zero replicas."""
+    meta = deployment.get("metadata") or {}
+    status = deployment.get("status") or {}
+    if int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 0):
+        return False
+    if replicas == 0:
+        return int(status.get("replicas") or 0) == 0
+    return int(status.get("readyReplicas") or 0) >= 1 and int(status.get("updatedReplicas") or 0) >= 1 and \
+        int(status.get("replicas") or 0) <= replicas
+
+
+def available_since(deployment):
+    for cond in (deployment.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Available" and cond.get("status") == "True":
+            return cond.get("lastTransitionTime")
+    return None
+
+
+class View(object):
+    """A snapshot of one instance (plain attributes, safe to read without a lock)."""
+
+    def __init__(self, **fields):
+        self.mode = None
+        self.model = None
+        self.served_model_names = []
+        self.replicas = 0
+        self.serving = False
+        self.exists = False
+        self.ready = False
+        self.ready_since = None
+        self.locked = False
+        self.locked_since = None
+        self.loaded_at = None
+        self.switching = False
+        self.in_flight = 0
+        self.queued = 0
+        self.last_switch = None
+        self.foreign_switch = False
+        self.uid = None
+        self.__dict__.update(fields)
+
+
+class InstanceState(object):
+    """The live state of one instance; ``cond`` (a Condition) guards it and wakes waiters on change."""
+
+    def __init__(self, inst, holder, clock=time.monotonic):
+        self.inst = inst
+        self.holder = holder
+        self.clock = clock
+        self.cond = threading.Condition()
+        self.deployment = None
+        self.record = {}
+        self.synced = False
+        self.in_flight = 0
+        self.queued = 0
+        self.switching = False
+        self.last_activity = clock()
+        self.loaded_at = None
+        self._loaded_key = None
+        self.override = None   # (mode, ready) the gateway knows before the watch shows it
+        self.view = View()
+
+    # -- updates --------------------------------------------------------------------------------
+    def set_objects(self, deployment=False, record=False):
+        """Replace the Deployment and/or the record (False: unchanged) and recompute the view."""
+        with self.cond:
+            if deployment is not False:
+                self.deployment = deployment
+            if record is not False:
+                self.record = (record or {}).get("data") or {}
+            self.synced = True
+            self._recompute()
+            self.cond.notify_all()
+
+    def _recompute(self):
+        inst = self.inst
+        dep = self.deployment
+        entries = dict((m, e.entry) for m, e in inst.modes.items())
+        live = catalog.read_live(dep, entries)
+        mode = live["mode"] if live["exists"] else None
+        replicas = live["replicas"] if live["exists"] else 0
+        ready = bool(dep) and deployment_ready(dep, replicas)
+        if self.override is not None:
+            o_mode, o_ready = self.override
+            if mode == o_mode and ready:
+                self.override = None
+            else:
+                mode, ready = o_mode, o_ready
+                replicas = inst.modes[mode].replicas if mode in inst.modes else replicas
+        entry = inst.modes.get(mode)
+        serving = replicas > 0
+        annotations = live["annotations"]
+        record = self.record
+        ready_since = None
+        if ready:
+            ready_since = (available_since(dep) if serving and dep else None) or \
+                annotations.get(catalog.ANN_SWITCHED_AT) or record.get("finished_at")
+            key = (mode, (dep or {}).get("metadata", {}).get("uid"), annotations.get(catalog.ANN_SWITCHED_AT))
+            if self._loaded_key != key or self.loaded_at is None:
+                self._loaded_key = key
+                since = parse_time(ready_since)
+                age = (datetime.datetime.now(datetime.timezone.utc) - since).total_seconds() if since else 0
+                self.loaded_at = self.clock() - max(0.0, age)
+        else:
+            self.loaded_at = None
+            self._loaded_key = None
+        locked = bool(entry is not None and entry.lock)
+        locked_since = None
+        if locked:
+            if record.get("mode") == mode:
+                locked_since = record.get("finished_at") or record.get("started_at")
+            locked_since = locked_since or annotations.get(catalog.ANN_SWITCHED_AT)
+        last = None
+        if record:
+            last = {"mode": record.get("mode"), "previous_mode": record.get("previous_mode") or None,
+                    "in_progress": record.get("in_progress") == "true", "started_at": record.get("started_at"),
+                    "finished_at": record.get("finished_at"), "result": record.get("result"),
+                    "trigger": record.get("trigger")}
+        foreign = bool(last and last["in_progress"] and record.get("holder") != self.holder and not self.switching)
+        self.view = View(mode=mode, model=live["model"] if serving else None,
+                         served_model_names=live["served_model_names"] if serving else [],
+                         replicas=replicas, serving=serving, exists=live["exists"], ready=ready,
+                         ready_since=ready_since, locked=locked, locked_since=locked_since, loaded_at=self.loaded_at,
+                         switching=self.switching, in_flight=self.in_flight, queued=self.queued, last_switch=last,
+                         foreign_switch=foreign, uid=((dep or {}).get("metadata") or {}).get("uid"))
+
+    def touch(self):
+        with self.cond:
+            self.last_activity = self.clock()
+
+    def change(self, in_flight=0, queued=0, switching=None, override=False):
+        """Adjust the counters (and the switching flag / the known mode); wakes waiters."""
+        with self.cond:
+            self.in_flight += in_flight
+            self.queued += queued
+            self.last_activity = self.clock()
+            if switching is None and override is False:
+                # counters only (every request): no need to read the Deployment again
+                self.view.in_flight = self.in_flight
+                self.view.queued = self.queued
+            else:
+                if switching is not None:
+                    self.switching = switching
+                if override is not False:
+                    self.override = override
+                self._recompute()
+            self.cond.notify_all()
+
+    def try_enter(self, mode, ignore_foreign=False):
+        """Count a request in flight when ``mode`` serves now and no switch runs; True when entered."""
+        with self.cond:
+            view = self.view
+            if view.mode == mode and view.ready and not self.switching and \
+                    (ignore_foreign or not view.foreign_switch):
+                self.in_flight += 1
+                self.last_activity = self.clock()
+                self.view.in_flight = self.in_flight
+                return True
+            return False
+
+    def wait_drained(self, timeout):
+        """Wait until no request is in flight (at most ``timeout`` s), then mark the switch as running.
+        Returns the number still in flight (0 when drained)."""
+        deadline = self.clock() + timeout
+        with self.cond:
+            while self.in_flight > 0:
+                left = deadline - self.clock()
+                if left <= 0:
+                    break
+                self.cond.wait(min(left, 0.5))
+            self.switching = True
+            self._recompute()
+            return self.in_flight
+
+    def snapshot(self):
+        with self.cond:
+            return self.view
+
+
+class Tracker(threading.Thread):
+    """Watches one instance's Deployment and switch record and feeds ``InstanceState``."""
+
+    def __init__(self, api, state):
+        super().__init__(name="track-" + state.inst.name, daemon=True)
+        self.api = api
+        self.state = state
+        self.stop_event = threading.Event()
+        self.queue = queue.Queue()
+
+    def stop(self):
+        self.stop_event.set()
+        self.queue.put(("STOP", None, None))
+
+    def refresh(self):
+        """Read both objects now (two GETs), for decisions that must not wait for a watch event."""
+        inst = self.state.inst
+        dep = self.api.get(ns_path(inst.namespace, "deployments", inst.name, group="apps/v1"))
+        record = self.api.get(ns_path(inst.namespace, "configmaps", inst.name + "-switch"))
+        self.state.set_objects(dep, record)
+
+    def run(self):
+        inst = self.state.inst
+        while not self.stop_event.is_set():
+            watchers = [
+                Watcher(self.api, "deployment", ns_path(inst.namespace, "deployments", group="apps/v1"), self.queue,
+                        field_selector="metadata.name=" + inst.name),
+                Watcher(self.api, "record", ns_path(inst.namespace, "configmaps"), self.queue,
+                        field_selector="metadata.name=%s-switch" % inst.name),
+            ]
+            for watcher in watchers:
+                watcher.start()
+            failed = False
+            while not self.stop_event.is_set() and not failed:
+                etype, kind, obj = self.queue.get()
+                if etype == "STOP":
+                    break
+                if etype == "ERROR":
+                    LOG.warning("watch of %s %s failed: %s; watching again", inst.name, kind,
+                                getattr(obj, "message", obj))
+                    failed = True
+                    continue
+                if etype == "SYNC":
+                    obj = obj[0] if obj else None
+                elif etype == "DELETED":
+                    obj = None
+                if kind == "deployment":
+                    self.state.set_objects(deployment=obj)
+                else:
+                    self.state.set_objects(record=obj)
+            for watcher in watchers:
+                watcher.stop()
+            if failed:
+                self.stop_event.wait(1.0)

@@ -1,0 +1,458 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A transport over the standard library only (http.client, ssl): the gateway's and the tests'.
+
+``HttpTransport(base_url, ...)`` keeps a small thread-safe pool of keep-alive connections to one
+server and implements ``transport.Transport``: whole bodies, or with ``stream=True`` the body
+piece by piece as it arrives (http.client undoes the chunked encoding). Credentials come from
+the arguments, from a kubeconfig (``from_kubeconfig``; a small reader of the YAML subset
+kubeconfigs use, no PyYAML) or from the pod's service account (``in_cluster``; the token file
+is read again every minute, the kubelet rotates it).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import base64
+import http.client
+import json
+import os
+import socket
+import ssl
+import tempfile
+import threading
+import time
+from urllib.parse import urlsplit
+
+from ansible_collections.homelab.gpu.plugins.module_utils.transport import Response, Transport, TransportError, \
+    encode_query
+
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+TOKEN_REREAD_SECONDS = 60
+POOL_SIZE = 8          # idle connections kept per transport
+READ_SIZE = 65536      # the most one streamed chunk carries
+
+
+class ConfigError(Exception):
+    """A kubeconfig or in-cluster configuration that cannot be used; the message says what to fix."""
+
+
+# ---------------------------------------------------------------------------------------------
+# a reader for the YAML subset of kubeconfig files
+# ---------------------------------------------------------------------------------------------
+
+def _strip_comment(line):
+    """The line without a trailing ``# comment`` (a '#' inside quotes or a word is kept)."""
+    quote = None
+    for index, char in enumerate(line):
+        if quote:
+            if char == quote:
+                quote = None
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (index == 0 or line[index - 1] in " \t"):
+            return line[:index]
+    return line
+
+
+def _split_key(text):
+    """(key, rest) when ``text`` is ``key: value`` or ``key:`` (outside quotes), else None."""
+    quote = None
+    for index, char in enumerate(text):
+        if quote:
+            if char == quote:
+                quote = None
+            continue
+        if char in "'\"" and index == 0:
+            quote = char
+        elif char == ":" and (index + 1 == len(text) or text[index + 1] in " \t"):
+            return _scalar(text[:index].strip()), text[index + 1:].strip()
+    return None
+
+
+def _scalar(text):
+    """A plain, single- or double-quoted YAML scalar, or an inline ``[a, b]`` / ``{}``."""
+    text = text.strip()
+    if not text:
+        return None
+    if text.startswith('"') and text.endswith('"') and len(text) > 1:
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text[1:-1]
+    if text.startswith("'") and text.endswith("'") and len(text) > 1:
+        return text[1:-1].replace("''", "'")
+    if text.startswith("[") and text.endswith("]"):
+        inner = text[1:-1].strip()
+        return [_scalar(part) for part in inner.split(",")] if inner else []
+    if text.startswith("{") and text.endswith("}"):
+        inner = text[1:-1].strip()
+        out = {}
+        for part in inner.split(",") if inner else []:
+            pair = _split_key(part.strip())
+            if pair is None:
+                raise ConfigError("cannot read the inline mapping %s" % text)
+            out[pair[0]] = _scalar(pair[1])
+        return out
+    lowered = text.lower()
+    if lowered in ("true", "yes", "on"):
+        return True
+    if lowered in ("false", "no", "off"):
+        return False
+    if lowered in ("null", "~"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    return text
+
+
+def _lines(text):
+    out = []
+    for raw in text.splitlines():
+        line = _strip_comment(raw.rstrip())
+        stripped = line.strip()
+        if not stripped or stripped in ("---", "..."):
+            continue
+        if "\t" in line[:len(line) - len(line.lstrip())]:
+            raise ConfigError("tabs are not allowed for indentation in YAML")
+        out.append([len(line) - len(line.lstrip(" ")), stripped])
+    return out
+
+
+def _block(lines, index, indent):
+    """Parse the block starting at lines[index] (indented ``indent``); returns (value, next index)."""
+    if lines[index][1] == "-" or lines[index][1].startswith("- "):
+        return _sequence(lines, index, indent)
+    return _mapping(lines, index, indent)
+
+
+def _value_after(lines, index, indent, rest, in_sequence=False):
+    """The value of ``key:`` + ``rest``: inline, or the nested block on the following lines."""
+    if rest in ("|", ">", "|-", ">-"):
+        raise ConfigError("block scalars (%s) are not supported in a kubeconfig read without PyYAML; "
+                          "write the value on one line" % rest)
+    if rest:
+        return _scalar(rest), index + 1
+    following = index + 1
+    if following < len(lines):
+        nxt_indent, nxt = lines[following]
+        if nxt_indent > indent or (nxt_indent == indent and not in_sequence and (nxt == "-" or nxt.startswith("- "))):
+            return _block(lines, following, nxt_indent)
+    return None, following
+
+
+def _mapping(lines, index, indent):
+    out = {}
+    while index < len(lines) and lines[index][0] == indent:
+        text = lines[index][1]
+        if text == "-" or text.startswith("- "):
+            break
+        pair = _split_key(text)
+        if pair is None:
+            raise ConfigError("line %r is neither 'key: value' nor a list item" % text)
+        key, rest = pair
+        out[key], index = _value_after(lines, index, indent, rest)
+    if index < len(lines) and lines[index][0] > indent:
+        raise ConfigError("unexpected indentation at %r" % lines[index][1])
+    return out, index
+
+
+def _sequence(lines, index, indent):
+    out = []
+    while index < len(lines) and lines[index][0] == indent and \
+            (lines[index][1] == "-" or lines[index][1].startswith("- ")):
+        text = lines[index][1][1:].lstrip(" ")
+        if not text:
+            value, index = _value_after(lines, index, indent, "", in_sequence=True)
+            out.append(value)
+            continue
+        if _split_key(text) is not None and not text.startswith(("[", "{")):
+            # "- key: value" opens a mapping whose keys sit at the column of "key"
+            column = indent + len(lines[index][1]) - len(text)
+            lines[index] = [column, text]
+            value, index = _mapping(lines, index, column)
+            out.append(value)
+            continue
+        out.append(_scalar(text))
+        index += 1
+    return out, index
+
+
+def load_yaml_subset(text):
+    """A dict/list from the YAML subset kubeconfigs use (JSON included): block mappings and
+    sequences, plain and quoted scalars, inline ``[]``/``{}``, comments. Raises ConfigError."""
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            return json.loads(stripped)
+        except ValueError:
+            pass
+    lines = _lines(text)
+    if not lines:
+        return {}
+    value, index = _block(lines, 0, lines[0][0])
+    if index != len(lines):
+        raise ConfigError("cannot read the line %r (unexpected indentation)" % lines[index][1])
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# the transport
+# ---------------------------------------------------------------------------------------------
+
+def _named(items, name, what, path):
+    for item in items or []:
+        if isinstance(item, dict) and item.get("name") == name:
+            return item.get(what) or {}
+    raise ConfigError("the kubeconfig %s names %s '%s' but does not define it" % (path, what, name))
+
+
+def _data_file(data, suffix, directory):
+    """Write base64 ``data`` to a new 0600 file; returns its path."""
+    try:
+        raw = base64.b64decode(data)
+    except (ValueError, TypeError):
+        raise ConfigError("a *-data field of the kubeconfig is not valid base64")
+    fd, path = tempfile.mkstemp(prefix="kube-", suffix=suffix, dir=directory)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(raw)
+    return path
+
+
+class HttpTransport(Transport):
+    """Requests to one HTTP(S) server over pooled keep-alive connections (standard library only)."""
+
+    def __init__(self, base_url, token=None, token_file=None, ca_file=None, cert_file=None, key_file=None,
+                 insecure=False, timeout=30, pool_size=POOL_SIZE):
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError("the server URL %r is not http(s)://host[:port]" % base_url)
+        self.host = base_url.rstrip("/")
+        self.scheme = parts.scheme
+        self.hostname = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.prefix = parts.path.rstrip("/")
+        self.timeout = timeout
+        self.pool_size = pool_size
+        self._token = token
+        self._token_file = token_file
+        self._token_read = 0.0
+        self._pool = []
+        self._lock = threading.Lock()
+        self._temp_files = []
+        self.ssl_context = None
+        if self.scheme == "https":
+            context = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+            if insecure:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            if cert_file:
+                context.load_cert_chain(cert_file, key_file)
+            self.ssl_context = context
+
+    # -- construction from configuration ------------------------------------------------------
+    @classmethod
+    def from_kubeconfig(cls, path, context=None, timeout=30):
+        """The transport of a kubeconfig's (current or named) context. Raises ConfigError."""
+        path = os.path.expanduser(path)
+        try:
+            with open(path) as handle:
+                config = load_yaml_subset(handle.read())
+        except OSError as exc:
+            raise ConfigError("cannot read the kubeconfig %s: %s" % (path, exc.strerror))
+        if not isinstance(config, dict):
+            raise ConfigError("the kubeconfig %s is not a mapping" % path)
+        name = context or config.get("current-context")
+        if not name:
+            raise ConfigError("the kubeconfig %s has no current-context; pass a context" % path)
+        ctx = _named(config.get("contexts"), name, "context", path)
+        cluster = _named(config.get("clusters"), ctx.get("cluster"), "cluster", path)
+        user = _named(config.get("users"), ctx.get("user"), "user", path) if ctx.get("user") else {}
+        server = cluster.get("server")
+        if not server:
+            raise ConfigError("the cluster of context '%s' in %s has no server" % (name, path))
+        base = os.path.dirname(os.path.abspath(path))
+        temp = []
+        directory = tempfile.mkdtemp(prefix="homelab-gpu-kube-")
+        temp.append(directory)
+
+        def file_of(key):
+            for where in (cluster, user):
+                if where.get(key + "-data"):
+                    created = _data_file(where[key + "-data"], ".pem", directory)
+                    temp.append(created)
+                    return created
+                if where.get(key):
+                    return os.path.join(base, os.path.expanduser(where[key]))
+            return None
+
+        if user.get("exec") or user.get("auth-provider"):
+            raise ConfigError("the user of context '%s' in %s authenticates with an exec or auth-provider plugin, "
+                              "which the gateway cannot run; use a token or client certificate" % (name, path))
+        token_file = user.get("tokenFile")
+        transport = cls(server, token=user.get("token"),
+                        token_file=os.path.join(base, token_file) if token_file else None,
+                        ca_file=file_of("certificate-authority"),
+                        cert_file=file_of("client-certificate"), key_file=file_of("client-key"),
+                        insecure=bool(cluster.get("insecure-skip-tls-verify")), timeout=timeout)
+        transport._temp_files = temp
+        return transport
+
+    @classmethod
+    def in_cluster(cls, timeout=30, directory=SA_DIR, environ=None):
+        """The transport of the pod's service account (KUBERNETES_SERVICE_HOST/PORT, its token and CA)."""
+        environ = os.environ if environ is None else environ
+        host = environ.get("KUBERNETES_SERVICE_HOST")
+        port = environ.get("KUBERNETES_SERVICE_PORT") or "443"
+        if not host:
+            raise ConfigError("not running in a pod (KUBERNETES_SERVICE_HOST is not set): pass --kubeconfig")
+        token_file = os.path.join(directory, "token")
+        if not os.path.exists(token_file):
+            raise ConfigError("the service-account token %s is missing: set automountServiceAccountToken: true "
+                              "on the pod" % token_file)
+        if ":" in host:
+            host = "[%s]" % host
+        ca_file = os.path.join(directory, "ca.crt")
+        return cls("https://%s:%s" % (host, port), token_file=token_file,
+                   ca_file=ca_file if os.path.exists(ca_file) else None, timeout=timeout)
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def token(self):
+        """The bearer token (the token file is read again at most once a minute)."""
+        if self._token_file and (self._token is None or time.monotonic() - self._token_read > TOKEN_REREAD_SECONDS):
+            try:
+                with open(self._token_file) as handle:
+                    self._token = handle.read().strip()
+                self._token_read = time.monotonic()
+            except OSError as exc:
+                if self._token is None:
+                    raise TransportError("cannot read the token file %s: %s" % (self._token_file, exc.strerror))
+        return self._token
+
+    def _connect(self, timeout):
+        if self.scheme == "https":
+            conn = http.client.HTTPSConnection(self.hostname, self.port, timeout=timeout, context=self.ssl_context)
+        else:
+            conn = http.client.HTTPConnection(self.hostname, self.port, timeout=timeout)
+        try:
+            conn.connect()
+        except socket.timeout:
+            raise TransportError("connecting to %s timed out after %s s" % (self.host, timeout), timeout=True)
+        except OSError as exc:
+            raise TransportError("cannot connect to %s: %s" % (self.host, exc.strerror or exc))
+        # small requests in two writes (headers, body) must not wait for a delayed ACK (Nagle)
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
+
+    def _take(self, timeout):
+        with self._lock:
+            conn = self._pool.pop() if self._pool else None
+        if conn is None:
+            return self._connect(timeout), False
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        conn.timeout = timeout
+        return conn, True
+
+    def _give_back(self, conn):
+        with self._lock:
+            if len(self._pool) < self.pool_size:
+                self._pool.append(conn)
+                return
+        conn.close()
+
+    def _headers(self, headers, body):
+        out = {"Host": "%s:%d" % (self.hostname, self.port), "Accept-Encoding": "identity"}
+        token = self.token()
+        if token:
+            out["Authorization"] = "Bearer " + token
+        if body is not None:
+            out["Content-Length"] = str(len(body))
+        out.update(headers or {})
+        return out
+
+    def send(self, method, path, query=None, body=None, headers=None, timeout=None, stream=False):
+        timeout = timeout or self.timeout
+        url = self.prefix + path + encode_query(query)
+        all_headers = self._headers(headers, body)
+        for attempt in (1, 2):
+            conn, reused = self._take(timeout)
+            try:
+                conn.request(method, url, body=body, headers=all_headers)
+                resp = conn.getresponse()
+                break
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                conn.close()
+                # A pooled connection the server closed while idle: once more on a fresh one.
+                if reused and attempt == 1:
+                    continue
+                raise TransportError("%s %s: %s" % (method, self.host, exc or type(exc).__name__))
+            except socket.timeout:
+                conn.close()
+                raise TransportError("%s %s%s timed out after %s s" % (method, self.host, path, timeout), timeout=True)
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                raise TransportError("%s %s: %s" % (method, self.host, exc or type(exc).__name__))
+        resp_headers = {}
+        for key, value in resp.getheaders():
+            key = key.lower()
+            resp_headers[key] = resp_headers[key] + ", " + value if key in resp_headers else value
+        if not stream or resp.status >= 300:
+            try:
+                data = resp.read()
+            except socket.timeout:
+                conn.close()
+                raise TransportError("reading the answer of %s timed out" % self.host, timeout=True)
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                raise TransportError("reading the answer of %s failed: %s" % (self.host, exc))
+            self._release(conn, resp)
+            return Response(resp.status, resp_headers, data)
+        state = {"done": False}
+
+        def chunks():
+            try:
+                while True:
+                    data = resp.read1(READ_SIZE)
+                    if not data:
+                        state["done"] = True
+                        return
+                    yield data
+            except socket.timeout:
+                raise TransportError("the stream from %s stalled (no data for %s s)" % (self.host, timeout),
+                                     timeout=True)
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                raise TransportError("the stream from %s broke: %s" % (self.host, exc or type(exc).__name__))
+
+        def close():
+            if state["done"]:
+                self._release(conn, resp)
+            else:
+                resp.close()
+                conn.close()
+
+        return Response(resp.status, resp_headers, b"", chunks=chunks(), close=close)
+
+    def _release(self, conn, resp):
+        if resp.will_close or not resp.isclosed():
+            conn.close()
+        else:
+            self._give_back(conn)
+
+    def close(self):
+        with self._lock:
+            pool, self._pool = self._pool, []
+        for conn in pool:
+            conn.close()
+        for path in reversed(self._temp_files):
+            try:
+                if os.path.isdir(path):
+                    os.rmdir(path)
+                else:
+                    os.unlink(path)
+            except OSError:
+                pass
+        self._temp_files = []

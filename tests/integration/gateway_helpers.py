@@ -1,0 +1,158 @@
+"""Helpers of the gateway tests and benchmark: the catalog, the gateway as a subprocess, an HTTP
+client that shows what a user sees, and readers of what the gateway wrote to the cluster."""
+import http.client
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+
+from kubernetes import client
+
+from ansible_collections.homelab.gpu.plugins.module_utils.api import Api
+from ansible_collections.homelab.gpu.plugins.module_utils.http_transport import HttpTransport
+from ansible_collections.homelab.gpu.gateway.switcher import engine_switch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NS = "ml"
+R1_MODEL = "casperhansen/deepseek-r1-distill-qwen-7b-awq"
+POD = {"node_selector": {"nvidia.com/gpu.present": "true"},
+       "tolerations": [{"key": "gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"}]}
+MODES = {
+    "ml": {"description": "Qwen3 8B AWQ", "model": "Qwen/Qwen3-8B-AWQ", "image": "vllm/vllm-openai:v0.8.5.post1",
+           "args": ["--quantization", "awq_marlin", "--max-model-len", "8192", "--gpu-memory-utilization", "0.90",
+                    "--enforce-eager"],
+           "vram_mib": 10820, "wait_timeout": 60},
+    "r1": {"description": "R1 distill", "model": R1_MODEL, "image": "vllm/vllm-openai:v0.8.5.post1",
+           "args": ["--reasoning-parser", "deepseek_r1", "--quantization", "awq_marlin", "--max-model-len", "8192",
+                    "--enforce-eager"],
+           "vram_mib": 10600, "wait_timeout": 60},
+    "gaming": {"description": "GPU free for games", "replicas": 0, "wait_timeout": 30},
+    "idle": {"description": "GPU released by the gateway, wakes on request", "replicas": 0, "wait_timeout": 30,
+             "lock": False},
+}
+WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def gateway_config(instance=None, **overrides):
+    """The gateway configuration for the simulated lab (upstream through the API server's proxy)."""
+    inst = {"name": "vllm-server", "service_name": "vllm-api", "port": 8000, "default_mode": "ml",
+            "idle_seconds": 0, "idle_action": "idle", "served_alias": "local-llm", "modes": MODES, "pod": POD,
+            "switch": {"registry": {"offline": True}, "verify": "models"}}
+    inst.update(instance or {})
+    config = {"listen": "127.0.0.1:0", "namespace": NS, "upstream": "proxy", "min_residency_seconds": 0,
+              "drain_timeout": 10, "max_body_bytes": 1048576, "queue_limit": 64, "instances": [inst]}
+    config.update(overrides)
+    return config
+
+
+def engine_api(cluster):
+    return Api(HttpTransport.from_kubeconfig(cluster.kubeconfig))
+
+
+def setup_namespace(cluster, services=(("vllm-api", "vllm-server"),)):
+    """Namespace ml and the Services the role would create."""
+    core = client.CoreV1Api(cluster.api_client())
+    core.create_namespace({"metadata": {"name": NS}})
+    for service, deployment in services:
+        core.create_namespaced_service(NS, {
+            "metadata": {"name": service},
+            "spec": {"selector": {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": deployment},
+                     "ports": [{"name": "http", "port": 8000, "targetPort": "http"}]}})
+
+
+def engine_switch_to(cluster, mode, name="vllm-server", service="vllm-api", pod=None, modes=None):
+    """Switch with the engine the vllm_mode module runs (as a person at the console would)."""
+    params = {"mode": mode, "modes": modes or MODES, "namespace": NS, "name": name,
+              "service_name": service, "pod": pod or POD, "registry": {"offline": True}, "lock_timeout": 120}
+    return engine_switch(engine_api(cluster), params)
+
+
+def writes(cluster):
+    """The API writes since the last reset (method, path)."""
+    return [(r["method"], r["path"]) for r in cluster.requests()["log"]
+            if r["method"] in WRITE_METHODS and "/proxy/" not in r["path"]]
+
+
+def deployment_writes(cluster, name="vllm-server"):
+    return [w for w in writes(cluster) if w[1].endswith("/deployments/" + name) or "/deployments/%s/" % name in w[1]
+            or w[1].endswith("/deployments")]
+
+
+def events_of(cluster, reason):
+    core = client.CoreV1Api(cluster.api_client())
+    return [e for e in core.list_namespaced_event(NS).items if e.reason == reason]
+
+
+class GatewayProcess(object):
+    """A running gateway: ``call(method, path, body, headers)`` -> (status, JSON or text, headers)."""
+
+    def __init__(self, proc, url, log_path):
+        self.proc = proc
+        self.url = url
+        self.log_path = log_path
+        host, port = url.split("//", 1)[1].split(":")
+        self.host = host
+        self.port = int(port)
+
+    def call(self, method, path, body=None, headers=None, timeout=180):
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+            all_headers = {"Content-Type": "application/json"}
+            all_headers.update(headers or {})
+            conn.request(method, path, body=data, headers=all_headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+            out_headers = dict((k.lower(), v) for k, v in resp.getheaders())
+        finally:
+            conn.close()
+        text = raw.decode("utf-8", "replace")
+        if out_headers.get("content-type", "").startswith("application/json"):
+            return resp.status, json.loads(text), out_headers
+        return resp.status, text, out_headers
+
+    def status(self, index=0):
+        return self.call("GET", "/gateway/status")[1]["instances"][index]
+
+    def log(self):
+        with open(self.log_path) as handle:
+            return handle.read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_gateway(tmp_path, cluster, config, token="", index=0, extra_env=None):
+    """Start ``python -m ansible_collections.homelab.gpu.gateway`` with the cluster's kubeconfig."""
+    path = os.path.join(str(tmp_path), "gateway-%d.json" % index)
+    with open(path, "w") as handle:
+        json.dump(config, handle)
+    log_path = os.path.join(str(tmp_path), "gateway-%d.log" % index)
+    env = dict(os.environ, VLLM_GATEWAY_TOKEN=token)
+    env["PYTHONPATH"] = os.path.join(ROOT, ".collections") + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra_env or {})
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "ansible_collections.homelab.gpu.gateway", "--config", path,
+                             "--kubeconfig", cluster.kubeconfig, "--listen", "127.0.0.1:0"],
+                            stdout=subprocess.PIPE, stderr=log, env=env, text=True, cwd=ROOT)
+    log.close()
+    ready, _w, _x = select.select([proc.stdout], [], [], 60)
+    line = proc.stdout.readline() if ready else ""
+    if not line.startswith("ready "):
+        proc.kill()
+        proc.wait()
+        with open(log_path) as handle:
+            raise AssertionError("the gateway did not start: %r\n%s" % (line, handle.read()[-3000:]))
+    gateway = GatewayProcess(proc, line.split()[1], log_path)
+    deadline = time.time() + 10
+    while time.time() < deadline and gateway.status().get("mode") is None:
+        time.sleep(0.05)
+    return gateway
