@@ -15,7 +15,8 @@ import uuid
 
 from . import apply as ssa
 from . import errors
-from .resources import Registry, apply_defaults, generation_tracked, validate
+from .defaults import apply_defaults
+from .resources import Registry, generation_tracked, validate
 from .selectors import fields_match, labels_match, parse_field_selector, parse_label_selector
 
 HISTORY_SIZE = 5000
