@@ -20,6 +20,8 @@ REVISION = "deployment.kubernetes.io/revision"
 DEPLOYMENT_COMPONENT = "deployment-controller"
 RS_COMPONENT = "replicaset-controller"
 SCHEDULER = "default-scheduler"
+ENDPOINT_COMPONENT = "endpoint-controller"
+UNREADABLE_NODE = "node(s) the simulated scheduler could not evaluate (see their Warning events)"
 
 
 def template_hash(template):
@@ -135,6 +137,10 @@ class Controllers(object):
                 self._sync_deployment(dep, all_rs, pods)
             except ApiError:
                 continue
+            except Exception as exc:  # pylint: disable=broad-except
+                self.world.failed(DEPLOYMENT_COMPONENT, dep, exc)
+                continue
+            self.world.recovered(DEPLOYMENT_COMPONENT, dep)
 
     def _sync_deployment(self, dep, all_rs, pods):
         uid = dep["metadata"]["uid"]
@@ -418,6 +424,10 @@ class Controllers(object):
                 self._sync_rs(rs, pods)
             except ApiError:
                 continue
+            except Exception as exc:  # pylint: disable=broad-except
+                self.world.failed(RS_COMPONENT, rs, exc)
+                continue
+            self.world.recovered(RS_COMPONENT, rs)
 
     def _sync_rs(self, rs, pods):
         ns = rs["metadata"]["namespace"]
@@ -523,42 +533,53 @@ class Controllers(object):
         pending.sort(key=lambda p: (-(p["spec"].get("priority") or 0), p["metadata"].get("creationTimestamp", ""),
                                     p["metadata"]["name"]))
         for pod in pending:
-            node, message = self._fit(pod, nodes, pods)
-            name, ns = pod["metadata"]["name"], pod["metadata"]["namespace"]
-            now = self.world.clock.now_iso()
-            if node is not None:
-                def bind(obj, node=node):
-                    if obj["spec"].get("nodeName"):
-                        return None
-                    obj["spec"]["nodeName"] = node
-                    status = obj.setdefault("status", {})
-                    conds = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
-                    conds.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
-                                  "lastTransitionTime": now})
-                    status["conditions"] = conds
-                    return obj
-                bound = self.store.mutate("pods", name, ns, bind)
-                if bound is not None and bound["spec"].get("nodeName") == node:
-                    pod["spec"]["nodeName"] = node        # counts for the next pods of this pass
-                    self.world.event(bound, "Normal", "Scheduled", "Successfully assigned %s/%s to %s"
-                                     % (ns, name, node), SCHEDULER)
+            try:
+                self._schedule_one(pod, nodes, pods)
+            except ApiError:
                 continue
-            previous = _cond((pod.get("status") or {}).get("conditions"), "PodScheduled")
-            if previous and previous.get("message") == message:
+            except Exception as exc:  # pylint: disable=broad-except
+                self.world.failed(SCHEDULER, pod, exc)
                 continue
+            self.world.recovered(SCHEDULER, pod)
 
-            def unschedulable(obj, message=message):
+    def _schedule_one(self, pod, nodes, pods):
+        """Bind one pending pod to a node that fits, or mark it unschedulable with the scheduler's message."""
+        node, message = self._fit(pod, nodes, pods)
+        name, ns = pod["metadata"]["name"], pod["metadata"]["namespace"]
+        now = self.world.clock.now_iso()
+        if node is not None:
+            def bind(obj, node=node):
                 if obj["spec"].get("nodeName"):
                     return None
+                obj["spec"]["nodeName"] = node
                 status = obj.setdefault("status", {})
                 conds = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
-                conds.append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                              "message": message, "lastProbeTime": None, "lastTransitionTime": now})
+                conds.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
+                              "lastTransitionTime": now})
                 status["conditions"] = conds
                 return obj
-            updated = self.store.mutate("pods", name, ns, unschedulable)
-            if updated is not None:
-                self.world.event(updated, "Warning", "FailedScheduling", message, SCHEDULER)
+            bound = self.store.mutate("pods", name, ns, bind)
+            if bound is not None and bound["spec"].get("nodeName") == node:
+                pod["spec"]["nodeName"] = node        # counts for the next pods of this pass
+                self.world.event(bound, "Normal", "Scheduled", "Successfully assigned %s/%s to %s"
+                                 % (ns, name, node), SCHEDULER)
+            return
+        previous = _cond((pod.get("status") or {}).get("conditions"), "PodScheduled")
+        if previous and previous.get("message") == message:
+            return
+
+        def unschedulable(obj, message=message):
+            if obj["spec"].get("nodeName"):
+                return None
+            status = obj.setdefault("status", {})
+            conds = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
+            conds.append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                          "message": message, "lastProbeTime": None, "lastTransitionTime": now})
+            status["conditions"] = conds
+            return obj
+        updated = self.store.mutate("pods", name, ns, unschedulable)
+        if updated is not None:
+            self.world.event(updated, "Warning", "FailedScheduling", message, SCHEDULER)
 
     def _fit(self, pod, nodes, pods):
         """(node name, None) or (None, the scheduler's message)."""
@@ -567,7 +588,12 @@ class Controllers(object):
         want = _extended_requests(pod)
         feasible = []
         for node in nodes:
-            why, helpful = self._node_fails(pod, node, want, pods)
+            try:
+                why, helpful = self._node_fails(pod, node, want, pods)
+            except Exception as exc:  # pylint: disable=broad-except
+                # one node the simulator cannot read keeps no pod from the others
+                self.world.failed(SCHEDULER, node, exc)
+                why, helpful = [UNREADABLE_NODE], False
             if why:
                 for reason in why:
                     reasons[reason] = reasons.get(reason, 0) + 1
@@ -605,6 +631,10 @@ class Controllers(object):
             return ["node(s) didn't match Pod's node affinity/selector"], False
         allocatable = (node.get("status") or {}).get("allocatable") or {}
         insufficient = []
+        on_node = [other for other in pods if other["spec"].get("nodeName") == node["metadata"]["name"]
+                   and (other.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+        if len(on_node) + 1 > _quantity_int(allocatable.get("pods", "0")):
+            insufficient.append("Too many pods")
         for resource, amount in sorted(want.items()):
             have = int(allocatable.get(resource, "0") or 0)
             used = 0
@@ -630,27 +660,14 @@ class Controllers(object):
             selector = (svc.get("spec") or {}).get("selector")
             if not selector or svc["metadata"].get("deletionTimestamp"):
                 continue
-            ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
-            subsets = self._subsets(svc, [p for p in pods if p["metadata"]["namespace"] == ns])
-            ep_labels = dict(svc["metadata"].get("labels") or {})
-            ep_labels["endpoints.kubernetes.io/managed-by"] = "endpoint-controller"
-            current = existing.get((ns, name))
-            if current is None:
-                body = {"apiVersion": "v1", "kind": "Endpoints",
-                        "metadata": {"name": name, "namespace": ns, "labels": ep_labels}}
-                if subsets:
-                    body["subsets"] = subsets
-                try:
-                    self.store.create("endpoints", body, ns)
-                except ApiError:
-                    pass
-                continue
-
-            write = _endpoints_writer(subsets, ep_labels)
             try:
-                self.store.mutate("endpoints", name, ns, write)
+                self._sync_endpoints_of(svc, pods, existing)
             except ApiError:
-                pass
+                continue
+            except Exception as exc:  # pylint: disable=broad-except
+                self.world.failed(ENDPOINT_COMPONENT, svc, exc)
+                continue
+            self.world.recovered(ENDPOINT_COMPONENT, svc)
         names = {(s["metadata"]["namespace"], s["metadata"]["name"]) for s in services}
         for key, ep in existing.items():
             managed = (ep["metadata"].get("labels") or {}).get("endpoints.kubernetes.io/managed-by")
@@ -659,6 +676,20 @@ class Controllers(object):
                     self.store.delete("endpoints", key[1], key[0])
                 except ApiError:
                     pass
+
+    def _sync_endpoints_of(self, svc, pods, existing):
+        ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
+        subsets = self._subsets(svc, [p for p in pods if p["metadata"]["namespace"] == ns])
+        ep_labels = dict(svc["metadata"].get("labels") or {})
+        ep_labels["endpoints.kubernetes.io/managed-by"] = ENDPOINT_COMPONENT
+        if existing.get((ns, name)) is None:
+            body = {"apiVersion": "v1", "kind": "Endpoints",
+                    "metadata": {"name": name, "namespace": ns, "labels": ep_labels}}
+            if subsets:
+                body["subsets"] = subsets
+            self.store.create("endpoints", body, ns)
+            return
+        self.store.mutate("endpoints", name, ns, _endpoints_writer(subsets, ep_labels))
 
     def _subsets(self, svc, pods):
         selector = svc["spec"]["selector"]
@@ -747,6 +778,11 @@ def _target_port(pod, sport):
             if cport.get("name") == target:
                 return int(cport["containerPort"])
     return None
+
+
+def _quantity_int(value):
+    """A plain integer quantity ("110"); anything else (a suffix, a fraction) is not simulated: ValueError."""
+    return int(str(value))
 
 
 def _extended_requests(pod):

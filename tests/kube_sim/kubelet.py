@@ -189,14 +189,14 @@ class Kubelet(object):
                     continue
                 rt = self.pods[uid] = PodRT(pod)
             rt.pod = pod
-            if not self._node_ready(rt):
-                self._mark_not_ready(pod)
+            try:
+                self._sync_pod(rt, pod)
+            except ApiError:
                 continue
-            if not rt.begun:
-                self._begin(rt)
-            if pod["metadata"].get("deletionTimestamp") and not rt.terminating:
-                self._terminate(rt)
-            self._write_status(rt)
+            except Exception as exc:  # pylint: disable=broad-except
+                self.world.failed("kubelet", pod, exc)
+                continue
+            self.world.recovered("kubelet", pod)
         for uid in list(self.pods):
             if uid not in seen:
                 rt = self.pods.pop(uid)
@@ -205,6 +205,16 @@ class Kubelet(object):
                     c.epoch += 1
                     if c.engine is not None:
                         c.engine.listening = False
+
+    def _sync_pod(self, rt, pod):
+        if not self._node_ready(rt):
+            self._mark_not_ready(pod)
+            return
+        if not rt.begun:
+            self._begin(rt)
+        if pod["metadata"].get("deletionTimestamp") and not rt.terminating:
+            self._terminate(rt)
+        self._write_status(rt)
 
     def _mark_not_ready(self, pod):
         """The node lifecycle controller: pods of a NotReady node turn Ready=False."""

@@ -50,6 +50,7 @@ class World(object):
         self._stopping = False
         self._subscribed = False
         self._events = {}                      # aggregation key -> (namespace, event name)
+        self._failures = {}                    # (component, kind, uid) -> the failing state last reported
         self.controllers = Controllers(self)
         self.kubelet = Kubelet(self)
 
@@ -141,14 +142,54 @@ class World(object):
                     LOG.exception("kube_sim reconcile failed")
 
     def reconcile(self):
-        """One pass of every controller (worker thread, world lock held)."""
+        """One pass of every controller (worker thread, world lock held).
+
+        A controller that fails goes on with its other objects (see :meth:`failed`); one that
+        fails as a whole does not keep the next ones from running."""
         if self.store.closed:
             return
-        self.controllers.sync_deployments()
-        self.controllers.sync_replicasets()
-        self.controllers.schedule()
-        self.kubelet.sync()
-        self.controllers.sync_endpoints()
+        for component, step in (("deployment-controller", self.controllers.sync_deployments),
+                                ("replicaset-controller", self.controllers.sync_replicasets),
+                                ("default-scheduler", self.controllers.schedule),
+                                ("kubelet", self.kubelet.sync),
+                                ("endpoint-controller", self.controllers.sync_endpoints)):
+            try:
+                step()
+            except Exception as exc:  # pylint: disable=broad-except
+                self.failed(component, None, exc)
+
+    def failed(self, component: str, obj, exc: BaseException) -> None:
+        """Report that the simulated ``component`` could not handle ``obj`` (None: the whole pass).
+
+        Logged with its traceback and, for an object, recorded as a Warning Event on it
+        (reason ``SimulatorError``), once per object and state: the same error on an unchanged
+        object is not reported again on the next passes. The caller goes on with the other objects.
+        """
+        meta = (obj or {}).get("metadata") or {}
+        kind = (obj or {}).get("kind") or ""
+        text = "%s: %s" % (type(exc).__name__, exc)
+        key = (component, kind, meta.get("uid"))
+        state = (meta.get("resourceVersion"), text)
+        if self._failures.get(key) == state:
+            return
+        self._failures[key] = state
+        if len(self._failures) > 5000:
+            self._failures.clear()
+        if obj is None:
+            LOG.error("kube_sim %s failed: %s", component, text, exc_info=exc)
+            return
+        LOG.error("kube_sim %s could not handle %s %s: %s", component, kind,
+                  "/".join(p for p in (meta.get("namespace"), meta.get("name")) if p), text, exc_info=exc)
+        try:
+            self.event(obj, "Warning", "SimulatorError", "The simulated %s could not handle this %s: %s" % (component, kind or "object", text), component)
+        except Exception:  # pylint: disable=broad-except
+            LOG.exception("kube_sim could not record the failure as an Event")
+
+    def recovered(self, component: str, obj) -> None:
+        """``component`` handled ``obj`` again: a later failure is reported anew."""
+        if self._failures:
+            meta = obj.get("metadata") or {}
+            self._failures.pop((component, obj.get("kind") or "", meta.get("uid")), None)
 
     # ------------------------------------------------------------------ events
     def event(self, obj, event_type, reason, message, component, field_path=None, host=None):
