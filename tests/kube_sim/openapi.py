@@ -18,29 +18,15 @@ Custom resources are not in these documents; kubectl then checks the Namespace o
 import copy
 import hashlib
 import json
-import os
 
-import kubernetes_validate
+from . import schema
 
-SCHEMA_ROOT = os.path.join(os.path.dirname(os.path.abspath(kubernetes_validate.__file__)), "kubernetes-json-schema")
 _REF_V3 = "#/components/schemas/"
 _REF_V2 = "#/definitions/"
 _WRITE_PARAMS = ("dryRun", "fieldManager", "fieldValidation")
 # What a built-in kind's PATCH accepts (kubectl computes a strategic merge patch only when listed).
 _PATCH_TYPES = ("application/apply-patch+yaml", "application/json-patch+json", "application/merge-patch+json",
                 "application/strategic-merge-patch+json")
-
-
-def schema_dir(major, minor):
-    """The kubernetes-validate schema folder of release ``major.minor`` (else the nearest one)."""
-    wanted = (int(major), int(minor))
-    found = {}
-    for name in os.listdir(SCHEMA_ROOT):
-        if name.endswith("-local") and name.startswith("v"):
-            parts = name[1:-len("-local")].split(".")
-            found[(int(parts[0]), int(parts[1]))] = name
-    best = min(found, key=lambda v: (abs(v[1] - wanted[1]) + 100 * abs(v[0] - wanted[0]), -v[1]))
-    return os.path.join(SCHEMA_ROOT, found[best])
 
 
 def _openapi_form(node, ref_prefix):
@@ -88,14 +74,7 @@ class Documents(object):
     # ------------------------------------------------------------------ schemas
     def definitions(self):
         if self._defs is None:
-            path = os.path.join(schema_dir(self.version_info["major"], self.version_info["minor"]),
-                                "_definitions.json")
-            with open(path) as handle:
-                defs = json.load(handle)["$defs"]
-            for name, schema in defs.items():
-                for gvk in schema.get("x-kubernetes-group-version-kind") or []:
-                    self._by_gvk[(gvk.get("group", ""), gvk.get("version"), gvk.get("kind"))] = name
-            self._defs = defs
+            self._defs, self._by_gvk = schema.definitions(self.version_info["major"], self.version_info["minor"])
         return self._defs
 
     def _definition_of(self, rtype):
@@ -265,7 +244,7 @@ class Documents(object):
         defs = self.definitions()
         doc = {"swagger": "2.0", "info": {"title": "Kubernetes", "version": self.version_info["gitVersion"]},
                "paths": paths,
-               "definitions": {name: _openapi_form(copy.deepcopy(schema), _REF_V2) for name, schema in defs.items()}}
+               "definitions": {name: _openapi_form(copy.deepcopy(node), _REF_V2) for name, node in defs.items()}}
         self._cache["v2"] = json.dumps(doc, sort_keys=True).encode()
         return self._cache["v2"]
 

@@ -15,6 +15,7 @@ import re
 import yaml
 
 from .patch import merge_patch
+from .version import k3s_version
 
 DEFAULT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_scenario.yaml")
 
@@ -155,7 +156,7 @@ def normalise(data):
         node["cached_models"] = list(node.get("cached_models") or [])
         node.setdefault("cpu", "8")
         node.setdefault("memory", "32Gi")
-        node.setdefault("kubelet_version", "v1.31.4+k3s1")
+        node.setdefault("kubelet_version", k3s_version())
         node.setdefault("container_runtime_version", "containerd://1.7.23-k3s2")
         node.setdefault("os_image", "Ubuntu 24.04.1 LTS")
         node.setdefault("kernel_version", "6.8.0-49-generic")

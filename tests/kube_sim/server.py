@@ -16,29 +16,20 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from . import errors, openapi, protobuf, tables
+from . import errors, openapi, protobuf, schema, tables
 from .clock import epoch_of
 from .errors import ApiError
 from .patch import json_patch, merge_patch, strategic_merge_patch
 from .selectors import label_selector_string, parse_field_selector, parse_label_selector
+from .version import version_info
 from .watch import WatchRequest, watch_events
 
-VERSION_INFO = {
-    "major": "1",
-    "minor": "31",
-    "gitVersion": "v1.31.4+k3s1",
-    "gitCommit": "a562d090b0a69c5c7bd7cbd3e1d0a1bd3eec9a1c",
-    "gitTreeState": "clean",
-    "buildDate": "2024-12-16T21:43:26Z",
-    "goVersion": "go1.22.9",
-    "compiler": "gc",
-    "platform": "linux/amd64",
-}
 REQUEST_LOG_LIMIT = 100000
 NO_FAULTS = {"error_rate": 0.0, "error_status": 503, "latency_ms": 0, "drop_watch_rate": 0.0, "seed": 1,
              "forbid": []}
 # What RBAC calls the request: HTTP method -> verb (GET is get, list or watch).
 VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+FIELD_VALIDATION = ("Ignore", "Warn", "Strict")
 
 
 class RequestLog(object):
@@ -67,9 +58,11 @@ class RequestLog(object):
                 self._log.append(entry)
             return entry
 
-    def answered(self, entry, status):
+    def answered(self, entry, status, warnings=None):
         with self._lock:
             entry["status"] = status
+            if warnings:
+                entry["warnings"] = list(warnings)
 
     def snapshot(self):
         with self._lock:
@@ -161,6 +154,7 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = 300
     api = None  # set on the subclass made by ApiServer
+    warnings = ()
 
     def setup(self):
         super().setup()
@@ -200,6 +194,9 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in (headers or {}).items():
             if key.lower() not in ("content-length", "transfer-encoding", "connection", "content-type"):
                 self.send_header(key, value)
+        for text in self.warnings:
+            # RFC 7234 warn-code 299 ("miscellaneous persistent warning"), agent "-", as the apiserver sends them
+            self.send_header("Warning", '299 - "%s"' % text.replace("\\", "\\\\").replace('"', '\\"'))
         self._answered(status)
         self.end_headers()
         if self.command != "HEAD":
@@ -208,7 +205,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _answered(self, status):
         self._status = status
         if self._entry is not None:
-            self.api.requests.answered(self._entry, status)
+            self.api.requests.answered(self._entry, status, self.warnings)
 
     def send_json(self, status, obj):
         self.send_bytes(status, json.dumps(obj).encode())
@@ -245,6 +242,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self):
         self._status = 0
         self._entry = None
+        self.warnings = []     # texts of the Warning headers of the answer
         parsed = urllib.parse.urlsplit(self.path)
         path = parsed.path.rstrip("/") or "/"
         query = urllib.parse.parse_qs(parsed.query, keep_blank_values=True)
@@ -394,7 +392,7 @@ class RestHandler(object):
         self.api = api
         self.store = api.store
         self.registry = api.store.registry
-        self.openapi = openapi.Documents(self.registry, VERSION_INFO, _BUILTIN_GROUPS)
+        self.openapi = openapi.Documents(self.registry, version_info(), _BUILTIN_GROUPS)
 
     # ------------------------------------------------------------------ routing
     def handle(self, req, method, path, params, body):
@@ -402,7 +400,7 @@ class RestHandler(object):
         if path in ("/healthz", "/livez", "/readyz"):
             return req.send_bytes(200, b"ok", "text/plain; charset=utf-8")
         if path == "/version":
-            return req.send_json(200, VERSION_INFO)
+            return req.send_json(200, version_info())
         if path == "/api":
             return req.send_json(200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
                 {"clientCIDR": "0.0.0.0/0", "serverAddress": "%s:%d" % (self.api.host, self.api.port)}]})
@@ -596,6 +594,36 @@ class RestHandler(object):
             raise errors.bad_request("the name of the object (%s) does not match the name on the URL (%s)"
                                      % (meta["name"], ctx.name))
 
+    @staticmethod
+    def field_validation(ctx):
+        """The request's fieldValidation directive: Ignore, Warn (the apiserver's default) or Strict."""
+        value = ctx.params.get("fieldValidation") or "Warn"
+        if value not in FIELD_VALIDATION:
+            raise errors.bad_request('fieldValidation: Unsupported value: "%s": supported values: "", "Ignore", '
+                                     '"Strict", "Warn"' % value)
+        return value
+
+    def drop_unknown_fields(self, ctx, obj, decoding=True):
+        """Drop the fields a built-in kind does not have from ``obj``, as the apiserver does: silently
+        (Ignore), with a Warning header each (Warn) or refusing the request with 400 (Strict).
+
+        ``decoding``: the fields came in a request body (create, replace) rather than from a patch."""
+        directive = self.field_validation(ctx)
+        rtype = ctx.rtype
+        if rtype.group not in _BUILTIN_GROUPS or not isinstance(obj, dict):
+            return obj
+        dropped = schema.prune(rtype.group, rtype.version, rtype.kind, obj)
+        texts = ['unknown field "%s"' % path for path in dropped]
+        if texts and directive == "Strict":
+            message = "strict decoding error: " + ", ".join(texts)
+            if decoding:
+                message = '%s in version "%s" cannot be handled as a %s: %s' % (
+                    rtype.kind, rtype.version, rtype.kind, message)
+            raise errors.bad_request(message)
+        if directive == "Warn":
+            ctx.req.warnings.extend(texts)
+        return obj
+
     def _list_items(self, rtype, items):
         if rtype.group in _BUILTIN_GROUPS:
             for item in items:
@@ -658,6 +686,7 @@ class RestHandler(object):
     def create(self, ctx):
         obj = _parse_body(ctx.body)
         self._check_object(ctx, obj)
+        self.drop_unknown_fields(ctx, obj)
         if ctx.rtype.namespaced and not ctx.namespace:
             raise _not_found()
         if (obj.get("metadata") or {}).get("resourceVersion"):
@@ -675,6 +704,7 @@ class RestHandler(object):
         if sub is None and ctx.rtype.create_on_update and not obj["metadata"].get("resourceVersion") \
                 and self.store.try_get(ctx.rtype.key, ctx.name, ctx.namespace) is None:
             return self.create(ctx)
+        self.drop_unknown_fields(ctx, obj)
         result = self.store.replace(ctx.rtype.key, obj, ctx.namespace, subresource=sub,
                                     dry_run=self.dry_run(ctx), manager=self.manager(ctx))
         return ctx.req.send_json(200, result)
@@ -688,10 +718,13 @@ class RestHandler(object):
             return self._apply(ctx, patch, sub, dry)
         apply_fn = self._patch_fn(content_type, patch, rtype)
 
+        self.field_validation(ctx)
+
         def build(current):
             new = apply_fn(current)
             if not isinstance(new, dict):
                 raise errors.bad_request("the patch did not produce an object")
+            self.drop_unknown_fields(ctx, new, decoding=False)
             want_rv = (new.get("metadata") or {}).get("resourceVersion")
             if want_rv and want_rv != current["metadata"]["resourceVersion"]:
                 raise errors.stale_conflict(rtype.plural, rtype.group, ctx.name)
@@ -733,6 +766,7 @@ class RestHandler(object):
         if not applied.get("apiVersion") or not applied.get("kind"):
             raise errors.bad_request("invalid object type: %s, %s" % (applied.get("apiVersion", ""),
                                                                       applied.get("kind", "")))
+        self.drop_unknown_fields(ctx, applied, decoding=False)
         applied.setdefault("metadata", {})["name"] = ctx.name
         want_rv = applied["metadata"].pop("resourceVersion", None)
         if rtype.namespaced:

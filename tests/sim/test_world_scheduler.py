@@ -3,6 +3,7 @@
 import pytest
 from kubernetes import client
 
+from tests.kube_sim.version import k3s_version
 from tests.kube_sim.world_testing import condition, gpu_pod_spec, plain_pod, vllm_container, wait_for, wait_until
 
 pytestmark = pytest.mark.sim_only
@@ -109,7 +110,7 @@ def test_gpu_node_shape(v1):
     assert {k: labels.get(k) for k in expected} == expected
     assert [(t.key, t.value, t.effect) for t in node.spec.taints] == [("gpu", "true", "NoSchedule")]
     assert node.status.capacity["nvidia.com/gpu"] == "1" and node.status.allocatable["nvidia.com/gpu"] == "1"
-    assert node.status.node_info.kubelet_version == "v1.31.4+k3s1"
+    assert node.status.node_info.kubelet_version == k3s_version()   # what the gpu_worker role installs
     assert node.status.node_info.container_runtime_version.startswith("containerd://")
     ready = [c for c in node.status.conditions if c.type == "Ready"][0]
     assert (ready.status, ready.reason) == ("True", "KubeletReady")
