@@ -4,7 +4,8 @@ import glob
 import os
 
 import pytest
-from kubernetes import client
+import yaml
+from kubernetes import client, utils
 
 from tests.kube_sim.scenario import ScenarioError, evaluate_require, load_scenario, merge_scenario
 from tests.kube_sim.world_testing import R1, condition, vllm_container, vllm_deployment, wait_for, wait_until
@@ -21,6 +22,72 @@ def test_reference_lab_defaults():
     assert data["images"]["vllm/vllm-openai:v0.8.5.post1"]["cuda_version"] == "12.4.1"
     assert data["faults"] == {"error_rate": 0.0, "error_status": 503, "latency_ms": 0, "drop_watch_rate": 0.0,
                               "seed": 1, "forbid": []}
+
+
+# The seed lab's ML manifest, as its vLLM README applies it: the worker chosen by nvidia.com/gpu=true.
+SEED_ML_MANIFEST = """
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: ml
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: vllm-server
+  namespace: ml
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: vllm-server}
+  template:
+    metadata:
+      labels: {app: vllm-server}
+    spec:
+      runtimeClassName: nvidia
+      nodeSelector:
+        nvidia.com/gpu: "true"
+      tolerations:
+        - {key: gpu, operator: Equal, value: "true", effect: NoSchedule}
+      containers:
+        - name: vllm-server
+          image: vllm/vllm-openai:v0.8.5.post1
+          args: ["--model", "Qwen/Qwen3-8B-AWQ", "--port", "8000"]
+          ports:
+            - containerPort: 8000
+          readinessProbe:
+            httpGet: {path: /health, port: 8000}
+          resources:
+            limits:
+              nvidia.com/gpu: "1"
+"""
+
+
+def test_reference_lab_is_the_seed_lab():
+    nodes = {n["name"]: n for n in load_scenario(None).data["nodes"]}
+    assert set(nodes) == {"k3s-server", "k3s-gpu-worker"}
+    worker = nodes["k3s-gpu-worker"]
+    assert worker["labels"]["nvidia.com/gpu"] == "true"
+    assert worker["taints"] == [{"key": "gpu", "value": "true", "effect": "NoSchedule"}]
+
+
+@pytest.mark.sim_only
+def test_the_seed_labs_ml_manifest_runs_on_the_reference_lab(kube_sim_factory):
+    cluster = kube_sim_factory(speed=100)
+    api = cluster.api_client()
+    utils.create_from_yaml(api, yaml_objects=list(yaml.safe_load_all(SEED_ML_MANIFEST)))
+    v1 = client.CoreV1Api(api)
+
+    def ready_pod():
+        for pod in v1.list_namespaced_pod("ml", label_selector="app=vllm-server").items:
+            if condition(pod, "Ready") is not None and condition(pod, "Ready").status == "True":
+                return pod
+        return None
+    pod = wait_for(ready_pod, what="the seed's vllm-server pod to be Ready")
+    assert pod.spec.node_name == "k3s-gpu-worker"
+    deployment = wait_until(lambda: client.AppsV1Api(api).read_namespaced_deployment("vllm-server", "ml"),
+                            lambda d: d.status.available_replicas == 1, what="the Deployment to be available")
+    assert deployment.status.ready_replicas == 1
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=[os.path.basename(p) for p in SCENARIOS])

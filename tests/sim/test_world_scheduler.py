@@ -98,7 +98,8 @@ def test_gpu_node_shape(v1):
     node = v1.read_node("k3s-gpu-worker")
     labels = node.metadata.labels
     expected = {
-        "gpu": "true", "kubernetes.io/hostname": "k3s-gpu-worker", "nvidia.com/gpu.present": "true",
+        "gpu": "true", "nvidia.com/gpu": "true", "kubernetes.io/hostname": "k3s-gpu-worker",
+        "nvidia.com/gpu.present": "true",
         "nvidia.com/gpu.product": "NVIDIA-GeForce-RTX-3060", "nvidia.com/gpu.memory": "12288",
         "nvidia.com/gpu.count": "1", "nvidia.com/gpu.compute.major": "8", "nvidia.com/gpu.compute.minor": "6",
         "nvidia.com/cuda.driver-version.major": "570", "nvidia.com/cuda.driver-version.minor": "195",
