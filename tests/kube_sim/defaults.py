@@ -260,8 +260,10 @@ def _service(obj):
         spec.setdefault("allocateLoadBalancerNodePorts", True)
     if service_type != "ExternalName":
         # the Service REST storage allocates the IPs and settles the families
-        spec.setdefault("clusterIP", cluster_ip(obj))
-        spec.setdefault("clusterIPs", [spec["clusterIP"]])
+        if not spec.get("clusterIP"):
+            spec["clusterIP"] = cluster_ip(obj)     # absent or "": allocated
+        if not spec.get("clusterIPs"):
+            spec["clusterIPs"] = [spec["clusterIP"]]
         spec.setdefault("ipFamilies", ["IPv4"])
         spec.setdefault("ipFamilyPolicy", "SingleStack")
     _status(obj).setdefault("loadBalancer", {})

@@ -102,10 +102,11 @@ def test_service_defaults_of_a_minimal_service(api, ns):
 
 
 def test_client_ip_affinity_and_node_port_services(api, ns):
-    body = {"metadata": {"name": "np"}, "spec": {"type": "NodePort", "sessionAffinity": "ClientIP",
+    body = {"metadata": {"name": "np"}, "spec": {"type": "NodePort", "sessionAffinity": "ClientIP", "clusterIP": "",
                                                  "selector": {"app": "x"}, "ports": [{"port": 80}]}}
     client.CoreV1Api(api).create_namespaced_service(ns, body)
     spec = raw_get(api, "/api/v1/namespaces/%s/services/np" % ns)["spec"]
+    assert spec["clusterIP"] and spec["clusterIPs"] == [spec["clusterIP"]]     # "" is allocated too
     assert spec["sessionAffinityConfig"] == {"clientIP": {"timeoutSeconds": 10800}}
     assert spec["externalTrafficPolicy"] == "Cluster"
     assert 30000 <= spec["ports"][0]["nodePort"] <= 32767
