@@ -1,6 +1,6 @@
 """The "world" of the simulated cluster: nodes, controllers, scheduler, kubelet and vLLM engines.
 
-:class:`World` is what the API server talks to (docs: /work/sim-interface.md): it creates the
+:class:`World` is what the API server talks to: it creates the
 scenario's Node and RuntimeClass objects, runs the controllers on one worker thread fed by the
 store's change announcements and by timers in simulated time, and answers pod/service proxy
 requests and pod logs from the simulated containers.
