@@ -8,15 +8,16 @@ else (quantities, int-or-string, free-form JSON such as a CRD's ``default``) is 
 Custom resources are not pruned (as if their CRDs preserved unknown fields).
 """
 
+import importlib.util
 import json
 import os
 import threading
 
-import kubernetes_validate
-
 from .version import kubernetes_minor
 
-SCHEMA_ROOT = os.path.join(os.path.dirname(os.path.abspath(kubernetes_validate.__file__)), "kubernetes-json-schema")
+# The package's data folder, found without importing it (its import pulls in jsonschema: seconds).
+SCHEMA_ROOT = os.path.join(importlib.util.find_spec("kubernetes_validate").submodule_search_locations[0],
+                           "kubernetes-json-schema")
 _REF = "#/$defs/"
 _lock = threading.Lock()
 _loaded = {}
