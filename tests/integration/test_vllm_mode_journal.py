@@ -177,3 +177,57 @@ def test_mode_names_that_are_not_label_values_are_refused_with_zero_writes(playb
     assert res["failed"] is True and "label value" in res["msg"] and "Nothing was changed" in res["msg"], res["msg"]
     assert writes(kube_sim) == []
     assert record(api)["in_progress"] == "false"
+
+
+def with_ml(**entry):
+    out = copy.deepcopy(MODES)
+    out["r1"].update(entry)
+    return out
+
+
+# (what the user got wrong, the switch's extra options, a scenario patch before it, words of the refusal)
+AUDIT = [
+    ("unknown mode", dict(mode="turbo"), None, "Unknown mode 'turbo'"),
+    ("unknown catalog key", dict(modes=dict(MODES, r1=dict(MODES["r1"], imgae="x"))), None, "imgae"),
+    ("malformed image", dict(modes=with_ml(image="vllm/vllm-openai::v0.8.5")), None, "vllm/vllm-openai::v0.8.5"),
+    ("image CUDA newer than the driver", dict(modes=with_ml(image="vllm/vllm-openai:v0.15.1")), None, "12.9"),
+    ("VRAM over the GPU memory", dict(modes=with_ml(vram_mib=15500)), None, "15500 MiB"),
+    ("bad cuda_check value", dict(cuda_check="sometimes"), None, "cuda_check"),
+    ("bad wait_timeout value", dict(wait_timeout="soon"), None, "wait_timeout"),
+    ("missing namespace", dict(namespace="nope"), None, "Namespace nope does not exist"),
+    ("no GPU node", dict(pod=dict(POD, node_selector={"homelab/gpu": "none"})), None, "No schedulable node"),
+    ("no permission (leases)", {}, {"faults": {"forbid": ["create leases", "update leases"]}}, "No permission"),
+    ("GPU unplugged", {}, {"faults": {"forbid": []}, "nodes": [{"name": WORKER, "gpu": {"unplugged": True}}]},
+     "No schedulable node"),
+    ("worker NotReady", {}, {"nodes": [{"name": WORKER, "ready": False, "gpu": {"unplugged": False}}]},
+     "No schedulable node"),
+]
+
+
+def test_every_refusal_of_the_audit_writes_nothing(playbook, kube_sim):
+    """Each bad input or state of the audit, tried against ml serving: one sentence, and no
+    request that changes anything (a request the API server refuses with 403 changes nothing,
+    but is counted apart)."""
+    api = Api(kube_sim).setup()
+    switch(playbook, kube_sim, "ml")
+    rows = []
+    for what, options, scenario, words in AUDIT:
+        if scenario:
+            kube_sim.patch_scenario(scenario)
+        options = dict(options)
+        mode = options.pop("mode", "r1")
+        kube_sim.reset_requests()
+        started = time.monotonic()
+        res = switch(playbook, kube_sim, mode, **options)
+        made = writes(kube_sim)
+        accepted = [w for w in made if w["status"] < 300]
+        rows.append((what, len(made), len(accepted), round(time.monotonic() - started, 1)))
+        assert res["failed"] is True and res["changed"] is False, (what, res.get("msg"))
+        assert words in res["msg"], (what, res["msg"])
+        assert accepted == [], (what, made)
+        assert len(made) <= (1 if "permission" in what else 0), (what, made)
+    print("\naudit: %d bad inputs, %d writes accepted, %d refused with 403" % (
+        len(rows), sum(r[2] for r in rows), sum(r[1] - r[2] for r in rows)))
+    for row in rows:
+        print("  %-34s non-GET %d accepted %d %5.1f s" % row)
+    assert deployment_mode(api) == "ml"
