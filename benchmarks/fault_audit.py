@@ -165,6 +165,8 @@ def audit_one(name, fault, speed, tmpdir):
         stdout, _stderr = proc.communicate(timeout=900)
         took = time.monotonic() - injected_at
         res = result_of(stdout)
+        # The API faults end with the run, so that this reads the state left behind.
+        patch_scenario(cluster, {"faults": {"error_rate": 0, "drop_watch_rate": 0, "latency_ms": 0, "forbid": []}})
         dep = apps.read_namespaced_deployment("vllm-server", NS)
         ready = [p.metadata.name for p in core.list_namespaced_pod(NS).items if not p.metadata.deletion_timestamp
                  and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])]

@@ -67,7 +67,9 @@ CRASH_SCENARIO = {"models": {"org/crashing-model": {"crash": "RuntimeError: engi
 def test_a_killed_run_never_makes_the_failed_mode_the_rollback_target(playbook, kube_sim):
     api = Api(kube_sim).setup()
     assert_serving(switch(playbook, kube_sim, "ml"), "ml", "Qwen/Qwen3-8B-AWQ")
-    # ml -> r1, the whole process tree killed about a second after the Deployment write.
+    # ml -> r1 (a 150 s simulated load: 3 s here), the whole process tree killed about a second
+    # after the Deployment write, while r1 still loads.
+    kube_sim.patch_scenario({"models": {MODES["r1"]["model"]: {"load_seconds": 150}}})
     proc = playbook.start([task("r1")], kubeconfig=kube_sim.kubeconfig)
     wait_until(lambda: deployment_mode(api) == "r1", what="the Deployment write")
     time.sleep(1.0)
