@@ -187,7 +187,7 @@ def audit_one(name, fault, speed, tmpdir):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--speed", type=float, default=20)
     parser.add_argument("--only", action="append", help="run only the faults whose name contains this")
     args = parser.parse_args()

@@ -32,6 +32,12 @@ def status(playbook, cluster, **options):
     return run.result("status")
 
 
+def status_when(playbook, cluster, predicate):
+    """The status result when ``predicate`` holds for it, else None."""
+    res = status(playbook, cluster)
+    return res if predicate(res) else None
+
+
 def age_the_lease(api):
     """The lease of a killed run, 30 s later: not renewed for its duration."""
     lease = api.coord.read_namespaced_lease(RECORD, NS)
@@ -153,11 +159,11 @@ def test_a_recovered_pod_shows_no_problem_in_status(playbook, kube_sim):
     Api(kube_sim).setup()
     switch(playbook, kube_sim, "ml")
     kube_sim.patch_scenario({"nodes": [{"name": WORKER, "gpu": {"unplugged": True}}]})
-    res = wait_until(lambda: (lambda r: r if r.get("problem") else None)(status(playbook, kube_sim)),
+    res = wait_until(lambda: status_when(playbook, kube_sim, lambda r: r.get("problem")),
                      what="the crash after the unplug")
     assert res["problem"]["reason"] in ("CrashLoopBackOff", "ContainerExited"), res["problem"]
     kube_sim.patch_scenario({"nodes": [{"name": WORKER, "gpu": {"unplugged": False}}]})
-    res = wait_until(lambda: (lambda r: r if r["ready"] else None)(status(playbook, kube_sim)), timeout=120,
+    res = wait_until(lambda: status_when(playbook, kube_sim, lambda r: r["ready"]), timeout=120,
                      what="the pod Ready again")
     assert "problem" not in res, res.get("problem")
 

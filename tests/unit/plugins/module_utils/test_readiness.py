@@ -209,8 +209,8 @@ def test_tracker_fails_fast_when_an_old_pod_cannot_terminate_on_a_not_ready_node
               status={"state": {"running": {}}, "imageID": "x", "ready": True})
     t = readiness.SwitchTracker(clock, ["old"], 1)
     t.set_pods([old])
-    t.set_nodes([{"metadata": {"name": "gpu"}, "status": {"conditions": [{"type": "Ready", "status": "True"}],
-                                                           "allocatable": {"nvidia.com/gpu": "1"}}}])
+    ready = {"conditions": [{"type": "Ready", "status": "True"}], "allocatable": {"nvidia.com/gpu": "1"}}
+    t.set_nodes([{"metadata": {"name": "gpu"}, "status": ready}])
     assert t.step() == "waiting"
     t.node_event("MODIFIED", {"metadata": {"name": "gpu"}, "status": {
         "conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady",
