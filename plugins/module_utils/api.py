@@ -4,7 +4,7 @@
 
 Requests go through a ``transport.Transport`` (the front end's connection: the kubernetes
 client's pool for the Ansible modules, the standard library for the gateway), as raw JSON, so
-the engine controls every request it makes (a no-op switch costs two or three requests, no API
+the engine controls every request it makes (a no-op switch costs three or four requests, no API
 discovery) and counts them in ``stats``.
 
 Transient failures (HTTP 429/500/502/503/504, connection errors, timeouts) are retried with
@@ -93,8 +93,11 @@ class Api(object):
             return self.transport.send(method, path, query=query, body=data, headers=headers,
                                        timeout=timeout or self.timeout, stream=stream)
         except TransportError as exc:
-            raise KubeError("Cannot reach the Kubernetes API at %s: %s" % (self.host, exc.message), status=0,
-                            reason="ConnectionError", transient=True)
+            raise KubeError("Cannot reach the Kubernetes API at %s: %s. Check that the API server runs (on the "
+                            "k3s server: systemctl status k3s) and that this address is the right one and reachable "
+                            "from here (the server: line of the kubeconfig, or the host option)."
+                            % (self.host, exc.message.rstrip(".")), status=0, reason="ConnectionError",
+                            transient=True)
 
     def raw(self, method, path, query=None, body=None, content_type=None, timeout=None, accept="application/json"):
         """One request, no retry. Returns (status, decoded body)."""

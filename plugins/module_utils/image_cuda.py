@@ -131,7 +131,8 @@ def resolve_image_cuda(image, override=None, registry=None, cache=None):
 
     Returns ``{"image", "cuda_version", "require_cuda", "requirements", "source":
     "override"|"registry"|"table"|"none", "sources", "confirmed", "digest", "detail",
-    "errors"}``. ``sources`` says per field who answered; ``errors`` why the sources
+    "errors", "guessed"}``; ``guessed``: the table has no confirmed row for this exact tag (a
+    range or suffix match, or an unconfirmed row), so the version is an inference. ``sources`` says per field who answered; ``errors`` why the sources
     before the answering one did not; ``requirements`` are the expressions the NVIDIA
     runtime will evaluate. A malformed reference raises RegistryError; a bad override
     ValueError.
@@ -150,6 +151,7 @@ def resolve_image_cuda(image, override=None, registry=None, cache=None):
         "digest": None,
         "detail": None,
         "errors": [],
+        "guessed": False,
     }
 
     if o_cuda:
@@ -200,7 +202,7 @@ def resolve_image_cuda(image, override=None, registry=None, cache=None):
         else:
             answered = True
             result.update(cuda_version=row["cuda_version"], require_cuda=row["require_cuda"], source="table",
-                          confirmed=row["confirmed"],
+                          confirmed=row["confirmed"], guessed=row["match"] != "exact" or not row["confirmed"],
                           detail="known-images table (%s match%s): %s" % (
                               row["match"], "" if row["confirmed"] else ", unconfirmed", row["source"]))
             result["sources"] = {"cuda_version": "table",

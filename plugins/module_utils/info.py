@@ -2,8 +2,10 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The state behind ``switch_mode.yml -e mode=status`` (vllm_mode_info): no writes.
 
-Reads the Deployment, its pods, the nodes and the switch record (four requests) and reports the
-mode, readiness, the serving pod and its problem if it has one, the last switch, the GPU nodes,
+Reads the Deployment, its pods, the nodes, the switch Lease and the switch record (five requests)
+and reports the mode, readiness, the serving pod and its problem if it has one now (a Ready pod
+has none), the last switch and the lock (each saying when it is stale: left by a killed run, and
+for how long), the GPU nodes,
 and for every catalog mode its preflight verdicts (the same ``preflight`` a switch runs).
 """
 
@@ -11,12 +13,14 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import datetime
 import time
 from typing import Callable, List, Optional, Tuple
 
 from ansible_collections.homelab.gpu.plugins.module_utils import catalog, options, preflight, readiness, record, \
     rollout
 from ansible_collections.homelab.gpu.plugins.module_utils.api import KubeError
+from ansible_collections.homelab.gpu.plugins.module_utils.lease import LEASE_SECONDS, parse_time, utcnow
 from ansible_collections.homelab.gpu.plugins.module_utils.run import Run, SwitchFailed
 
 
@@ -38,7 +42,9 @@ def serving_pod(pods, state, switched_at):
                    ready=readiness.is_ready(lead))
         if out["ready"]:
             out["ready_since"] = (readiness.condition(lead, "Ready") or {}).get("lastTransitionTime")
-        failure = readiness.classify_pod(lead)
+        # A Ready pod has no problem now, whatever its last termination was (a crash before a
+        # GPU was plugged back in, say): only a pod that is not Ready is classified.
+        failure = None if out["ready"] else readiness.classify_pod(lead)
         if failure:
             out["problem"] = failure
     elif state["replicas"] == 0:
@@ -47,13 +53,48 @@ def serving_pod(pods, state, switched_at):
     return out
 
 
-def last_switch(rec):
-    # type: (dict) -> Optional[dict]
+def switch_lock(lease, now=None):
+    # type: (Optional[dict], Optional[datetime.datetime]) -> Optional[dict]
+    """The switch Lease as status shows it: holder, since, renewed_at, and ``stale`` (not renewed
+    for its duration: its holder was killed) with ``stale_for_s``, else ``expires_in_s``. Pure."""
+    spec = (lease or {}).get("spec") or {}
+    if not spec.get("holderIdentity"):
+        return None
+    renewed = parse_time(spec.get("renewTime") or spec.get("acquireTime"))
+    left = None
+    if renewed is not None:
+        left = (renewed - (now or utcnow())).total_seconds() + int(spec.get("leaseDurationSeconds") or LEASE_SECONDS)
+    out = {"holder": spec.get("holderIdentity"), "since": spec.get("acquireTime"), "renewed_at": spec.get("renewTime"),
+           "stale": left is not None and left <= 0}
+    if out["stale"]:
+        out["stale_for_s"] = int(-left)
+        out["message"] = ("the switch lock held by %s has not been renewed for %d s beyond its %d s (its run was "
+                          "killed); the next switch takes it over." % (out["holder"], -left, LEASE_SECONDS))
+    else:
+        out["expires_in_s"] = int(left) if left is not None else None
+    return out
+
+
+def last_switch(rec, lock=None, now=None, lock_known=True):
+    # type: (dict, Optional[dict], Optional[datetime.datetime], bool) -> Optional[dict]
+    """The record as status shows it; an open record with no live lock is ``stale`` (its run was
+    killed), with ``stale_for_s`` since it started (``lock_known`` False: the Lease could not be
+    read, so nothing is called stale)."""
     if not rec:
         return None
-    return {"mode": rec.get("mode"), "previous_mode": rec.get("previous_mode"),
-            "in_progress": rec.get("in_progress") == "true", "started_at": rec.get("started_at"),
-            "finished_at": rec.get("finished_at"), "result": rec.get("result"), "trigger": rec.get("trigger")}
+    out = {"mode": rec.get("mode"), "previous_mode": rec.get("previous_mode"),
+           "in_progress": rec.get("in_progress") == "true", "started_at": rec.get("started_at"),
+           "finished_at": rec.get("finished_at"), "result": rec.get("result"), "trigger": rec.get("trigger"),
+           "holder": rec.get("holder"), "stale": False}
+    if out["in_progress"] and lock_known and (lock is None or lock["stale"]):
+        started = parse_time(rec.get("started_at"))
+        out["stale"] = True
+        out["stale_for_s"] = int(((now or utcnow()) - started).total_seconds()) if started else None
+        out["message"] = ("the switch to %s started %s by %s never finished (its run was killed, %s s ago); the "
+                          "next switch, or re-running mode %s once it serves, closes it."
+                          % (rec.get("mode"), rec.get("started_at"), rec.get("holder"), out["stale_for_s"],
+                             rec.get("mode")))
+    return out
 
 
 def gpu_nodes(nodes, pod, node_of_pod):
@@ -104,9 +145,20 @@ def report(run):
         pods, _prv = rollout.list_pods(run.api, opts.namespace, rollout.pod_selector(live, opts.name))
         result["pods"] = pods_summary(pods)
         result.update(serving_pod(pods, state, switched_at))
-    switch = last_switch(record.read(run.api, opts.namespace, opts.name))
+    lock_known = True
+    try:
+        lock = switch_lock(run.api.get(run.lease.path()))
+    except KubeError as exc:
+        if exc.status != 403:
+            raise
+        run.warn("cannot read the switch Lease (no permission), so status cannot tell a running switch from a "
+                 "killed one: %s" % exc.message)
+        lock, lock_known = None, False
+    switch = last_switch(record.read(run.api, opts.namespace, opts.name), lock, lock_known=lock_known)
     if switch:
         result["last_switch"] = switch
+    if lock:
+        result["lock"] = lock
     result["nodes"] = gpu_nodes(nodes, opts.pod, result["node"])
     first = result["nodes"][0] if result["nodes"] else {}
     result["driver_version"] = opts.driver_version or first.get("driver_version")

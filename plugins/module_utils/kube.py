@@ -21,6 +21,7 @@ __metaclass__ = type
 import os
 import socket
 import traceback
+from typing import List, Optional, Tuple
 
 from ansible_collections.homelab.gpu.plugins.module_utils.api import Api, KubeError
 from ansible_collections.homelab.gpu.plugins.module_utils.transport import Response, Transport, TransportError, \
@@ -36,26 +37,51 @@ except ImportError:  # pragma: no cover - reported by connect()
     IMPORT_ERROR = traceback.format_exc()
 
 
+def kubeconfig_source(auth, environ=None):
+    # type: (dict, Optional[dict]) -> Tuple[str, List[str]]
+    """(where the kubeconfig comes from, in words; the file paths it names) for kubernetes.core's
+    auth options: the kubeconfig option / K8S_AUTH_KUBECONFIG, else $KUBECONFIG, else
+    ~/.kube/config (after the in-cluster service account)."""
+    environ = os.environ if environ is None else environ
+    given = auth.get("kubeconfig")
+    if isinstance(given, dict):
+        return "kubeconfig given as a dict (kubeconfig option)", []
+    if given:
+        return "kubeconfig file %s (kubeconfig option or K8S_AUTH_KUBECONFIG)" % given, given.split(os.pathsep)
+    if environ.get("KUBECONFIG"):
+        return ("kubeconfig file %s named by $KUBECONFIG" % environ["KUBECONFIG"],
+                environ["KUBECONFIG"].split(os.pathsep))
+    if environ.get("KUBERNETES_SERVICE_HOST"):
+        return "in-cluster service account, else the default kubeconfig ~/.kube/config", []
+    return "default kubeconfig ~/.kube/config (no kubeconfig option, $KUBECONFIG or in-cluster service account)", \
+        ["~/.kube/config"]
+
+
 def build_configuration(module):
     """kubernetes.client.Configuration + extra headers from kubernetes.core's auth options.
 
-    Raises KubeError with one sentence when the kubeconfig cannot be loaded.
+    Raises KubeError with one sentence, naming the kubeconfig file it tried, when it cannot be
+    loaded.
     """
     auth = core_client._create_auth_spec(module)
-    kubeconfig = auth.get("kubeconfig")
-    if isinstance(kubeconfig, str) and kubeconfig and not any(
-            os.path.exists(os.path.expanduser(p)) for p in kubeconfig.split(os.pathsep)):
-        raise KubeError("Could not load the cluster connection: the kubeconfig file given (kubeconfig option or "
-                        "K8S_AUTH_KUBECONFIG) does not exist; point it at the cluster's kubeconfig "
-                        "(on k3s: /etc/rancher/k3s/k3s.yaml).")
+    source, paths = kubeconfig_source(auth)
+    direct = auth.get("host") and (auth.get("api_key") or (auth.get("username") and auth.get("password"))
+                                   or (auth.get("cert_file") and auth.get("key_file")))
+    if paths and not direct and not any(os.path.exists(os.path.expanduser(p)) for p in paths if p):
+        raise KubeError("Could not load the cluster connection: the %s does not exist; point the kubeconfig option "
+                        "(or K8S_AUTH_KUBECONFIG / KUBECONFIG) at the cluster's kubeconfig (on k3s: "
+                        "/etc/rancher/k3s/k3s.yaml, copied to the control machine)." % source)
     try:
         configuration = core_client._create_configuration(auth)
     except Exception as exc:  # ConfigException, yaml errors, unknown context
-        raise KubeError("Could not load the cluster connection from the %s%s: %s. Check that the kubeconfig/context "
-                        "options (or K8S_AUTH_KUBECONFIG) point at a valid kubeconfig."
-                        % ("kubeconfig given" if kubeconfig else "default kubeconfig (~/.kube/config or in-cluster)",
-                           " (context %s)" % auth["context"] if auth.get("context") else "",
-                           str(exc).rstrip(".")))
+        context = auth.get("context")
+        text = str(exc).rstrip(".")
+        if context and "context" in text.lower():
+            hint = "set the context option to one of the contexts in that file (kubectl config get-contexts)"
+        else:
+            hint = "check that the file is a valid kubeconfig (kubectl --kubeconfig FILE get nodes)"
+        raise KubeError("Could not load the cluster connection from the %s%s: %s; %s."
+                        % (source, " (context %s)" % context if context else "", text, hint))
     headers = core_client._create_headers(module)
     return configuration, headers
 

@@ -142,6 +142,11 @@ class SwitchLease(object):
         self.held = True
         self.renewed = self.now()
 
+    def held_by_another(self):
+        # type: () -> bool
+        """Whether a live holder other than this one has the lease now (one read)."""
+        return lease_state(self.api.get(self.path()), self.identity)[0]
+
     def renew(self, force=False):
         # type: (bool) -> None
         """Renew when a third of the duration has passed (or ``force``); a failure is a warning."""

@@ -158,7 +158,27 @@ def cuda_check(image, resolved, facts, pod, matching):
     out = combine_cuda(verdicts)
     if len(verdicts) > 1:
         out = dict(out, nodes=dict((v["inputs"]["node"], v["verdict"]) for v in verdicts))
-    return out
+    return guessed(out, resolved)
+
+
+def guessed(verdict, resolved):
+    # type: (dict, dict) -> dict
+    """A failing verdict that rests on a guessed CUDA version (no confirmed known-images row for
+    this exact tag, the registry not answering) is not presented as fact: it becomes ``unknown``
+    (rule image-cuda-guessed), saying what was guessed, why the registry did not answer, and what
+    to do. The verdict on the guess stays in ``on_guess`` (its message in ``on_guess.message``)."""
+    if verdict.get("verdict") != "fail" or resolved.get("source") != "table" or not resolved.get("guessed"):
+        return verdict
+    registry = "; ".join(e[len("registry: "):] for e in resolved.get("errors") or [] if e.startswith("registry: "))
+    message = ("The CUDA version of image %s is not known: CUDA %s is only a guess from the %s, and the registry "
+               "could not be asked (%s); on that guess alone the switch is not made. Check the tag for a typo, "
+               "or set image_cuda for this mode to the image's real CUDA version (docker inspect shows "
+               "CUDA_VERSION), or let the registry be reached, to check it for real."
+               % (resolved.get("image"), resolved.get("cuda_version"), resolved.get("detail") or "known-images table",
+                  registry.rstrip(".") or "no answer"))
+    return dict(verdict, verdict="unknown", rule="image-cuda-guessed", message=message,
+                on_guess={"verdict": verdict.get("verdict"), "rule": verdict.get("rule"),
+                          "message": verdict.get("message")})
 
 
 def blocking(checks, policy):

@@ -409,8 +409,9 @@ class SwitchTracker(object):
                 self.clock.mark("terminate")
                 return "done"
             return "waiting"
-        if self.old_pods():
-            return "waiting"
+        olds = self.old_pods()
+        if olds:
+            return self.stuck_terminating(olds)
         self.clock.mark("terminate")
         news = sorted(self.new_pods(), key=lambda p: (not is_ready(p), (p.get("metadata") or {}).get("creationTimestamp") or ""))
         if not news:
@@ -445,6 +446,24 @@ class SwitchTracker(object):
         if len(ready) >= self.replicas:
             self.clock.mark("ready")
             return "done"
+        return "waiting"
+
+    def stuck_terminating(self, olds):
+        """"failed" when an old pod sits on a NotReady node (its kubelet cannot finish the
+        termination, so the GPU is not free until the node is back), else "waiting"."""
+        for pod in olds:
+            node_name = (pod.get("spec") or {}).get("nodeName")
+            node = self.nodes.get(node_name) if node_name else None
+            if node is None or node_ready(node):
+                continue
+            cond = condition(node, "Ready") or {}
+            self.failure = {"phase": "terminate", "reason": "NodeNotReady", "pod": name_of(pod), "node": node_name,
+                            "message": "node %s is NotReady (%s), so old pod %s cannot finish terminating and the GPU "
+                                       "is not free: check the k3s agent and the node's network and power."
+                                       % (node_name, cond.get("message") or cond.get("reason") or
+                                          "no Ready condition", name_of(pod))}
+            self.pod = pod
+            return "failed"
         return "waiting"
 
     def describe(self):

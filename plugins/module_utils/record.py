@@ -5,7 +5,13 @@ Deployment write, so a later run knows what to roll back to when this one is kil
 
 Keys: ``mode`` (the target), ``previous_mode``, ``previous`` (the previous Deployment as JSON),
 ``in_progress`` ("true" until the run ends), ``started_at``, ``holder``, ``trigger`` (person,
-request, idle: who asked), and at the end ``result`` (ok, rolled back, failed), ``finished_at``.
+request, idle: who asked), and at the end ``result`` (ok, rolled back, failed), ``finished_at``
+and, when a later run closed it, ``closed_by``.
+
+The record is a journal: every run that wrote it closes it, whatever happened (``journal``); a
+record left open (a killed run) is closed by the next run that finds its target serving. The
+rollback target is the last mode verified serving: the live Deployment, unless the record says
+the live mode is the unfinished or failed target of a switch (``unverified``).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -38,6 +44,24 @@ def unfinished_target(record, live_mode):
     return record.get("in_progress") == "true" and record.get("mode") == live_mode
 
 
+def unverified(record, live_mode):
+    # type: (dict, Optional[str]) -> bool
+    """Whether ``live_mode`` was never verified serving: the record names it as the target of a
+    switch that did not finish or failed (its rollback not done either)."""
+    return record.get("mode") == live_mode and (record.get("in_progress") == "true"
+                                                or record.get("result") == "failed")
+
+
+def result_word(result):
+    # type: (dict) -> str
+    """How a run ended, for the record: ok, rolled back (the previous mode verified again) or failed."""
+    if not result.get("failure"):
+        return "ok"
+    if result.get("rolled_back") and (result.get("final_state") or {}).get("ready"):
+        return "rolled back"
+    return "failed"
+
+
 def start(api, namespace, name, mode, previous_mode, previous_spec, holder, trigger):
     # type: (object, str, str, str, Optional[str], Optional[dict], str, str) -> dict
     """Write the record of a switch that is about to write the Deployment; returns its data."""
@@ -53,11 +77,15 @@ def start(api, namespace, name, mode, previous_mode, previous_spec, holder, trig
     return data
 
 
-def finish(api, namespace, name, result):
-    # type: (object, str, str, str) -> None
-    """Close the record: ``in_progress: "false"``, ``result``, ``finished_at``."""
-    api.merge_patch(ns_path(namespace, "configmaps", record_name(name)),
-                    {"data": {"in_progress": "false", "result": result, "finished_at": micro_time()}}, MANAGER)
+def finish(api, namespace, name, result, closed_by=None):
+    # type: (object, str, str, str, Optional[str]) -> dict
+    """Close the record: ``in_progress: "false"``, ``result``, ``finished_at`` (and ``closed_by``
+    when a later run closes the record of a killed one). Returns the keys written."""
+    data = {"in_progress": "false", "result": result, "finished_at": micro_time()}
+    if closed_by:
+        data["closed_by"] = closed_by
+    api.merge_patch(ns_path(namespace, "configmaps", record_name(name)), {"data": data}, MANAGER)
+    return data
 
 
 def previous_spec(record):

@@ -2,8 +2,9 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Stage 9 of a switch, on failure: diagnostics of the failed pod, then the rollback.
 
-The rollback target is chosen before the write (``target``): the live Deployment, unless the
-record says it is the unfinished target of a killed run, then the recorded previous one. The
+The rollback target is chosen before the write (``target``): the last mode verified serving,
+that is the live Deployment, unless the record says the live mode is the target of a switch that
+never finished (a killed run) or failed, then the recorded previous one. The
 rollback puts that spec back with a PUT (exactly the recorded spec, whoever owned its fields),
 waits for it and verifies it the same way; with no previous Deployment, the new one is deleted.
 """
@@ -28,19 +29,21 @@ CRASH_REASONS = ("CrashLoopBackOff", "OOMKilled", "ContainerExited")
 
 Target = namedtuple("Target", "mode spec possible unfinished")
 """What a failed switch restores: ``mode`` and ``spec`` (None: no Deployment, so the new one is
-deleted), ``possible`` (False: nothing older on record), ``unfinished`` (the record of a killed
-run named them)."""
+deleted), ``possible`` (False: nothing older on record), ``unfinished`` (the record named them:
+the live mode is the unverified target of a killed or failed switch)."""
 
-Restored = namedtuple("Restored", "final mode model names close_record")
-"""The rollback's outcome: ``final`` (the result's final_state), the mode/model/names the client
-ConfigMap should show (mode None: leave it), and whether the record may be closed."""
+Restored = namedtuple("Restored", "final mode model names")
+"""The rollback's outcome: ``final`` (the result's final_state) and the mode/model/names the
+client ConfigMap should show (mode None: leave it)."""
+
+NODE_REASONS = ("NodeNotReady", "NoGPUCapacity")
 
 
 def target(rec, live, plan):
     # type: (dict, Optional[dict], dict) -> Target
     """The rollback target of a switch planned as ``plan`` over ``live``, given the record. Pure."""
     live_mode = plan["live"]["mode"]
-    if record.unfinished_target(rec, live_mode):
+    if record.unverified(rec, live_mode):
         return Target(rec.get("previous_mode") or None, record.previous_spec(rec), True, True)
     if plan["action"] == "resume":
         # The live spec is the wanted one; there is nothing older on record.
@@ -88,7 +91,7 @@ def rollback(run, prev_mode, prev_spec):
             gone = rollout.wait(api, ns, rollout.pod_selector(None, name), 0, [readiness.uid(x) for x in pods], pods,
                                 rv, [], None, 60, clock, run.opts.pod["gpu_resource"], run.now)
             return Restored({"mode": None, "ready": gone.state in ("done", "nowait"),
-                             "message": "the Deployment was removed (there was none before)"}, None, None, None, True)
+                             "message": "the Deployment was removed (there was none before)"}, None, None, None)
         body = copy.deepcopy(prev_spec)
         body["metadata"]["annotations"] = dict(body["metadata"].get("annotations") or {})
         body["metadata"]["annotations"][ANN_ROLLED_BACK_AT] = micro_time()
@@ -110,11 +113,23 @@ def rollback(run, prev_mode, prev_spec):
         if outcome.failure is None:
             return Restored({"mode": info["mode"], "ready": True, "pod": outcome.pod, "node": outcome.node,
                              "phases": clock.durations(), "message": "ready and verified"},
-                            info["mode"], info["model"] if replicas else None, names, True)
-        return Restored({"mode": info["mode"], "ready": False, "pod": outcome.pod,
-                         "message": "the rollback did not become ready either: %s (%s)"
-                                    % (outcome.failure.get("message"), outcome.failure.get("reason"))},
-                        None, None, None, False)
+                            info["mode"], info["model"] if replicas else None, names)
+        return Restored({"mode": info["mode"], "ready": False, "pod": outcome.pod, "node": outcome.node,
+                         "reason": outcome.failure.get("reason"),
+                         "message": "the rollback did not become ready either: %s (%s)%s"
+                                    % (outcome.failure.get("message"), outcome.failure.get("reason"),
+                                       next_step(info["mode"], outcome.failure))},
+                        None, None, None)
     except KubeError as exc:
         return Restored({"mode": None, "ready": False, "message": "the rollback failed: %s" % exc.message},
-                        None, None, None, False)
+                        None, None, None)
+
+
+def next_step(mode, failure):
+    # type: (Optional[str], dict) -> str
+    """What the user should do when the rollback could not start (empty for other failures)."""
+    if failure.get("reason") not in NODE_REASONS:
+        return ""
+    return ("; mode %s's spec is in place and starts by itself once node %s is Ready with its GPU again, nothing "
+            "serves until then (clients fall back to CPU_FALLBACK_ENDPOINT); check it with "
+            "switch_mode.yml -e mode=status" % (mode, failure.get("node") or "the GPU node"))

@@ -4,7 +4,7 @@
 
 ``switch(api, params)`` runs the stages in the order of docs/vllm_mode.md, one module each:
 
-1. read the live Deployment and **plan** (catalog, plan): a no-op reads 2-3 objects, writes nothing;
+1. read the live Deployment and **plan** (catalog, plan): a no-op reads 3-4 objects (the record too), writes nothing;
 2. **preflight**, before any write: the image's CUDA against the driver of the node(s) the pod
    may land on, the VRAM need against nvidia.com/gpu.memory; check mode stops here;
 3. take the **lease** ``<name>-switch`` (one switch at a time, the gateway included);
@@ -131,16 +131,15 @@ class Run(object):
         clock.mark("verify")
         return Outcome(None, pod_name, node)
 
-    def finish(self, mode, model, names, close_record, result_word):
-        """Keep the client ConfigMap and the switch record current (best effort, after the switch).
-        ``mode`` None leaves the ConfigMap; ``close_record`` False leaves the record open."""
+    def finish(self, mode, model, names):
+        """Keep the client ConfigMap current (best effort, after the switch); ``mode`` None leaves it."""
+        if mode is None:
+            return
         try:
-            if mode is not None:
-                self.client.update(mode, model, names or [])
-            if close_record:
-                record.finish(self.api, self.opts.namespace, self.opts.name, result_word)
+            self.client.update(mode, model, names or [])
         except KubeError as exc:
-            self.warn("could not update the ConfigMaps after the switch: %s" % exc.message)
+            self.warn("could not update the client ConfigMap %s after the switch: %s"
+                      % (self.opts.status_configmap, exc.message))
 
 
 def base_result(profile, the_plan, wait_timeout):
@@ -255,12 +254,29 @@ def confirm(run, profile, the_plan, live, result, wait_timeout, check_mode):
                 raise SwitchFailed("Mode %s is set but does not answer: %s" % (profile["mode"], failure["message"]),
                                    dict(result, failure=failure))
     names = the_plan["expected_names"] if profile["replicas"] else []
+    if run.opts.wait and not check_mode:
+        close_reached(run, profile)
     if check_mode:
         changed = run.client.pending(profile["mode"], model, names)
     else:
         changed = run.client.update(profile["mode"], model, names)
     return dict(result, model=model, image=image, changed=changed, elapsed=run.elapsed(),
                 within_budget=True if run.opts.wait else None)
+
+
+def close_reached(run, profile):
+    # type: (Run, dict) -> None
+    """A no-op found ``profile``'s mode serving (verified): a record a killed run left open for a
+    switch to this mode is closed as done, unless a live run holds the lease (one read more, two
+    when the record is open)."""
+    try:
+        rec = record.read(run.api, run.opts.namespace, run.opts.name)
+        if rec.get("in_progress") == "true" and rec.get("mode") == profile["mode"] \
+                and not run.lease.held_by_another():
+            close_unfinished(run, rec)
+    except KubeError as exc:
+        run.warn("could not read or close the switch record %s: %s" % (record.record_name(run.opts.name),
+                                                                       exc.message))
 
 
 def resume(run, profile, the_plan, live, result, wait_timeout, check_mode):
@@ -281,18 +297,85 @@ def resume(run, profile, the_plan, live, result, wait_timeout, check_mode):
 
 def execute(run, profile, the_plan, live, result, wait_timeout, nodes, nodes_rv):
     # type: (Run, dict, dict, Optional[dict], dict, int, list, Optional[str]) -> dict
-    """Steps 4-9 under the lease: record, write, wait, verify; on failure roll back."""
+    """Steps 4-9 under the lease: record, write, wait, verify; on failure roll back. The record
+    written in step 4 is closed whatever happens after it (``journal``)."""
     opts = run.opts
-    rec = record.read(run.api, opts.namespace, opts.name)
+    rec = settle_record(run, record.read(run.api, opts.namespace, opts.name), live, the_plan)
     target = rollback.target(rec, live, the_plan)
     if target.unfinished:
-        run.warn("a previous switch to %s did not finish (started %s by %s); mode %s is kept as the rollback target."
-                 % (rec.get("mode"), rec.get("started_at"), rec.get("holder"), target.mode or "(no Deployment)"))
+        run.warn("a previous switch to %s %s (started %s by %s); mode %s, the last one verified serving, is kept "
+                 "as the rollback target."
+                 % (rec.get("mode"), "failed" if rec.get("result") == "failed" else "did not finish",
+                    rec.get("started_at"), rec.get("holder"), target.mode or "(no Deployment)"))
+    if the_plan["action"] == "resume" and not target.unfinished:
+        return steps(run, profile, the_plan, live, result, wait_timeout, nodes, nodes_rv, target)
+    record.start(run.api, opts.namespace, opts.name, profile["mode"], target.mode, target.spec, opts.holder,
+                 opts.trigger)                                                    # 4. record
+    return journal(run, lambda: steps(run, profile, the_plan, live, result, wait_timeout, nodes, nodes_rv, target))
+
+
+def journal(run, work):
+    # type: (Run, Callable[[], dict]) -> dict
+    """Run steps 5-9 with the record open and close it however they end: ok, rolled back, or
+    failed (a refusal, a failed write, a failed rollback, any error)."""
+    word = "failed"
+    try:
+        result = work()
+        word = record.result_word(result)
+        return result
+    except SwitchFailed as exc:
+        word = record.result_word(dict(exc.result, failure=exc.result.get("failure") or {"message": exc.message}))
+        raise
+    finally:
+        try:
+            record.finish(run.api, run.opts.namespace, run.opts.name, word)
+        except KubeError as exc:
+            run.warn("could not close the switch record %s (result %s): %s"
+                     % (record.record_name(run.opts.name), word, exc.message))
+
+
+def deployment_ready(live, replicas):
+    # type: (Optional[dict], int) -> bool
+    """Whether the Deployment's status says its current spec runs ``replicas`` Ready pods."""
+    status = (live or {}).get("status") or {}
+    if replicas == 0:
+        return not status.get("replicas")
+    return (status.get("readyReplicas") or 0) >= replicas and (status.get("updatedReplicas") or 0) >= replicas \
+        and (status.get("observedGeneration") or 0) >= (((live or {}).get("metadata") or {}).get("generation") or 0)
+
+
+def settle_record(run, rec, live, the_plan):
+    # type: (Run, dict, Optional[dict], dict) -> dict
+    """A record left open by a killed run whose target is the live mode, which serves now
+    (Ready and verified), is closed as done: that mode becomes the rollback target. Returns the
+    record's data as it is now."""
+    state = the_plan["live"]
+    if live is None or not record.unfinished_target(rec, state["mode"]):
+        return rec
+    names = state["served_model_names"] if state["replicas"] else []
+    if not deployment_ready(live, state["replicas"]):
+        return rec
+    if state["replicas"] and run.verifier.verify(None, names, run.now() + 10,
+                                                 selector=rollout.pod_selector(live, run.opts.name)):
+        return rec
+    return close_unfinished(run, rec)
+
+
+def close_unfinished(run, rec):
+    # type: (Run, dict) -> dict
+    """Close the record of a killed run whose target was found serving; returns the record's data."""
+    closed = record.finish(run.api, run.opts.namespace, run.opts.name, "ok", closed_by=run.opts.holder)
+    run.warn("closed the record of an earlier switch to %s (started %s by %s, never finished): mode %s is serving "
+             "and verified." % (rec.get("mode"), rec.get("started_at"), rec.get("holder"), rec.get("mode")))
+    return dict(rec, **closed)
+
+
+def steps(run, profile, the_plan, live, result, wait_timeout, nodes, nodes_rv, target):
+    # type: (Run, dict, dict, Optional[dict], dict, int, list, Optional[str], rollback.Target) -> dict
+    """Steps 5-9: write, wait, verify; on failure diagnostics and rollback. Returns the result;
+    raises SwitchFailed."""
+    opts = run.opts
     switched_at = micro_time()
-    recorded = the_plan["action"] != "resume" or target.unfinished
-    if recorded:                                                                  # 4. record
-        record.start(run.api, opts.namespace, opts.name, profile["mode"], target.mode, target.spec, opts.holder,
-                     opts.trigger)
     pods, pods_rv = rollout.list_pods(run.api, opts.namespace, rollout.pod_selector(live or the_plan["desired"],
                                                                                     opts.name))
     clock = readiness.PhaseClock(run.now)
@@ -307,9 +390,9 @@ def execute(run, profile, the_plan, live, result, wait_timeout, nodes, nodes_rv)
                          wait_timeout, clock, names, via_pod=the_plan["action"] == "adopt")
     result = dict(result, pod=outcome.pod, node=outcome.node, phases=clock.durations(), elapsed=run.elapsed(),
                   within_budget=(outcome.failure is None and clock.elapsed() <= wait_timeout) if opts.wait else None)
-    if outcome.failure is None:                                                   # 9. client ConfigMap, record
+    if outcome.failure is None:                                                   # 9. client ConfigMap
         run.finish(profile["mode"], profile.get("model") if profile["replicas"] else None,
-                   names if profile["replicas"] else [], recorded, "ok")
+                   names if profile["replicas"] else [])
         return result
     failure = dict(outcome.failure)                                               # 8. diagnostics, rollback
     failure["logs"], failure["events"] = rollback.diagnostics(run.api, opts.namespace, failure.get("pod"),
@@ -322,7 +405,7 @@ def execute(run, profile, the_plan, live, result, wait_timeout, nodes, nodes_rv)
         raise SwitchFailed(message + " Not rolled back (%s): the Deployment is left in mode %s." % (why, profile["mode"]),
                            dict(result, final_state={"mode": profile["mode"], "ready": False, "pod": failure.get("pod")}))
     restored = rollback.rollback(run, target.mode, target.spec)
-    run.finish(restored.mode, restored.model, restored.names, recorded and restored.close_record, "rolled back")
+    run.finish(restored.mode, restored.model, restored.names)
     final = restored.final
     raise SwitchFailed(message + " Rolled back to %s: %s." % (
         final.get("mode") or "no Deployment", "ready and verified" if final.get("ready") else final.get("message")),

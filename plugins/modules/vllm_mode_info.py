@@ -112,12 +112,21 @@ pods:
   type: list
   elements: dict
 problem:
-  description: A failure class of the serving pod (phase, reason, message) when it has one, e.g. CrashLoopBackOff.
+  description: A failure class of the serving pod (phase, reason, message) when it has one now, e.g.
+    CrashLoopBackOff; a Ready pod has none, whatever its last termination was.
   returned: when the pod has a problem
   type: dict
 last_switch:
-  description: The switch record (mode, previous_mode, in_progress, started_at, finished_at, result).
+  description: The switch record (mode, previous_mode, in_progress, started_at, finished_at, result, trigger,
+    holder). C(stale) is true for a record left open by a killed run (in progress, no live lock), with
+    C(stale_for_s) (seconds since it started) and a C(message) saying what closes it.
   returned: when a switch was recorded
+  type: dict
+lock:
+  description: The switch Lease when one exists (holder, since, renewed_at); C(stale) is true when it has not
+    been renewed for its duration (its run was killed), with C(stale_for_s) and a C(message), else
+    C(expires_in_s).
+  returned: when the Lease exists
   type: dict
 nodes:
   description: The GPU nodes the pod may use, with driver_version, driver_cuda, gpu_product, gpu_memory_mib,

@@ -315,3 +315,16 @@ def test_site_in_check_mode_on_a_fresh_cluster_creates_nothing(tmp_path):
         assert fresh.writes() == []
     finally:
         stop_sim(proc)
+
+
+def test_switch_mode_checks_vllm_modes_like_site_yml(cluster, tmp_path):
+    # vllm_modes given as a list: the role's own sentence, not a Jinja error, and nothing written.
+    extra = tmp_path / "catalog.json"
+    extra.write_text(json.dumps({"vllm_modes": [{"ml": {"model": "Qwen/Qwen3-8B-AWQ"}}]}))
+    cluster.reset_requests()
+    rc, out = ansible_playbook(cluster, "switch_mode.yml", "-e", "mode=ml", "-e", "@%s" % extra, check=False)
+    assert rc != 0
+    text = re.sub(r"\s+", " ", out)
+    assert "vllm_modes is not usable: the mode catalog" in text and "must be a non-empty dict" in text, out[-3000:]
+    assert "dict2items" not in text
+    assert cluster.writes() == []

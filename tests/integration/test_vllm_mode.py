@@ -254,12 +254,29 @@ def test_no_permission_is_one_clear_sentence_and_nothing_is_written(playbook, ku
 def test_wrong_kubeconfig_is_one_clear_sentence(playbook, kube_sim, tmp_path):
     res = switch(playbook, kube_sim, "ml", kubeconfig=str(tmp_path / "missing.yaml"))
     assert res["failed"] is True
-    assert res["msg"].startswith("Could not load the cluster connection: the kubeconfig file given")
-    assert "does not exist" in res["msg"]
+    # (Ansible masks the path: the kubeconfig option is no_log)
+    assert res["msg"].startswith("Could not load the cluster connection: the kubeconfig file "), res["msg"]
+    assert "(kubeconfig option or K8S_AUTH_KUBECONFIG) does not exist" in res["msg"]
     bad = tmp_path / "bad.yaml"
     bad.write_text("apiVersion: v1\nkind: Config\nclusters: []\n")
     res = switch(playbook, kube_sim, "ml", kubeconfig=str(bad))
     assert res["failed"] is True and res["msg"].startswith("Could not load the cluster connection from the kubeconfig")
+
+
+def test_a_missing_kubeconfig_env_file_and_a_wrong_context_are_named(playbook, kube_sim, tmp_path):
+    missing = str(tmp_path / "gone.yaml")
+    run = playbook.run([task("ml")], kubeconfig=kube_sim.kubeconfig,
+                       env={"KUBECONFIG": missing, "K8S_AUTH_KUBECONFIG": ""})
+    res = run.result("switch")
+    assert res["failed"] is True
+    assert res["msg"].startswith("Could not load the cluster connection: the kubeconfig file %s named by "
+                                 "$KUBECONFIG does not exist" % missing), res["msg"]
+    assert "~/.kube/config" not in res["msg"]
+    res = switch(playbook, kube_sim, "ml", context="no-such-context")
+    assert res["failed"] is True
+    assert res["msg"].startswith("Could not load the cluster connection from the kubeconfig file %s"
+                                 % kube_sim.kubeconfig), res["msg"]
+    assert "(context no-such-context)" in res["msg"] and "kubectl config get-contexts" in res["msg"]
 
 
 @pytest.mark.sim_only

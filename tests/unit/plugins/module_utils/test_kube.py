@@ -79,6 +79,7 @@ def test_unreachable_api_server_is_one_sentence():
     with pytest.raises(api.KubeError) as err:
         k.get("/api/v1/nodes")
     assert err.value.message.startswith("Cannot reach the Kubernetes API at http://127.0.0.1:9")
+    assert "systemctl status k3s" in err.value.message and "server: line of the kubeconfig" in err.value.message
 
 
 def test_apply_sends_the_field_manager_and_the_apply_content_type(server):
@@ -120,3 +121,12 @@ def test_the_kubernetes_core_helpers_this_transport_uses_still_exist():
     for name in ("_create_auth_spec", "_create_configuration", "_create_headers"):
         assert callable(getattr(core_client, name, None)), name
     assert kube.IMPORT_ERROR is None
+
+
+def test_the_kubeconfig_source_names_the_file_that_was_tried():
+    assert kube.kubeconfig_source({"kubeconfig": "/a.yaml"}, {"KUBECONFIG": "/b.yaml"}) == (
+        "kubeconfig file /a.yaml (kubeconfig option or K8S_AUTH_KUBECONFIG)", ["/a.yaml"])
+    assert kube.kubeconfig_source({}, {"KUBECONFIG": "/b.yaml:/c.yaml"}) == (
+        "kubeconfig file /b.yaml:/c.yaml named by $KUBECONFIG", ["/b.yaml", "/c.yaml"])
+    source, paths = kube.kubeconfig_source({}, {})
+    assert source.startswith("default kubeconfig ~/.kube/config") and paths == ["~/.kube/config"]

@@ -201,3 +201,21 @@ def test_config_error_failure_carries_the_hint():
     failure = readiness.classify_pod(p)
     assert failure["reason"] == "CreateContainerConfigError"
     assert 'secret "hf-token" not found; create the Secret' in failure["message"]
+
+
+def test_tracker_fails_fast_when_an_old_pod_cannot_terminate_on_a_not_ready_node():
+    clock = readiness.PhaseClock(FakeTime())
+    old = pod(name="old", uid="old", node="gpu", phase="Running", conditions=READY, deleting=True,
+              status={"state": {"running": {}}, "imageID": "x", "ready": True})
+    t = readiness.SwitchTracker(clock, ["old"], 1)
+    t.set_pods([old])
+    ready = {"conditions": [{"type": "Ready", "status": "True"}], "allocatable": {"nvidia.com/gpu": "1"}}
+    t.set_nodes([{"metadata": {"name": "gpu"}, "status": ready}])
+    assert t.step() == "waiting"
+    t.node_event("MODIFIED", {"metadata": {"name": "gpu"}, "status": {
+        "conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady",
+                        "message": "container runtime is down"}], "allocatable": {"nvidia.com/gpu": "1"}}})
+    assert t.step() == "failed"
+    assert t.failure["reason"] == "NodeNotReady" and t.failure["phase"] == "terminate"
+    assert t.failure["node"] == "gpu" and t.failure["pod"] == "old"
+    assert "node gpu is NotReady (container runtime is down)" in t.failure["message"]

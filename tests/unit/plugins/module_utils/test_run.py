@@ -231,12 +231,12 @@ def test_first_deploy_is_an_apply_that_records_takes_and_releases_the_lease():
     assert result["phases"]["verify"] is not None and result["pod"]
 
 
-def test_a_no_op_reads_the_deployment_verifies_and_reads_the_client_configmap():
+def test_a_no_op_reads_the_deployment_verifies_and_reads_the_record_and_the_client_configmap():
     cluster = deployed("ml")
     result, error, _w = switch(cluster, "ml")
     assert error is None and result["plan"] == "noop" and not result["changed"]
     assert cluster.writes() == []
-    assert result["api_requests"]["requests"] <= 3, cluster.log
+    assert result["api_requests"]["requests"] <= 4, cluster.log
 
 
 def test_switch_to_another_mode_applies_and_a_zero_replica_mode_scales_down():
@@ -375,3 +375,90 @@ def test_transient_errors_are_retried_by_the_api_not_the_stages():
     result, error, _w = switch(cluster, "ml")
     assert error is None and result["plan"] == "noop" and result["api_requests"]["retries"] == 2
     assert time.monotonic() - started < 5
+
+
+# -- the switch record is a journal -------------------------------------------------------------
+
+def killed_after_the_write(cluster, previous_spec):
+    """Leave the record as a run killed right after writing the Deployment leaves it."""
+    data = cluster.objects[RECORD]["data"]
+    for key in ("result", "finished_at", "closed_by"):
+        data.pop(key, None)
+    data.update(in_progress="true", previous_mode="ml", previous=json.dumps(previous_spec))
+
+
+def test_a_failed_deployment_write_closes_the_record_as_failed():
+    cluster = deployed("ml")
+    cluster.forbid.add(("PATCH", DEPLOYMENT))
+    result, error, _w = switch(cluster, "r1")
+    assert error.startswith("No permission")
+    rec = cluster.objects[RECORD]["data"]
+    assert rec["mode"] == "r1" and rec["in_progress"] == "false" and rec["result"] == "failed"
+    assert rec["finished_at"] >= rec["started_at"]
+    assert LEASE not in cluster.objects
+
+
+def test_a_no_op_closes_the_record_a_killed_run_left_open_when_its_target_serves():
+    cluster = deployed("ml")
+    ml_spec = apply.sanitize(cluster.objects[DEPLOYMENT])
+    result, error, _w = switch(cluster, "r1")
+    assert error is None
+    killed_after_the_write(cluster, ml_spec)
+    result, error, warnings = switch(cluster, "r1")
+    assert error is None and result["plan"] == "noop"
+    rec = cluster.objects[RECORD]["data"]
+    assert rec["in_progress"] == "false" and rec["result"] == "ok" and rec["closed_by"] == "test/1"
+    assert any("closed the record of an earlier switch to r1" in w for w in warnings)
+    # The failed switch that follows rolls back to r1, verified serving, not to ml, which fails.
+    cluster.crash.add(MODES["ml"]["model"])
+    result, error, _w = switch(cluster, "ml")
+    assert "Rolled back to r1: ready and verified" in error, error
+    assert result["final_state"]["mode"] == "r1" and result["final_state"]["ready"]
+    assert cluster.objects[CLIENT_CM]["data"]["VLLM_MODE"] == "r1"
+    assert cluster.objects[RECORD]["data"]["result"] == "rolled back"
+
+
+def test_a_switch_finding_an_open_record_whose_target_serves_keeps_that_mode_as_the_rollback_target():
+    cluster = deployed("ml")
+    ml_spec = apply.sanitize(cluster.objects[DEPLOYMENT])
+    switch(cluster, "r1")
+    killed_after_the_write(cluster, ml_spec)
+    cluster.crash.add(MODES["ml"]["model"])
+    result, error, warnings = switch(cluster, "ml")
+    assert "Rolled back to r1: ready and verified" in error, error
+    assert not any("kept as the rollback target" in w for w in warnings)
+    assert cluster.objects[RECORD]["data"]["previous_mode"] == "r1"
+
+
+def test_an_open_record_whose_target_does_not_serve_keeps_the_recorded_mode_as_the_rollback_target():
+    cluster = deployed("ml")
+    ml_spec = apply.sanitize(cluster.objects[DEPLOYMENT])
+    cluster.crash.add(MODES["r1"]["model"])
+    result, error, _w = switch(cluster, "r1", rollback=False)
+    assert "Not rolled back" in error
+    assert cluster.objects[RECORD]["data"]["result"] == "failed"
+    killed_after_the_write(cluster, ml_spec)
+    result, error, warnings = switch(cluster, "gaming")
+    assert error is None and cluster.objects[RECORD]["data"]["previous_mode"] == "ml"
+    assert any("did not finish" in w and "mode ml, the last one verified serving" in w for w in warnings)
+
+
+def test_a_failed_switch_left_in_place_is_never_the_rollback_target():
+    cluster = deployed("ml")
+    modes = dict(MODES, big=dict(MODES["r1"], model="org/big-model"))
+    cluster.crash.update([MODES["r1"]["model"], "org/big-model"])
+    result, error, _w = switch(cluster, "r1", modes=modes, rollback=False)
+    assert cluster.objects[RECORD]["data"]["result"] == "failed"
+    result, error, warnings = switch(cluster, "big", modes=modes)
+    assert "Rolled back to ml: ready and verified" in error, error
+    assert any("a previous switch to r1 failed" in w for w in warnings)
+    assert cluster.objects[RECORD]["data"]["result"] == "rolled back"
+
+
+def test_a_rollback_that_does_not_become_ready_closes_the_record_as_failed():
+    cluster = deployed("ml")
+    cluster.crash.update([MODES["r1"]["model"], MODES["ml"]["model"]])
+    result, error, _w = switch(cluster, "r1")
+    assert "the rollback did not become ready either" in error and not result["final_state"]["ready"]
+    rec = cluster.objects[RECORD]["data"]
+    assert rec["in_progress"] == "false" and rec["result"] == "failed"

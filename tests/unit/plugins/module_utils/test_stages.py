@@ -95,3 +95,20 @@ def test_rollback_target_is_the_live_deployment_unless_the_record_names_an_unfin
     assert (t.mode, t.spec, t.possible, t.unfinished) == ("ml", {"kind": "Deployment"}, True, True)
     t = rollback.target({}, live, dict(plan, action="resume"))
     assert not t.possible
+
+
+def test_a_cuda_failure_on_a_guessed_version_says_it_is_a_guess_and_why_the_registry_did_not_answer():
+    pod = {"node_selector": {}, "tolerations": [], "gpu_resource": "nvidia.com/gpu"}
+    node = dict(RTX_3060, status={"allocatable": {"nvidia.com/gpu": "1"}}, spec={})
+    facts, matching = preflight.candidate_facts([node], pod)
+    guessed = {"image": "vllm/vllm-openai:v0.30.1", "cuda_version": "13.0", "require_cuda": None,
+               "requirements": [], "source": "table", "confirmed": False, "guessed": True,
+               "detail": "known-images table (range match, unconfirmed): assumed",
+               "errors": ["registry: registry registry-1.docker.io is unreachable (no DNS)"]}
+    v = preflight.cuda_check("vllm/vllm-openai:v0.30.1", guessed, facts, pod, matching)
+    assert v["verdict"] == "unknown" and v["rule"] == "image-cuda-guessed"
+    assert "only a guess" in v["message"] and "registry-1.docker.io is unreachable" in v["message"]
+    assert "upgrade the driver" not in v["message"] and "set image_cuda" in v["message"]
+    assert v["on_guess"]["verdict"] == "fail"
+    known = dict(guessed, guessed=False, confirmed=True)
+    assert preflight.cuda_check("vllm/vllm-openai:v0.30.1", known, facts, pod, matching)["verdict"] == "fail"
