@@ -43,43 +43,51 @@ def changes(cm, data, statics):
     return change, None
 
 
-class ClientConfig(object):
-    """The client ConfigMap of one Deployment (``cm_name`` empty: none is kept)."""
+UNREAD = object()
+"""``cm`` argument meaning: not read yet, read it by name."""
 
-    def __init__(self, api, namespace, cm_name, service_name, port, cpu_fallback_endpoint=None):
+
+class ClientConfig(object):
+    """The client ConfigMap of Deployment ``instance`` (``cm_name`` empty: none is kept)."""
+
+    def __init__(self, api, namespace, cm_name, service_name, port, cpu_fallback_endpoint=None, instance=None):
         self.api = api
+        self.instance = instance
         self.namespace = namespace
         self.cm_name = cm_name
         self.service_name = service_name
         self.port = port
         self.cpu_fallback_endpoint = cpu_fallback_endpoint
 
-    def pending(self, mode, model, names):
-        # type: (Optional[str], Optional[str], List[str]) -> bool
-        """Whether ``update`` would write (check mode)."""
+    def pending(self, mode, model, names, cm=UNREAD):
+        # type: (Optional[str], Optional[str], List[str], object) -> bool
+        """Whether ``update`` would write (check mode). ``cm``: the ConfigMap when already read."""
         if not self.cm_name:
             return False
-        change, full = self._changes(mode, model, names)
+        change, full = self._changes(mode, model, names, cm)
         return bool(change or full)
 
-    def _changes(self, mode, model, names):
-        cm = self.api.get(ns_path(self.namespace, "configmaps", self.cm_name))
+    def _changes(self, mode, model, names, cm=UNREAD):
+        if cm is UNREAD:
+            cm = self.api.get(ns_path(self.namespace, "configmaps", self.cm_name))
         data, statics = wanted(self.namespace, self.service_name, self.port, mode, model, names,
                                self.cpu_fallback_endpoint)
         return changes(cm, data, statics)
 
-    def update(self, mode, model, names):
-        # type: (Optional[str], Optional[str], List[str]) -> bool
-        """Bring the ConfigMap in line with the state reached; returns whether it wrote."""
+    def update(self, mode, model, names, cm=UNREAD):
+        # type: (Optional[str], Optional[str], List[str], object) -> bool
+        """Bring the ConfigMap in line with the state reached; returns whether it wrote.
+        ``cm``: the ConfigMap when already read (None: it does not exist)."""
         if not self.cm_name:
             return False
-        change, full = self._changes(mode, model, names)
+        change, full = self._changes(mode, model, names, cm)
         if full is not None:
+            labels = {"app.kubernetes.io/part-of": "home-lab", "app.kubernetes.io/managed-by": "homelab.gpu"}
+            if self.instance:
+                labels["app.kubernetes.io/instance"] = self.instance
             self.api.create(ns_path(self.namespace, "configmaps"), {
                 "apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": self.cm_name, "namespace": self.namespace,
-                             "labels": {"app.kubernetes.io/part-of": "home-lab",
-                                        "app.kubernetes.io/managed-by": "homelab.gpu"}},
+                "metadata": {"name": self.cm_name, "namespace": self.namespace, "labels": labels},
                 "data": full}, MANAGER)
             return True
         if change:

@@ -38,6 +38,15 @@ def read(api, namespace, name):
     return (cm or {}).get("data") or {}
 
 
+def instance_configmaps(api, namespace, name):
+    # type: (object, str, str) -> dict
+    """The ConfigMaps labelled for Deployment ``name`` (its switch record, its client ConfigMap), by
+    name, in one list request: a no-op reads both at the cost of one."""
+    data = api.request("GET", ns_path(namespace, "configmaps"),
+                       {"labelSelector": "app.kubernetes.io/instance=%s,app.kubernetes.io/managed-by=homelab.gpu" % name})
+    return dict(((cm.get("metadata") or {}).get("name"), cm) for cm in data.get("items") or [])
+
+
 def unfinished_target(record, live_mode):
     # type: (dict, Optional[str]) -> bool
     """Whether the record says a switch to ``live_mode`` started and never finished (a killed run)."""

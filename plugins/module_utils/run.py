@@ -4,7 +4,8 @@
 
 ``switch(api, params)`` runs the stages in the order of docs/vllm_mode.md, one module each:
 
-1. read the live Deployment and **plan** (catalog, plan): a no-op reads 3-4 objects (the record too), writes nothing;
+1. read the live Deployment and **plan** (catalog, plan): a no-op makes three requests (the Deployment,
+   the API through the proxy, one list of its ConfigMaps: the record and the client's), writes nothing;
 2. **preflight**, before any write: the image's CUDA against the driver of the node(s) the pod
    may land on, the VRAM need against nvidia.com/gpu.memory; check mode stops here;
 3. take the **lease** ``<name>-switch`` (one switch at a time, the gateway included);
@@ -30,7 +31,7 @@ from typing import Callable, List, Optional, Tuple
 from ansible_collections.homelab.gpu.plugins.module_utils import apply, catalog, options, plan, preflight, \
     readiness, record, rollback, rollout
 from ansible_collections.homelab.gpu.plugins.module_utils.api import KubeError
-from ansible_collections.homelab.gpu.plugins.module_utils.client_config import ClientConfig
+from ansible_collections.homelab.gpu.plugins.module_utils.client_config import UNREAD, ClientConfig
 from ansible_collections.homelab.gpu.plugins.module_utils.lease import LeaseHeld, SwitchLease, micro_time
 from ansible_collections.homelab.gpu.plugins.module_utils.verify import Verifier
 
@@ -64,7 +65,7 @@ class Run(object):
         self.verifier = Verifier(api, opts.namespace, opts.service_name, opts.pod["port"], opts.verify, self.warn,
                                  now=now, sleep=sleep, renew=self.lease.renew)
         self.client = ClientConfig(api, opts.namespace, opts.status_configmap, opts.service_name, opts.pod["port"],
-                                   opts.cpu_fallback_endpoint)
+                                   opts.cpu_fallback_endpoint, instance=opts.name)
 
     def elapsed(self):
         return round(self.now() - self.started, 3)
@@ -254,23 +255,28 @@ def confirm(run, profile, the_plan, live, result, wait_timeout, check_mode):
                 raise SwitchFailed("Mode %s is set but does not answer: %s" % (profile["mode"], failure["message"]),
                                    dict(result, failure=failure))
     names = the_plan["expected_names"] if profile["replicas"] else []
-    if run.opts.wait and not check_mode:
-        close_reached(run, profile)
+    settle = run.opts.wait and not check_mode
+    # The record and the client ConfigMap in one list request (a ConfigMap made before it carried the
+    # instance's labels is then read by name).
+    cms = record.instance_configmaps(run.api, run.opts.namespace, run.opts.name) \
+        if settle or run.client.cm_name else {}
+    if settle:
+        close_reached(run, profile, (cms.get(record.record_name(run.opts.name)) or {}).get("data") or {})
+    client_cm = cms.get(run.client.cm_name, UNREAD)
     if check_mode:
-        changed = run.client.pending(profile["mode"], model, names)
+        changed = run.client.pending(profile["mode"], model, names, client_cm)
     else:
-        changed = run.client.update(profile["mode"], model, names)
+        changed = run.client.update(profile["mode"], model, names, client_cm)
     return dict(result, model=model, image=image, changed=changed, elapsed=run.elapsed(),
                 within_budget=True if run.opts.wait else None)
 
 
-def close_reached(run, profile):
-    # type: (Run, dict) -> None
-    """A no-op found ``profile``'s mode serving (verified): a record a killed run left open for a
-    switch to this mode is closed as done, unless a live run holds the lease (one read more, two
-    when the record is open)."""
+def close_reached(run, profile, rec):
+    # type: (Run, dict, dict) -> None
+    """A no-op found ``profile``'s mode serving (verified): a record (``rec``, its data) a killed run
+    left open for a switch to this mode is closed as done, unless a live run holds the lease (two
+    requests, only when the record is open)."""
     try:
-        rec = record.read(run.api, run.opts.namespace, run.opts.name)
         if rec.get("in_progress") == "true" and rec.get("mode") == profile["mode"] \
                 and not run.lease.held_by_another():
             close_unfinished(run, rec)
