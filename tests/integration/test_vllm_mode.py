@@ -130,6 +130,8 @@ def test_deploy_then_ml_r1_gaming_ml_with_no_op_reruns(playbook, kube_sim, api):
     # (watches of the previous run show up in the log when the server notices they were closed)
     reads = [r for r in kube_sim.requests()["log"] if "watch=true" not in (r.get("query") or "")]
     assert len(reads) <= 5, reads
+    # the module's own budget: the Deployment, /v1/models through the proxy, one list of ConfigMaps
+    assert res["api_requests"]["requests"] <= 3, res["api_requests"]
     assert api.pod_uids() == ml_pods
 
     res = switch(playbook, kube_sim, "r1")
