@@ -157,6 +157,13 @@ def builtin_types():
         ResourceType("networking.k8s.io", "v1", "Ingress", "ingresses", short_names=["ing"],
                      subresources={"status": _status("Ingress")}),
         ResourceType("networking.k8s.io", "v1", "IngressClass", "ingressclasses", namespaced=False),
+        # RBAC objects are stored and served; the simulator does not enforce them (faults.forbid
+        # stands in for a user without some rights).
+        ResourceType("rbac.authorization.k8s.io", "v1", "Role", "roles"),
+        ResourceType("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
+        ResourceType("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", namespaced=False),
+        ResourceType("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings",
+                     namespaced=False),
         ResourceType("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions",
                      namespaced=False, short_names=["crd", "crds"],
                      subresources={"status": _status("CustomResourceDefinition")}),
