@@ -12,6 +12,7 @@ import functools
 import time
 import uuid
 
+from . import forward
 from . import scenario as scenario_mod
 from .engine import VllmEngine, log_line, parse_args
 from .errors import ApiError
@@ -680,6 +681,12 @@ class Kubelet(object):
             target = self._listener(rt, port)
             if target is None:
                 return False, 'Get "%s": dial tcp %s:%s: connect: connection refused' % (url, rt.ip, port)
+            forward_to = self._forward_url(target)
+            if forward_to:
+                # a process on the test machine stands for this container: it is up when it accepts
+                if forward.accepts(forward_to):
+                    return True, None
+                return False, 'Get "%s": dial tcp %s:%s: connect: connection refused' % (url, rt.ip, port)
             if target.engine is not None:
                 latency = float(self.world.scenario.model(target.engine.opts["model"]).get("health_latency_seconds")
                                 or 0)
@@ -728,6 +735,12 @@ class Kubelet(object):
             return c.engine.handle
         return _answer_ok
 
+    def _forward_url(self, c):
+        """The ``forward`` URL of a container's image (scenario patches apply at once), or None."""
+        if c.engine is not None:
+            return None
+        return self.world.scenario.image(c.image).get("forward") or None
+
     def _engine_log(self, c, engine, lines):
         """Log lines of an engine from a request thread (dropped once the container runs another engine)."""
         with self.world.lock:
@@ -749,6 +762,10 @@ class Kubelet(object):
         if target is None:
             raise ApiError(503, "ServiceUnavailable", "error trying to reach service: dial tcp %s:%s: connect: "
                            "connection refused" % (ip, port))
+        url = self._forward_url(target)
+        if url:
+            # a local process stands for the container (scenario images.<ref>.forward)
+            return functools.partial(forward.request, url, address="%s:%s" % (ip, port))
         return self._handler(target)
 
     # ------------------------------------------------------------------ termination

@@ -14,6 +14,7 @@ import re
 
 import yaml
 
+from . import forward
 from .patch import merge_patch
 from .version import k3s_version
 
@@ -23,7 +24,7 @@ DEFAULT_FAULTS = {"error_rate": 0.0, "error_status": 503, "latency_ms": 0, "drop
                   "forbid": []}
 DEFAULT_IMAGE = {"cuda_version": None, "require_cuda": None, "vllm": None, "pull": "ok", "pull_seconds": 5,
                  "size_bytes": 52428800, "crash": None, "exit_code": 1, "logs": [], "vllm_version": None,
-                 "env": {}}
+                 "env": {}, "forward": None}
 DEFAULT_MODEL = {"vram_mib": 8000, "load_seconds": 20, "first_load_seconds": 60, "cached": False, "crash": None,
                  "max_model_len": 32768, "tokens_per_second": 50, "answer_tokens": 16, "wake_seconds": 2,
                  "sleep_seconds": 1, "sleeping_vram_mib": 450}
@@ -213,6 +214,10 @@ def _check_model_numbers(name, entry):
 
 def _image_defaults(ref, entry):
     entry = dict(DEFAULT_IMAGE, **(entry or {}))
+    if entry.get("forward"):
+        problem = forward.check_url(entry["forward"])
+        if problem:
+            raise ScenarioError("images.%s.%s" % (ref, problem))
     if entry.get("vllm") is None:
         entry["vllm"] = _repository(ref).endswith("vllm-openai")
     if entry.get("cuda_version") is not None:
