@@ -14,8 +14,8 @@ description:
   - Asks the gateway deployed by the C(homelab.gpu.vllm) role for C(GET /gateway/status) through the API server's
     service proxy (C(/api/v1/namespaces/<namespace>/services/<service_name>:<port>/proxy/gateway/status)), so it
     works from any machine with a kubeconfig, like M(homelab.gpu.vllm_mode_info).
-  - A gateway that is not deployed or does not answer is not an error: RV(answered) is false and RV(message) says
-    why in one sentence. Never writes.
+  - A gateway that is not deployed or does not answer is not an error; then RV(answered) is false and RV(message)
+    says why in one sentence. Never writes.
   - This is the gateway part of C(ansible-playbook switch_mode.yml -e mode=status).
 author:
   - homelab.gpu maintainers (@homelab-gpu)

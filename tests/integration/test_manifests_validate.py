@@ -228,7 +228,12 @@ def test_gpu_worker_runtime_class_validates():
 
 SERVER_FIELDS = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink")
 WRITTEN = ["/apis/apps/v1/namespaces/ml/deployments", "/api/v1/namespaces/ml/services",
-           "/api/v1/namespaces/ml/configmaps", "/apis/policy/v1/namespaces/ml/poddisruptionbudgets"]
+           "/api/v1/namespaces/ml/configmaps", "/apis/policy/v1/namespaces/ml/poddisruptionbudgets",
+           # the gateway's objects (vllm_gateway_enabled is on by default)
+           "/api/v1/namespaces/ml/serviceaccounts", "/api/v1/namespaces/ml/secrets",
+           "/apis/rbac.authorization.k8s.io/v1/namespaces/ml/roles",
+           "/apis/rbac.authorization.k8s.io/v1/namespaces/ml/rolebindings",
+           "/apis/rbac.authorization.k8s.io/v1/clusterroles", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings"]
 
 
 @pytest.mark.sim_only
@@ -256,5 +261,10 @@ def test_what_site_and_a_switch_leave_in_the_cluster_validates(tmp_path):
                 kinds.append((item["kind"], item["metadata"]["name"]))
         assert ("Deployment", "vllm-server") in kinds and ("ConfigMap", "llm-fallback-config") in kinds
         assert ("ConfigMap", "vllm-server-switch") in kinds, kinds   # the module's switch record
+        gateway = [("Deployment", "vllm-gateway"), ("Service", "vllm-gateway"), ("ServiceAccount", "vllm-gateway"),
+                   ("ConfigMap", "vllm-gateway-config"), ("ConfigMap", "vllm-gateway-code"),
+                   ("Secret", "vllm-gateway-token"), ("Role", "vllm-gateway"), ("RoleBinding", "vllm-gateway"),
+                   ("ClusterRole", "vllm-gateway-ml"), ("ClusterRoleBinding", "vllm-gateway-ml")]
+        assert [k for k in gateway if k not in kinds] == [], kinds
     finally:
         stop_sim(proc)

@@ -1,0 +1,284 @@
+"""The on-demand gateway as site.yml deploys it (issue: point 1) and as
+`switch_mode.yml -e mode=status` shows it, against the simulated cluster.
+
+The tests share one cluster and run in file order: deploy with the gateway on
+(the default), re-run (nothing changes, nothing restarts, the token stays and
+is never printed), RBAC covers every request the switch engine makes, status
+shows what the gateway answers, a vault token rolls the pod, then
+vllm_gateway_enabled: false removes every gateway object. The one-line answers
+of status when the gateway does not answer are unit-tested
+(tests/unit/plugins/modules/test_vllm_gateway_info.py).
+
+In the simulator the gateway's container is a plain Python image that answers
+"ok"; for the status test the scenario's images.<ref>.forward sends its
+requests to a local HTTP server standing for the gateway process (the gateway's
+own behaviour is tested with the real process in test_gateway*.py).
+"""
+import base64
+import glob
+import json
+import os
+import re
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from kubernetes import client
+import yaml
+
+from tests.integration.test_playbooks import NS, ROOT, ansible_playbook, recap, start_sim, stop_sim
+
+pytestmark = [pytest.mark.slow, pytest.mark.sim_only]
+
+with open(os.path.join(ROOT, "roles", "vllm", "defaults", "main.yml")) as _handle:
+    DEFAULTS = yaml.safe_load(_handle)
+IMAGE = DEFAULTS["vllm_gateway_image"]
+GATEWAY_LABEL = "app.kubernetes.io/name=vllm-gateway"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    proc, cluster = start_sim(tmp_path_factory.mktemp("gateway"))
+    api = client.ApiClient(cluster.core.api_client.configuration)
+    cluster.rbac = client.RbacAuthorizationV1Api(api)
+    state = {}
+    yield cluster, state
+    stop_sim(proc)
+
+
+def gateway_pods(cluster):
+    return [p for p in cluster.core.list_namespaced_pod(NS, label_selector=GATEWAY_LABEL).items
+            if not p.metadata.deletion_timestamp]
+
+
+def token_of(cluster):
+    secret = cluster.core.read_namespaced_secret("vllm-gateway-token", NS)
+    return base64.b64decode(secret.data["token"]).decode()
+
+
+# ------------------------------------------------------------------ a tiny RBAC authorizer
+def attributes(entry):
+    """(verb, api group, resource[/subresource], namespace, name) of one logged API request."""
+    parts = [p for p in entry["path"].split("/") if p]
+    query = urllib.parse.parse_qs(entry.get("query") or "")
+    if parts[0] == "api":
+        group, rest = "", parts[2:]
+    else:
+        group, rest = parts[1], parts[3:]
+    namespace = None
+    if rest[:1] == ["namespaces"] and len(rest) > 2:
+        namespace, rest = rest[1], rest[2:]
+    resource = rest[0]
+    name = urllib.parse.unquote(rest[1]) if len(rest) > 1 else None
+    sub = rest[2] if len(rest) > 2 else None
+    method = entry["method"]
+    if sub == "proxy":
+        verb = {"GET": "get", "HEAD": "get", "POST": "create", "PUT": "update", "PATCH": "patch",
+                "DELETE": "delete"}[method]
+    elif method == "GET" and name is None:
+        verb = "watch" if query.get("watch", [""])[0] in ("true", "1") else "list"
+        selector = query.get("fieldSelector", [""])[0]
+        if selector.startswith("metadata.name="):
+            name = selector[len("metadata.name="):]
+    else:
+        verb = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
+    return verb, group, resource + ("/" + sub if sub else ""), namespace, name
+
+
+def allowed(rules, verb, group, resource, name):
+    for rule in rules:
+        if group not in (rule.api_groups or []) or resource not in (rule.resources or []):
+            continue
+        if verb not in (rule.verbs or []):
+            continue
+        if rule.resource_names and name not in rule.resource_names:
+            continue
+        return True
+    return False
+
+
+def forbidden_requests(cluster, log):
+    """The logged requests the gateway's Role (namespace) and ClusterRole (nodes) would refuse."""
+    role = cluster.rbac.read_namespaced_role("vllm-gateway", NS).rules
+    cluster_role = cluster.rbac.read_cluster_role("vllm-gateway-" + NS).rules
+    refused = []
+    for entry in log:
+        verb, group, resource, namespace, name = attributes(entry)
+        rules = role if namespace == NS else cluster_role
+        if not allowed(rules, verb, group, resource, name):
+            refused.append("%s %s %s %s" % (verb, resource, name or "", entry["path"]))
+    return refused
+
+
+# ------------------------------------------------------------------ a stand-in gateway process
+class StandIn(BaseHTTPRequestHandler):
+    document = {}
+
+    def do_GET(self):  # pylint: disable=invalid-name
+        body = json.dumps(self.document if self.path == "/gateway/status" else {"status": "ok"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+# ------------------------------------------------------------------ tests, in order
+def test_site_deploys_every_gateway_object_and_it_becomes_ready(lab):
+    cluster, state = lab
+    rc, out = ansible_playbook(cluster, "site.yml")
+    assert rc == 0 and recap(out)["failed"] == 0
+    dep = cluster.apps.read_namespaced_deployment("vllm-gateway", NS)
+    assert dep.status.ready_replicas == 1 and dep.spec.replicas == 1
+    pod_spec = dep.spec.template.spec
+    container = pod_spec.containers[0]
+    assert container.image == IMAGE
+    assert container.command == ["python", "-m", "ansible_collections.homelab.gpu.gateway", "--config",
+                                 "/etc/vllm-gateway/config.json"]
+    assert pod_spec.service_account_name == "vllm-gateway"
+    assert pod_spec.security_context.run_as_non_root and container.security_context.read_only_root_filesystem
+    assert container.readiness_probe.http_get.path == "/healthz"
+    env = {e.name: e for e in container.env}
+    assert env["PYTHONPATH"].value == "/opt/homelab"
+    assert env["VLLM_GATEWAY_TOKEN"].value_from.secret_key_ref.name == "vllm-gateway-token"
+    # the gateway stays off the tainted GPU worker
+    (pod,) = gateway_pods(cluster)
+    assert pod.spec.node_name == "k3s-server"
+    svc = cluster.core.read_namespaced_service("vllm-gateway", NS)
+    assert [(p.port, p.target_port) for p in svc.spec.ports] == [(8080, "http")]
+    assert cluster.core.read_namespaced_service_account("vllm-gateway", NS)
+    binding = cluster.rbac.read_namespaced_role_binding("vllm-gateway", NS)
+    assert binding.role_ref.name == "vllm-gateway" and binding.subjects[0].name == "vllm-gateway"
+    cluster_binding = cluster.rbac.read_cluster_role_binding("vllm-gateway-" + NS)
+    assert cluster_binding.subjects[0].namespace == NS
+    # the configuration the gateway reads: the catalog and the instance as the role knows them
+    config = json.loads(cluster.configmap("vllm-gateway-config")["config.json"])
+    # the demo inventory sends the gateway through the service proxy (it runs outside the cluster there)
+    assert config["listen"] == "0.0.0.0:8080" and config["namespace"] == NS and config["upstream"] == "proxy"
+    (instance,) = config["instances"]
+    assert instance["name"] == "vllm-server" and instance["service_name"] == "vllm-api"
+    assert instance["default_mode"] == "ml" and sorted(instance["modes"]) == sorted(DEFAULTS["vllm_modes"])
+    assert instance["switch"]["status_configmap"] == "llm-fallback-config"
+    assert "password" not in json.dumps(config)
+    state["token"] = token_of(cluster)
+    assert len(state["token"]) >= 32
+    assert state["token"] not in out
+    state["pod_uid"] = pod.metadata.uid
+    state["generation"] = dep.metadata.generation
+
+
+def test_code_configmap_carries_every_python_file_of_the_gateway_and_the_engine(lab):
+    cluster, _state = lab
+    code = cluster.configmap("vllm-gateway-code")
+    dep = cluster.apps.read_namespaced_deployment("vllm-gateway", NS)
+    volume = next(v for v in dep.spec.template.spec.volumes if v.name == "code")
+    paths = {item.key: item.path for item in volume.config_map.items}
+    expected = {}
+    for folder in ("gateway", "plugins/module_utils"):
+        for path in sorted(glob.glob(os.path.join(ROOT, folder, "*.py"))):
+            expected["ansible_collections/homelab/gpu/%s/%s" % (folder, os.path.basename(path))] = path
+    assert sorted(paths.values()) == sorted(expected)
+    for key, target in paths.items():
+        with open(expected[target]) as handle:
+            assert code[key] == handle.read(), target
+
+
+def test_rerun_changes_nothing_restarts_nothing_and_never_prints_the_token(lab):
+    cluster, state = lab
+    rc, out = ansible_playbook(cluster, "site.yml", "--diff", "-v")
+    assert rc == 0 and recap(out)["changed"] == 0, out[-4000:]
+    dep = cluster.apps.read_namespaced_deployment("vllm-gateway", NS)
+    assert dep.metadata.generation == state["generation"]
+    assert [p.metadata.uid for p in gateway_pods(cluster)] == [state["pod_uid"]]
+    assert token_of(cluster) == state["token"]
+    assert state["token"] not in out
+    assert base64.b64encode(state["token"].encode()).decode() not in out
+
+
+def test_the_role_allows_every_request_a_switch_makes_and_no_more(lab):
+    cluster, _state = lab
+    cluster.reset_requests()
+    ansible_playbook(cluster, "switch_mode.yml", "-e", "mode=r1")
+    # a failing switch also reads the pod's log and events, and rolls back
+    cluster.patch_scenario({"models": {"Qwen/Qwen3-8B-AWQ": {"crash": "RuntimeError: simulated crash"}}})
+    rc, out = ansible_playbook(cluster, "switch_mode.yml", "-e", "mode=ml", check=False)
+    cluster.patch_scenario({"models": {"Qwen/Qwen3-8B-AWQ": {"crash": None}}})
+    assert rc != 0 and "simulated crash" in out, out[-3000:]
+    log = cluster.requests()
+    resources = {attributes(e)[2] for e in log}
+    assert {"pods/log", "events", "leases", "nodes", "services/proxy", "deployments"} <= resources, resources
+    assert forbidden_requests(cluster, log) == []
+    # and nothing broader than the vLLM objects: no secrets, no other Deployment
+    role = cluster.rbac.read_namespaced_role("vllm-gateway", NS).rules
+    assert not allowed(role, "get", "", "secrets", "vllm-gateway-token")
+    assert not allowed(role, "patch", "apps", "deployments", "vllm-gateway")
+    assert all("*" not in (r.verbs + r.resources + r.api_groups) for r in role)
+
+
+def test_status_shows_the_gateways_state(lab):
+    cluster, _state = lab
+    StandIn.document = {"instances": [{
+        "name": "vllm-server", "mode": "gaming", "model": None, "ready": True,
+        "ready_since": "2026-11-29T18:00:00Z", "locked": True, "locked_since": "2026-11-29T18:00:00Z",
+        "in_flight": 0, "queued": 3,
+        "last_switch": {"mode": "gaming", "previous_mode": "r1", "in_progress": False, "result": "ok",
+                        "started_at": "2026-11-29T17:59:50Z", "finished_at": "2026-11-29T18:00:00Z",
+                        "trigger": "person"}}]}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), StandIn)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cluster.patch_scenario({"images": {IMAGE: {"forward": "http://127.0.0.1:%d" % server.server_address[1]}}})
+        cluster.reset_requests()
+        rc, out = ansible_playbook(cluster, "switch_mode.yml", "-e", "mode=status")
+    finally:
+        cluster.patch_scenario({"images": {IMAGE: None}})
+        server.shutdown()
+        server.server_close()
+    assert rc == 0
+    text = re.sub(r"\s+", " ", out)
+    assert "gateway vllm-gateway (port 8080): vllm-server: mode gaming, ready since 2026-11-29T18:00:00Z" in text
+    assert "requests: 0 in flight, 3 queued" in text
+    assert "locked since 2026-11-29T18:00:00Z: a person reserved the GPU" in text
+    assert "last switch: r1 -> gaming (person), ok at 2026-11-29T18:00:00Z" in text
+    assert cluster.writes() == []
+    proxied = [e["path"] for e in cluster.requests() if "/proxy/" in e["path"]]
+    assert proxied == ["/api/v1/namespaces/ml/services/vllm-gateway:8080/proxy/gateway/status"]
+
+
+def test_a_vault_token_replaces_the_generated_one_and_rolls_the_pod(lab):
+    cluster, state = lab
+    vault_token = "vault-token-" + "x" * 30
+    rc, out = ansible_playbook(cluster, "site.yml", "-e", "vllm_gateway_token=" + vault_token)
+    assert rc == 0 and vault_token not in out
+    assert token_of(cluster) == vault_token
+    dep = cluster.apps.read_namespaced_deployment("vllm-gateway", NS)
+    assert dep.metadata.generation == state["generation"] + 1
+    assert dep.status.ready_replicas == 1
+    assert [p.metadata.uid for p in gateway_pods(cluster)] != [state["pod_uid"]]
+
+
+def test_disabled_removes_every_gateway_object_and_status_says_so(lab):
+    cluster, _state = lab
+    vllm_pods = sorted(p.metadata.uid for p in cluster.core.list_namespaced_pod(
+        NS, label_selector="app.kubernetes.io/name=vllm").items)
+    rc, out = ansible_playbook(cluster, "site.yml", "-e", "vllm_gateway_enabled=false")
+    assert rc == 0 and recap(out)["changed"] > 0
+    labelled = "app.kubernetes.io/component=gateway"
+    for listing in (cluster.apps.list_namespaced_deployment(NS, label_selector=labelled),
+                    cluster.core.list_namespaced_service(NS, label_selector=labelled),
+                    cluster.core.list_namespaced_config_map(NS, label_selector=labelled),
+                    cluster.core.list_namespaced_secret(NS, label_selector=labelled),
+                    cluster.core.list_namespaced_service_account(NS, label_selector=labelled),
+                    cluster.rbac.list_namespaced_role(NS, label_selector=labelled),
+                    cluster.rbac.list_namespaced_role_binding(NS, label_selector=labelled),
+                    cluster.rbac.list_cluster_role(label_selector=labelled),
+                    cluster.rbac.list_cluster_role_binding(label_selector=labelled)):
+        assert [o.metadata.name for o in listing.items] == []
+    assert sorted(p.metadata.uid for p in cluster.core.list_namespaced_pod(
+        NS, label_selector="app.kubernetes.io/name=vllm").items) == vllm_pods
+    rc, out = ansible_playbook(cluster, "switch_mode.yml", "-e", "mode=status", "-e", "vllm_gateway_enabled=false")
+    assert rc == 0 and "gateway: disabled (vllm_gateway_enabled: false)" in out
