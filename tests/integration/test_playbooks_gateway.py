@@ -208,6 +208,8 @@ def test_the_role_allows_every_request_a_switch_makes_and_no_more(lab):
     rc, out = ansible_playbook(cluster, "switch_mode.yml", "-e", "mode=ml", check=False)
     cluster.patch_scenario({"models": {"Qwen/Qwen3-8B-AWQ": {"crash": None}}})
     assert rc != 0 and "simulated crash" in out, out[-3000:]
+    # a switch to the mode that runs (rolled back to r1) is a no-op: it lists the instance's ConfigMaps
+    ansible_playbook(cluster, "switch_mode.yml", "-e", "mode=r1")
     log = cluster.requests()
     resources = {attributes(e)[2] for e in log}
     assert {"pods/log", "events", "leases", "nodes", "services/proxy", "deployments"} <= resources, resources
