@@ -46,12 +46,19 @@ _value:
   type: str
 """
 
+import re
+
 from ansible_collections.homelab.gpu.plugins.module_utils.arch import driver_branch_check
+
+_DISPLAY_CLASS = re.compile(r'"(VGA compatible controller|3D controller)"')
 
 
 def driver_branch_error(branch, gpus):
-    """'' when driver ``branch`` supports every GPU in ``gpus``, else the refusal sentence."""
+    """'' when driver ``branch`` supports every GPU in ``gpus``, else the refusal sentence.
+    Lines of ``lspci -mm`` output that name another device class (the GPU's audio function) are skipped."""
     for line in gpus or []:
+        if '"' in line and not _DISPLAY_CLASS.search(line):
+            continue
         verdict = driver_branch_check(branch, line)
         if verdict["verdict"] == "fail":
             return verdict["message"]

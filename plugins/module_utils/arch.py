@@ -408,7 +408,7 @@ DRIVER_SUPPORT = {
     "Blackwell": (570, None, "CUDA 12.8 (sm_100, sm_120) ships with driver branch 570"),
 }
 
-_CHIP_RE = re.compile(r"\b(GK|GM|GP|GV|TU|GA|AD|GH|GB)(\d{2,3})[A-Z]?\b")
+_CHIP_RE = re.compile(r"\b(GK|GM|GP|GV|TU|GA|AD|GH|GB)(\d{2,3})[A-Z]{0,2}\b")
 
 
 def arch_for_chip(text):
