@@ -297,13 +297,16 @@ def rule_toolkit_predates_arch(c):
     """The GPU's architecture is newer than the image's CUDA knows (e.g. Blackwell on CUDA 12.4)."""
     if c.toolkit is None or c.cc[0] <= c.toolkit[1][0]:
         return None
-    _low, high, source = c.toolkit
+    high = c.toolkit[1]
+    first = next(((release, src) for release, _low, top, src in TOOLKIT_ARCH if top[0] >= c.cc[0]), None)
+    needs = "CUDA %d.%d or newer" % first[0] if first else "a newer CUDA"
+    source = "%s; vllm issue #16901" % first[1] if first else "TOOLKIT_ARCH"
     return c.verdict(
         "fail", "toolkit-predates-arch", source,
-        "Image %s is built on CUDA %s, which knows compute capabilities up to %s, older than %s: the image has no "
-        "kernels for it and the pod would fail with 'no kernel image is available for execution on the device' "
-        "[rule toolkit-predates-arch; source: %s]. What to do: %s."
-        % (c.image, c.image_cuda, format_cc(high), c.gpu, source, c.suggestion), c.suggestion)
+        "Image %s is built on CUDA %s, which knows compute capabilities up to %s, older than %s (that needs %s): "
+        "the image has no kernels for it and the pod would fail with 'no kernel image is available for execution "
+        "on the device' [rule toolkit-predates-arch; source: %s]. What to do: %s."
+        % (c.image, c.image_cuda, format_cc(high), c.gpu, needs, source, c.suggestion), c.suggestion)
 
 
 def rule_image_arch_unknown(c):
