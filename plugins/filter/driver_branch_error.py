@@ -13,8 +13,8 @@ short_description: Check an NVIDIA driver branch against the GPUs on a node's PC
 description:
   - For each NVIDIA GPU named by C(lspci -mm -d 10de:) (the chip code such as GA106 or GP104
     says its architecture), checks that driver branch C(_input) supports it, with the table of
-    C(plugins/module_utils/arch.py) (a newer branch can drop an old GPU: 580 is the last for
-    Maxwell, Pascal and Volta; an old branch does not know a new one: Blackwell needs 570).
+    C(plugins/module_utils/arch.py). A newer branch can drop an old GPU (580 is the last for
+    Maxwell, Pascal and Volta), an old branch does not know a new one (Blackwell needs 570).
   - Returns an empty string when every GPU is supported or not recognised, else one sentence
     naming the branch and the GPU and saying what to do. Meant for C(ansible.builtin.assert)
     before the driver is installed.
@@ -59,7 +59,8 @@ def driver_branch_error(branch, gpus):
     for line in gpus or []:
         if '"' in line and not _DISPLAY_CLASS.search(line):
             continue
-        verdict = driver_branch_check(branch, line)
+        fields = re.findall(r'"([^"]*)"', line)
+        verdict = driver_branch_check(branch, fields[2] if len(fields) >= 3 else line)
         if verdict["verdict"] == "fail":
             return verdict["message"]
     return ""

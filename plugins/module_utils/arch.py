@@ -433,7 +433,7 @@ def driver_branch_check(branch, gpu_name):
     name). Returns ``{"verdict": "pass"|"fail"|"unknown", "rule", "source", "message",
     "architecture"}``; the message of a failure names the branch and the GPU and says what to do."""
     try:
-        number = int(str(branch).strip().split(".")[0])
+        number = int(str(branch).strip().split(".", maxsplit=1)[0])
     except ValueError:
         return {"verdict": "unknown", "rule": "branch-unknown", "source": None, "architecture": None,
                 "message": "driver branch '%s' is not a number such as 570" % (branch,)}

@@ -241,7 +241,7 @@ def _arch_from_require_arch(value):
             floors.append(term[len("arch>="):])
     if not floors:
         return None
-    low = min(floors, key=lambda v: arch.parse_cc(v))
+    low = min(floors, key=arch.parse_cc)
     return "%s+PTX" % low
 
 

@@ -11,7 +11,7 @@ AUDIO = '05:00.1 "Audio device" "NVIDIA Corporation" "GP104 High Definition Audi
 
 def test_a_branch_that_dropped_the_gpu_is_one_sentence_naming_both():
     text = driver_branch_error("590", [GTX1080, AUDIO])
-    assert "driver branch 590 does not support the Pascal GPU" in text and "GeForce GTX 1080" in text
+    assert "driver branch 590 does not support the Pascal GPU GP104 [GeForce GTX 1080]:" in text
     assert 'Set gpu_worker_driver_branch to "580"' in text
 
 
