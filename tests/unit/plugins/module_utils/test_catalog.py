@@ -249,8 +249,8 @@ def test_every_key_of_the_one_entry_schema_is_validated_and_documented():
     root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
     with open(os.path.join(root, "roles", "vllm", "defaults", "main.yml")) as handle:
         defaults = handle.read()
-    documented = set(re.findall(r"^#   (\w+) ", defaults[defaults.index("# The mode catalog"):
-                                                   defaults.index("vllm_modes:")], re.M))
+    block = defaults[defaults.index("# The mode catalog"):defaults.index("vllm_modes:")]
+    documented = set(re.findall(r"^#   (\w+) ", block, re.M))
     assert documented == set(cat.ENTRY_KEYS)
     with open(os.path.join(root, "docs", "architecture.md")) as handle:
         arch = handle.read()
