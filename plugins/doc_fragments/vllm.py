@@ -17,8 +17,10 @@ options:
         C(served_model_names) (default the model name), C(args) (extra vLLM arguments; C(--model),
         C(--served-model-name) and C(--port) are rendered from the entry), C(env) (plain variables, never
         secrets), C(vram_mib) (GPU memory the mode needs), C(wait_timeout) (seconds, default 120 when
-        C(replicas) > 0, 30 when 0), C(replicas) (default 1; 0 parks vLLM and frees the GPU) and
-        C(image_cuda) (C({cuda_version, require_cuda}), an override of the image's CUDA)."
+        C(replicas) > 0, 30 when 0), C(replicas) (default 1; 0 parks vLLM and frees the GPU),
+        C(image_cuda) (C({cuda_version, require_cuda}), an override of the image's CUDA) and C(image_arch)
+        (the GPU architectures the image carries kernels for, written like TORCH_CUDA_ARCH_LIST, e.g.
+        C(\"7.0 7.5 8.0 8.9 9.0+PTX\"))."
       - Unknown settings are refused, so a typo does not pass silently.
     type: dict
     required: true

@@ -27,6 +27,7 @@ import math
 import re
 from typing import Dict, List, Optional
 
+from ansible_collections.homelab.gpu.plugins.module_utils.arch import parse_arch_list
 from ansible_collections.homelab.gpu.plugins.module_utils.options import pod_options
 
 MANAGER = "homelab.gpu.vllm_mode"
@@ -52,6 +53,8 @@ ENTRY_SCHEMA = (
     ("wait_timeout", "int", "120 (replicas > 0) or 30", "Seconds a switch to this mode may take."),
     ("replicas", "int", 1, "0 parks the GPU: no vLLM pod."),
     ("image_cuda", "dict", None, "The image's CUDA when its registry cannot say: {cuda_version, require_cuda}."),
+    ("image_arch", "str", None, "The GPU architectures the image carries kernels for when neither its config nor "
+     "the known-images table says, written like TORCH_CUDA_ARCH_LIST: \"7.0 7.5 8.0 8.9 9.0+PTX\"."),
     ("lock", "bool", "true when replicas is 0", "A person who switched to this mode reserved the GPU: the gateway "
      "refuses requests (503) and writes nothing until a person switches away."),
     ("on_demand", "bool", "true when replicas > 0", "The gateway may switch to this mode by itself for a request."),
@@ -176,6 +179,19 @@ def normalise_entry(mode, entry):
                                % (mode, ", ".join(bad)))
         image_cuda = dict((k, str(v)) for k, v in image_cuda.items() if v not in (None, ""))
     out["image_cuda"] = image_cuda
+    image_arch = entry.get("image_arch")
+    if image_arch in (None, ""):
+        image_arch = None
+    else:
+        if not isinstance(image_arch, str):
+            raise ProfileError("mode '%s': image_arch must be a string of compute capabilities such as "
+                               "\"7.0 7.5 8.0 8.9 9.0+PTX\", got %r." % (mode, image_arch))
+        try:
+            parse_arch_list(image_arch)
+        except ValueError as exc:
+            raise ProfileError("mode '%s': image_arch: %s." % (mode, exc))
+        image_arch = image_arch.strip()
+    out["image_arch"] = image_arch
     return out
 
 

@@ -22,7 +22,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.homelab.gpu.plugins.module_utils import known_images
+from ansible_collections.homelab.gpu.plugins.module_utils import arch, known_images
 from ansible_collections.homelab.gpu.plugins.module_utils.cuda import (
     check_image_cuda,
     cuda_from_require,
@@ -225,6 +225,104 @@ def resolve_image_cuda(image, override=None, registry=None, cache=None):
                 result["sources"]["cuda_version"] = "override"
                 result["detail"] = "the cuda>= floor of the image_cuda.require_cuda override"
     return result
+
+
+#: Where an image states the architectures it carries kernels for: Env first, then Labels.
+ARCH_ENV_KEYS = ("TORCH_CUDA_ARCH_LIST",)
+ARCH_LABEL_KEYS = ("homelab.gpu.cuda-arch-list", "TORCH_CUDA_ARCH_LIST")
+
+
+def _arch_from_require_arch(value):
+    """"arch>=7.5" (NVIDIA_REQUIRE_ARCH) -> "7.5+PTX": the image states only its floor, so everything
+    from there up counts as covered; None without an arch>= term."""
+    floors = []
+    for term in str(value or "").replace(",", " ").split():
+        if term.startswith("arch>="):
+            floors.append(term[len("arch>="):])
+    if not floors:
+        return None
+    low = min(floors, key=arch.parse_cc)
+    return "%s+PTX" % low
+
+
+def arch_from_config(env, labels):
+    """(arch list, where) from an image config's Env and Labels, or (None, None)."""
+    env, labels = env or {}, labels or {}
+    for key in ARCH_ENV_KEYS:
+        if str(env.get(key) or "").strip():
+            return str(env[key]).strip(), "Env %s" % key
+    for key in ARCH_LABEL_KEYS:
+        if str(labels.get(key) or "").strip():
+            return str(labels[key]).strip(), "label %s" % key
+    if env.get("NVIDIA_REQUIRE_ARCH"):
+        low = _arch_from_require_arch(env["NVIDIA_REQUIRE_ARCH"])
+        if low:
+            return low, "Env NVIDIA_REQUIRE_ARCH (a floor only)"
+    return None, None
+
+
+def resolve_image_arch(image, override=None, registry=None, cache=None, cuda_version=None):
+    """Which GPU architectures ``image`` carries kernels for, and who said so.
+
+    Order: the catalog's ``image_arch`` override (the user's own statement, the only way to correct
+    a wrong answer, as for image_cuda); the image's config (Env TORCH_CUDA_ARCH_LIST, label
+    homelab.gpu.cuda-arch-list, NVIDIA_REQUIRE_ARCH's floor), from the memoised registry fetch of
+    resolve_image_cuda, so no second request; the known-images table by vLLM version and CUDA
+    major. Returns ``{"arch_list", "source": "override"|"registry"|"table"|"none", "detail",
+    "confirmed"}``; ``detail`` says which field or row answered.
+    """
+    if override not in (None, ""):
+        arch.parse_arch_list(override)
+        return {"arch_list": str(override).strip(), "source": "override", "confirmed": True,
+                "detail": "image_arch of the catalog entry"}
+    registry = dict(registry or {})
+    if not registry.get("offline"):
+        try:
+            found = fetch_cached(image, registry, cache)
+        except RegistryError:
+            found = None
+        if found:
+            listed, where = arch_from_config(found.get("env"), found.get("labels"))
+            if listed:
+                return {"arch_list": listed, "source": "registry", "confirmed": True,
+                        "detail": "%s of %s (%s)" % (where, found.get("reference"), found.get("digest"))}
+    row = known_images.lookup_arch(image, cuda_version)
+    if row is not None:
+        return {"arch_list": row["arch_list"], "source": "table", "confirmed": row["confirmed"],
+                "detail": "known-images table%s: %s" % ("" if row["confirmed"] else " (unconfirmed)", row["source"])}
+    return {"arch_list": None, "source": "none", "confirmed": None, "detail": None}
+
+
+def arch_alternatives(image, cc):
+    """What to run instead of ``image`` on a GPU of compute capability ``cc``: the newest known
+    vllm/vllm-openai tag whose kernels and CUDA fit it, or the statement that none does."""
+    if not (image and known_images.is_vllm_image(image)):
+        return arch.generic_arch_alternatives(image, cc)
+    fits = []
+    for tag in known_images.KNOWN_TAGS:
+        row = known_images.lookup_tag(tag)
+        listed = known_images.lookup_arch_tag(tag, row["cuda_version"] if row else None)
+        if row is None or listed is None:
+            continue
+        toolkit = arch.toolkit_range(row["cuda_version"])
+        if toolkit and not (toolkit[0] <= cc and cc[0] <= toolkit[1][0]):
+            continue
+        if arch.covers(arch.parse_arch_list(listed["arch_list"]), cc):
+            fits.append((known_images.parse_tag(tag)[0], tag, row["cuda_version"]))
+    if not fits:
+        return ["no vllm/vllm-openai release supports compute capability %s (vLLM needs 7.0 or higher, 7.5 from "
+                "its CUDA 13 and PyTorch 2.8 images): serve this GPU with another runtime or use a newer GPU"
+                % arch.format_cc(cc)]
+    fits.sort()
+    _version, tag, cuda = fits[-1]
+    return ["use %s:%s (CUDA %s; the CUDA check still applies to the driver)" % (
+        known_images.VLLM_REPOSITORY, tag, cuda)]
+
+
+def check_arch(**kwargs):
+    """arch.check_image_arch with suggestions that name the known vllm/vllm-openai tags that fit."""
+    kwargs.setdefault("alternatives", arch_alternatives)
+    return arch.check_image_arch(**kwargs)
 
 
 def registry_options(options):

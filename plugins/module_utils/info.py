@@ -121,6 +121,11 @@ def mode_report(run, name, entry, nodes, current):
                      "message": checks["cuda"].get("message"),
                      "image_cuda": (checks["cuda"].get("inputs") or {}).get("image_cuda"),
                      "source": (checks["cuda"].get("inputs") or {}).get("image_cuda_source")},
+            "arch": {"verdict": checks["arch"].get("verdict"), "rule": checks["arch"].get("rule"),
+                     "message": checks["arch"].get("message"),
+                     "gpu_arch": (checks["arch"].get("inputs") or {}).get("gpu_arch"),
+                     "image_arch": (checks["arch"].get("inputs") or {}).get("image_arch"),
+                     "source": (checks["arch"].get("inputs") or {}).get("image_arch_origin")},
             "vram": {"verdict": checks["vram"].get("verdict"), "message": checks["vram"].get("message")},
             "current": name == current}
 
@@ -165,6 +170,7 @@ def report(run):
     result["driver_cuda"] = first.get("driver_cuda") if not opts.driver_version else None
     result["gpu_product"] = opts.gpu_product or first.get("gpu_product")
     result["gpu_memory_mib"] = first.get("gpu_memory_mib")
+    result["gpu_arch"] = first.get("gpu_arch")
     result["modes"] = dict((name, mode_report(run, name, entry, nodes, state["mode"]))
                            for name, entry in sorted(run.catalog.items()))
     result["available_modes"] = sorted(run.catalog)

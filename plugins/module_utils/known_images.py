@@ -257,3 +257,61 @@ def describe_table():
         rows.append({"tags": span, "cuda_version": rule["cuda_version"], "confirmed": rule["confirmed"],
                      "source": rule["source"]})
     return rows
+
+
+# --------------------------------------------------------------------------
+# Which GPU architectures the images carry kernels for
+# --------------------------------------------------------------------------
+
+#: vLLM release range [low, high) and CUDA major -> the architectures its image carries kernels
+#: for, TORCH_CUDA_ARCH_LIST style (``cuda_major`` None: any). The image's Env does not carry the
+#: list (vLLM's Dockerfile sets TORCH_CUDA_ARCH_LIST in its build stages only), so this table is
+#: the usual answer for vllm/vllm-openai. First matching row wins.
+ARCH_RULES = (
+    {"low": (0,), "high": (0, 9, 0), "cuda_major": None, "arch_list": "7.0 7.5 8.0 8.6 8.9 9.0+PTX",
+     "confirmed": True,
+     "source": "vLLM docs (GPU installation: compute capability 7.0 or higher); vLLM Dockerfile "
+               "ARG torch_cuda_arch_list of those releases"},
+    {"low": (0, 9, 0), "high": (0, 10, 2), "cuda_major": 12, "arch_list": "7.0 7.5 8.0 8.9 9.0 10.0+PTX",
+     "confirmed": True,
+     "source": "vLLM docs (compute capability 7.0 or higher); vLLM docker/Dockerfile ARG torch_cuda_arch_list "
+               "with CUDA 12.8.1"},
+    {"low": (0, 10, 2), "high": None, "cuda_major": 12, "arch_list": "7.5 8.0 8.6 9.0 10.0 12.0",
+     "confirmed": False,
+     "source": "PyTorch 2.8+ CUDA 12.8/12.9 wheels build for 7.5 and newer only (pytorch issue #157517; "
+               "vLLM 0.10.2 moved to PyTorch 2.8); vLLM docs (v0.31) state compute capability 7.5 or higher"},
+    {"low": (0,), "high": None, "cuda_major": 13, "arch_list": "7.5 8.0 8.6 9.0 10.0 12.0",
+     "confirmed": True,
+     "source": "CUDA 13.0 release notes (Maxwell, Pascal and Volta dropped); vLLM docs (v0.31: compute "
+               "capability 7.5 or higher)"},
+)
+
+
+def lookup_arch_tag(tag, cuda_version=None):
+    """The ARCH_RULES row for a vllm/vllm-openai tag and the image's CUDA (the tag's table CUDA
+    when None), as ``{"arch_list", "confirmed", "source", "tag"}``; None when no row matches."""
+    parsed = parse_tag(tag)
+    if parsed is None:
+        return None
+    version = parsed[0]
+    if not cuda_version:
+        row = lookup_tag(tag)
+        cuda_version = row["cuda_version"] if row else None
+    if not cuda_version:
+        return None
+    cuda_major = major_minor(cuda_version)[0]
+    for rule in ARCH_RULES:
+        if rule["cuda_major"] not in (None, cuda_major):
+            continue
+        if version >= rule["low"] and (rule["high"] is None or version < rule["high"]):
+            return {"tag": tag, "arch_list": rule["arch_list"], "confirmed": rule["confirmed"],
+                    "source": rule["source"]}
+    return None
+
+
+def lookup_arch(image, cuda_version=None):
+    """The ARCH_RULES answer for an image reference (vllm/vllm-openai with a tag), or None."""
+    ref = parse_reference(image)
+    if ref.registry not in _DOCKER_HUB or ref.repository != VLLM_REPOSITORY or not ref.tag or ref.tag_defaulted:
+        return None
+    return lookup_arch_tag(ref.tag, cuda_version)

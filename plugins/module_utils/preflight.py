@@ -5,7 +5,8 @@
 The candidates are the nodes the pod may land on (nodeSelector, tolerations, GPU capacity);
 their GPU facts come from GPU Feature Discovery labels (or the driver_version / gpu_product
 options). For each candidate the image's CUDA (already resolved by image_cuda, the I/O edge)
-is judged by cuda's rule table; the VRAM need is compared with nvidia.com/gpu.memory.
+is judged by cuda's rule table, its GPU architectures (image_cuda.resolve_image_arch) by arch's
+rule table; the VRAM need is compared with nvidia.com/gpu.memory.
 ``preflight`` returns the verdicts and the ones that block under the cuda_check policy.
 """
 
@@ -181,15 +182,45 @@ def guessed(verdict, resolved):
                           "message": verdict.get("message")})
 
 
+def arch_check(image, resolved, facts, pod, matching):
+    # type: (str, dict, List[dict], dict, List[dict]) -> dict
+    """The architecture verdict of ``image`` over the candidate nodes: does the image carry kernels
+    for each node's GPU (compute capability from GFD labels, else the product name)?
+    ``resolved["arch"]`` is image_cuda.resolve_image_arch's answer."""
+    if resolved.get("error"):
+        return {"verdict": "fail", "rule": "image-reference", "message": resolved["error"], "inputs": {"image": image}}
+    if not facts:
+        return no_gpu_node(image, resolved, pod, matching)
+    found = resolved.get("arch") or {}
+    if found.get("error"):
+        return {"verdict": "fail", "rule": "image-arch-override", "message": found["error"],
+                "inputs": {"image": image}}
+    verdicts = []
+    for f in facts:
+        v = dict(image_cuda.check_arch(
+            image=image, image_cuda=resolved.get("cuda_version"), gpu_arch=f.get("gpu_arch"),
+            gpu_product=f.get("gpu_product"), arch_list=found.get("arch_list"),
+            arch_source=found.get("detail")))
+        v["inputs"] = dict(v.get("inputs") or {}, node=f.get("node"), image_arch_origin=found.get("source"))
+        verdicts.append(v)
+    out = combine_cuda(verdicts)
+    if len(verdicts) > 1:
+        out = dict(out, nodes=dict((v["inputs"]["node"], v["verdict"]) for v in verdicts))
+    return out
+
+
 def blocking(checks, policy):
     # type: (Dict[str, dict], str) -> List[dict]
-    """The check verdicts that stop a switch under ``policy`` (strict: fail and cuda unknown)."""
+    """The check verdicts that stop a switch under ``policy`` (strict: fail, and unknown of cuda and arch)."""
     if policy != "strict":
         return []
     out = []
     cuda = checks.get("cuda") or {}
     if cuda.get("verdict") in ("fail", "unknown"):
         out.append(cuda)
+    arch = checks.get("arch") or {}
+    if arch.get("verdict") in ("fail", "unknown") and arch.get("rule") != (cuda.get("rule") or "-"):
+        out.append(arch)
     vram = checks.get("vram") or {}
     if vram.get("verdict") == "fail":
         out.append(vram)
@@ -199,12 +230,13 @@ def blocking(checks, policy):
 def skipped(message):
     # type: (str) -> Dict[str, dict]
     return {"cuda": {"verdict": "skipped", "message": message, "inputs": {}},
+            "arch": {"verdict": "skipped", "message": message, "inputs": {}},
             "vram": {"verdict": "skipped", "message": message, "inputs": {}}}
 
 
 def preflight(profile, nodes, resolved, pod, policy, driver_version=None, gpu_product=None):
     # type: (dict, List[dict], Optional[dict], dict, str, Optional[str], Optional[str]) -> Tuple[dict, List[dict]]
-    """(checks {cuda, vram}, the verdicts that block) for a switch to ``profile``.
+    """(checks {cuda, arch, vram}, the verdicts that block) for a switch to ``profile``.
 
     ``resolved``: the image's CUDA as image_cuda.resolve_image_cuda found it (None for a
     zero-replica mode or cuda_check=skip, which check nothing)."""
@@ -214,6 +246,7 @@ def preflight(profile, nodes, resolved, pod, policy, driver_version=None, gpu_pr
         return skipped("cuda_check=skip"), []
     facts, matching = candidate_facts(nodes, pod, driver_version, gpu_product)
     checks = {"cuda": cuda_check(profile["image"], resolved or {}, facts, pod, matching),
+              "arch": arch_check(profile["image"], resolved or {}, facts, pod, matching),
               "vram": vram_check(profile.get("vram_mib"), facts, policy)}
     return checks, blocking(checks, policy)
 
@@ -226,7 +259,14 @@ def resolve_image(profile, policy, registry, cache):
     if profile["replicas"] == 0 or policy == "skip":
         return None
     try:
-        return image_cuda.resolve_image_cuda(profile["image"], override=profile.get("image_cuda"),
-                                             registry=registry, cache=cache)
+        resolved = image_cuda.resolve_image_cuda(profile["image"], override=profile.get("image_cuda"),
+                                                 registry=registry, cache=cache)
     except (image_cuda.RegistryError, ValueError) as exc:
         return {"error": "%s" % exc}
+    try:
+        resolved["arch"] = image_cuda.resolve_image_arch(profile["image"], override=profile.get("image_arch"),
+                                                         registry=registry, cache=cache,
+                                                         cuda_version=resolved.get("cuda_version"))
+    except ValueError as exc:
+        resolved["arch"] = {"error": "mode %s: image_arch: %s." % (profile["mode"], exc)}
+    return resolved

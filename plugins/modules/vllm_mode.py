@@ -25,8 +25,10 @@ description:
   - "Before any write: the catalog is validated (an unknown mode fails with the list of modes), the image's
     CUDA version (from its registry config, the collection's table of known vllm/vllm-openai tags, or the
     mode's C(image_cuda) override) is checked against the driver of the GPU node the pod can land on
-    (GPU Feature Discovery labels, or O(driver_version)/O(gpu_product)) by NVIDIA's rules, and the mode's
-    C(vram_mib) against C(nvidia.com/gpu.memory)."
+    (GPU Feature Discovery labels, or O(driver_version)/O(gpu_product)) by NVIDIA's rules; the GPU's compute
+    capability (labels C(nvidia.com/gpu.compute.major/minor), else the product name) against the architectures
+    the image carries kernels for (its config, the table of known tags, or the mode's C(image_arch)); and the
+    mode's C(vram_mib) against C(nvidia.com/gpu.memory)."
   - "The switch: a Lease C(<name>-switch) makes it exclusive; the previous mode and spec are recorded in
     ConfigMap C(<name>-switch) before the Deployment is written by server-side apply (field manager
     C(homelab.gpu.vllm_mode), strategy Recreate); pod and node watches then follow the phases terminate,
@@ -223,6 +225,10 @@ checks:
   type: dict
   contains:
     cuda: {description: The image CUDA vs driver verdict (with C(rule) and C(suggestion))., type: dict}
+    arch:
+      description: The GPU architecture verdict - does the image carry kernels for the GPU's compute capability
+        (with C(rule), C(source) and C(suggestion)).
+      type: dict
     vram: {description: The VRAM need vs C(nvidia.com/gpu.memory) verdict., type: dict}
 rolled_back:
   description: Whether the previous mode was re-applied after a failure.

@@ -153,6 +153,11 @@ gpu_memory_mib:
   description: GPU memory of that node in MiB (nvidia.com/gpu.memory).
   returned: success
   type: int
+gpu_arch:
+  description: Compute capability of that node's GPU (nvidia.com/gpu.compute.major/minor); null when not labelled.
+  returned: success
+  type: str
+  sample: "8.6"
 available_modes:
   description: The catalog's mode names.
   returned: success
@@ -160,7 +165,8 @@ available_modes:
   elements: str
 modes:
   description: Per mode - description, model, image, replicas, wait_timeout, served_model_names, current, and the
-    C(cuda) (verdict, rule, message, image_cuda, source) and C(vram) (verdict, message) checks.
+    C(cuda) (verdict, rule, message, image_cuda, source), C(arch) (verdict, rule, message, gpu_arch, image_arch,
+    source) and C(vram) (verdict, message) checks.
   returned: success
   type: dict
 api_requests:

@@ -177,7 +177,12 @@ def test_status_reports_mode_model_image_and_verdicts(cluster):
     assert "casperhansen/deepseek-r1-distill-qwen-7b-awq" in out
     assert "vllm/vllm-openai:v0.8.5.post1" in out
     assert re.search(r"driver 570\.\d+", out) or REAL, out[-3000:]
+    # the architecture verdict per mode, beside the CUDA and VRAM verdicts
+    assert "modes (CUDA / architecture / VRAM check)" in out
+    assert re.search(r"\* r1: pass / pass / pass", out) or REAL, out[-3000:]
+    assert re.search(r"- gaming: skipped / skipped / skipped", out), out[-3000:]
     if not REAL:
+        assert "compute capability 8.6" in out
         assert cluster.writes() == []
 
 

@@ -82,8 +82,8 @@ class StubRegistry:
         return d
 
     def add_image(self, repo, tag, env, media="application/vnd.oci.image.manifest.v1+json", arch="amd64",
-                  variant=None):
-        config = {"architecture": arch, "os": "linux", "config": {"Env": env, "Labels": {"stub": "yes"}}}
+                  variant=None, labels=None):
+        config = {"architecture": arch, "os": "linux", "config": {"Env": env, "Labels": labels or {"stub": "yes"}}}
         if variant:
             config["variant"] = variant
         cdata = json.dumps(config).encode()

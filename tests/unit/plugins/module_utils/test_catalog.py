@@ -50,6 +50,8 @@ def test_unknown_mode_lists_the_modes():
     ({"model": "m", "image": "x:1", "replicas": -1}, "replicas must be an integer >= 0"),
     ({"model": "m", "image": "x:1", "env": {"HF_TOKEN": "hf_x"}}, "Secret"),
     ({"model": "m", "image": "x:1", "image_cuda": {"cuda": "12.4"}}, "image_cuda has unknown key"),
+    ({"model": "m", "image": "x:1", "image_arch": "7.0 sm-eight"}, "image_arch: 'sm-eight' in the architecture"),
+    ({"model": "m", "image": "x:1", "image_arch": [7.0, 8.0]}, "image_arch must be a string"),
     ({"model": "m", "image": "has space"}, "without spaces"),
 ])
 def test_bad_entries_get_one_clear_sentence(entry, words):
@@ -247,8 +249,8 @@ def test_every_key_of_the_one_entry_schema_is_validated_and_documented():
     root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
     with open(os.path.join(root, "roles", "vllm", "defaults", "main.yml")) as handle:
         defaults = handle.read()
-    documented = set(re.findall(r"^#   (\w+) ", defaults[defaults.index("# The mode catalog"):
-                                                   defaults.index("vllm_modes:")], re.M))
+    block = defaults[defaults.index("# The mode catalog"):defaults.index("vllm_modes:")]
+    documented = set(re.findall(r"^#   (\w+) ", block, re.M))
     assert documented == set(cat.ENTRY_KEYS)
     with open(os.path.join(root, "docs", "architecture.md")) as handle:
         arch = handle.read()
@@ -257,10 +259,11 @@ def test_every_key_of_the_one_entry_schema_is_validated_and_documented():
         assert re.search(r"^\s+%s:" % key, section, re.M), "docs/architecture.md does not show %s" % key
     full = {"description": "d", "model": "m", "image": "i", "served_model_names": ["m"], "args": [], "env": {},
             "vram_mib": 1, "wait_timeout": 5, "replicas": 1, "image_cuda": {"cuda_version": "12.4"}, "lock": False,
-            "on_demand": True, "wake_timeout": 9}
+            "on_demand": True, "wake_timeout": 9, "image_arch": "7.5 8.0+PTX"}
     assert set(full) == set(cat.ENTRY_KEYS)
     entry = cat.validate_catalog({"x": full})["x"]
     assert (entry["lock"], entry["on_demand"], entry["wake_timeout"]) == (False, True, 9)
+    assert entry["image_arch"] == "7.5 8.0+PTX"
 
 
 @pytest.mark.parametrize("name", ["r1-", "-r1", "r1 mode;$(id)", "x" * 64, "status", "list", ""])
