@@ -15,21 +15,9 @@ import time
 
 from ansible_collections.homelab.gpu.plugins.module_utils import catalog
 from ansible_collections.homelab.gpu.plugins.module_utils.api import Watcher, ns_path
+from ansible_collections.homelab.gpu.plugins.module_utils.lease import parse_time
 
 LOG = logging.getLogger("vllm_gateway")
-
-
-def parse_time(text):
-    """An aware datetime of an RFC 3339 time, or None."""
-    if not text:
-        return None
-    text = str(text).replace("Z", "+00:00")
-    for fmt in ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z"):
-        try:
-            return datetime.datetime.strptime(text, fmt)
-        except ValueError:
-            continue
-    return None
 
 
 def now_text():

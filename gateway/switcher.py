@@ -19,7 +19,8 @@ import time
 
 from ansible_collections.homelab.gpu.plugins.module_utils.api import KubeError, ns_path
 from ansible_collections.homelab.gpu.gateway import routing
-from ansible_collections.homelab.gpu.gateway.state import now_text, parse_time
+from ansible_collections.homelab.gpu.gateway.state import now_text
+from ansible_collections.homelab.gpu.plugins.module_utils import lease
 from ansible_collections.homelab.gpu.plugins.module_utils.run import switch as engine_switch
 
 LOG = logging.getLogger("vllm_gateway")
@@ -141,16 +142,10 @@ class Switcher(threading.Thread):
 
     def wait_foreign_lease(self, deadline):
         """Wait while another holder's unexpired Lease says a switch runs; True when free."""
-        path = ns_path(self.inst.namespace, "leases", self.inst.name + "-switch", group="coordination.k8s.io/v1")
+        path = ns_path(self.inst.namespace, "leases", self.inst.name + "-switch", group=lease.COORD)
         while True:
-            lease = self.api.get(path)
-            spec = (lease or {}).get("spec") or {}
-            holder = spec.get("holderIdentity")
-            renew = parse_time(spec.get("renewTime") or spec.get("acquireTime"))
-            if not holder or holder == self.holder or renew is None:
-                return True
-            left = renew.timestamp() + int(spec.get("leaseDurationSeconds") or 30) - time.time()
-            if left <= 0:
+            held, _holder, _since, _left = lease.lease_state(self.api.get(path), self.holder)
+            if not held:
                 return True
             if self.clock() >= deadline:
                 return False
