@@ -222,11 +222,11 @@ def test_every_refusal_of_the_audit_writes_nothing(playbook, kube_sim):
     for what, options, scenario, words in AUDIT:
         if scenario:
             kube_sim.patch_scenario(scenario)
-        options = dict(options)
-        mode = options.pop("mode", "r1")
+        mode = options.get("mode", "r1")
+        others = {key: value for key, value in options.items() if key != "mode"}
         kube_sim.reset_requests()
         started = time.monotonic()
-        res = switch(playbook, kube_sim, mode, **options)
+        res = switch(playbook, kube_sim, mode, **others)
         made = writes(kube_sim)
         accepted = [w for w in made if w["status"] < 300]
         rows.append((what, len(made), len(accepted), round(time.monotonic() - started, 1)))
