@@ -243,10 +243,7 @@ def confirm(run, profile, the_plan, live, result, wait_timeout, check_mode):
                                    % (profile["mode"], done.tracker.describe(), wait_timeout),
                                    dict(result, model=model, image=image))
     else:
-        ready = (status.get("readyReplicas") or 0) >= profile["replicas"] and \
-            (status.get("observedGeneration") or 0) >= ((live.get("metadata") or {}).get("generation") or 0) \
-            and (status.get("updatedReplicas") or 0) >= profile["replicas"]
-        if not ready and run.opts.wait:
+        if not deployment_ready(live, profile["replicas"]) and run.opts.wait:
             return resume(run, profile, the_plan, live, result, wait_timeout, check_mode)
         if run.opts.wait:
             failure = run.verifier.verify(None, the_plan["expected_names"], run.now() + min(wait_timeout, 30),
