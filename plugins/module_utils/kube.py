@@ -20,9 +20,11 @@ __metaclass__ = type
 
 import os
 import socket
+import sys
 import traceback
 from typing import List, Optional, Tuple
 
+from ansible.module_utils.basic import missing_required_lib
 from ansible_collections.homelab.gpu.plugins.module_utils.api import Api, KubeError
 from ansible_collections.homelab.gpu.plugins.module_utils.transport import Response, Transport, TransportError, \
     encode_query
@@ -30,11 +32,17 @@ from ansible_collections.homelab.gpu.plugins.module_utils.transport import Respo
 try:
     import urllib3
     from kubernetes.client import rest as kubernetes_rest
-    from ansible_collections.kubernetes.core.plugins.module_utils.k8s import client as core_client
     IMPORT_ERROR = None
-except ImportError:  # pragma: no cover - reported by connect()
-    urllib3 = kubernetes_rest = core_client = None
+except ImportError:  # reported by connect(), with the interpreter and the fix
+    urllib3 = kubernetes_rest = None
     IMPORT_ERROR = traceback.format_exc()
+
+try:
+    from ansible_collections.kubernetes.core.plugins.module_utils.k8s import client as core_client
+    CORE_IMPORT_ERROR = None
+except ImportError:  # without the kubernetes client, kubernetes.core's client module fails to import too
+    core_client = None
+    CORE_IMPORT_ERROR = traceback.format_exc()
 
 
 def kubeconfig_source(auth, environ=None):
@@ -134,14 +142,24 @@ class Urllib3Transport(Transport):
         return Response(resp.status, resp.headers, b"", chunks=chunks(), close=resp.release_conn)
 
 
+def missing_kubernetes_message(interpreter):
+    # type: (str) -> str
+    """Ansible's missing_required_lib sentence for the kubernetes client, then the fix for the
+    interpreter the module runs on."""
+    text = missing_required_lib("kubernetes", url="https://pypi.org/project/kubernetes/").rstrip()
+    return "%s%s Install it for that interpreter (%s -m pip install kubernetes) or point ansible_python_interpreter " \
+           "at a Python that has it." % (text, "" if text.endswith(".") else ".", interpreter)
+
+
 def connect(module):
     """The engine's Api for a module's kubernetes.core connection options; on a connection
     configuration error the module fails with that one sentence (nothing was requested yet)."""
     if IMPORT_ERROR:
-        module.fail_json(msg="%s needs the kubernetes Python client and the kubernetes.core collection on the "
-                             "Python interpreter Ansible runs modules with (pip install kubernetes; kubernetes.core "
-                             "comes with the ansible package)." % module._name,
-                         exception=IMPORT_ERROR, changed=False)
+        module.fail_json(msg=missing_kubernetes_message(sys.executable), exception=IMPORT_ERROR, changed=False)
+    if CORE_IMPORT_ERROR:
+        module.fail_json(msg="%s needs the kubernetes.core collection (>= 6.0), which the ansible package bundles: "
+                             "install it with ansible-galaxy collection install -r collections/requirements.yml."
+                         % module._name, exception=CORE_IMPORT_ERROR, changed=False)
     try:
         configuration, headers = build_configuration(module)
         return Api(Urllib3Transport(configuration, headers))
