@@ -1,5 +1,5 @@
 # Two commands a newcomer needs; both work on a fresh Debian 12 machine.
-#   make demo     set up, start the bundled simulated cluster (or use $KUBECONFIG), run the mode-switch demo
+#   make demo     set up what the demo needs, start the bundled simulated cluster (or use $KUBECONFIG), run the mode-switch demo
 #   make test     set up, then lint, sanity, unit, simulator, integration and Molecule tests
 # Pieces:
 #   make setup    idempotent environment setup (scripts/setup)
@@ -9,7 +9,8 @@
 .PHONY: setup demo test lint sanity clean
 setup:
 	scripts/setup
-demo: setup
+demo:
+	scripts/setup --demo
 	scripts/demo
 test: setup
 	scripts/test
