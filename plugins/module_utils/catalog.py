@@ -51,6 +51,8 @@ ENTRY_SCHEMA = (
     ("env", "dict", {}, "Plain environment variables (never secrets: HF_TOKEN comes from pod.hf_token_secret)."),
     ("vram_mib", "int", None, "GPU memory the mode needs in MiB, compared with nvidia.com/gpu.memory."),
     ("wait_timeout", "int", "120 (replicas > 0) or 30", "Seconds a switch to this mode may take."),
+    ("target_seconds", "int", "wait_timeout", "Seconds a switch to this mode should take: every switch summary "
+     "shows its time against it (met / missed by N s) and the result has within_target. At most wait_timeout."),
     ("replicas", "int", 1, "0 parks the GPU: no vLLM pod."),
     ("image_cuda", "dict", None, "The image's CUDA when its registry cannot say: {cuda_version, require_cuda}."),
     ("image_arch", "str", None, "The GPU architectures the image carries kernels for when neither its config nor "
@@ -165,6 +167,13 @@ def normalise_entry(mode, entry):
     timeout = entry.get("wait_timeout")
     out["wait_timeout"] = (120 if replicas > 0 else 30) if timeout in (None, "") else \
         _as_int(mode, "wait_timeout", timeout, 1)
+    target = entry.get("target_seconds")
+    out["target_seconds"] = out["wait_timeout"] if target in (None, "") else \
+        _as_int(mode, "target_seconds", target, 1)
+    if out["target_seconds"] > out["wait_timeout"]:
+        raise ProfileError("mode '%s': target_seconds (%d) is longer than wait_timeout (%d), so it could never be "
+                           "missed: lower target_seconds or raise wait_timeout."
+                           % (mode, out["target_seconds"], out["wait_timeout"]))
     out["lock"] = _as_bool(mode, "lock", entry.get("lock"), replicas == 0)
     out["on_demand"] = _as_bool(mode, "on_demand", entry.get("on_demand"), replicas > 0)
     wake = entry.get("wake_timeout")

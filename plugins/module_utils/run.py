@@ -150,6 +150,8 @@ def base_result(profile, the_plan, wait_timeout):
             "model": profile.get("model"), "image": profile.get("image"),
             "served_model_names": the_plan["expected_names"], "pod": None, "node": None,
             "wait_timeout": wait_timeout, "within_budget": None, "rolled_back": False,
+            "target_seconds": min(profile.get("target_seconds") or wait_timeout, wait_timeout),
+            "within_target": None,
             "phases": dict((ph, None) for ph in readiness.PHASES),
             "checks": {"cuda": {"verdict": "skipped", "message": "no change"},
                        "vram": {"verdict": "skipped", "message": "no change"}},
@@ -337,6 +339,12 @@ def journal(run, work):
                      % (record.record_name(run.opts.name), word, exc.message))
 
 
+def within_target(failure, elapsed, target_seconds):
+    # type: (Optional[dict], float, int) -> bool
+    """Whether a switch reached its mode (no ``failure``) in at most ``target_seconds``. Pure."""
+    return failure is None and elapsed <= target_seconds
+
+
 def deployment_ready(live, replicas):
     # type: (Optional[dict], int) -> bool
     """Whether the Deployment's status says its current spec runs ``replicas`` Ready pods."""
@@ -391,8 +399,10 @@ def steps(run, profile, the_plan, live, result, wait_timeout, nodes, nodes_rv, t
     names = the_plan["expected_names"]
     outcome = run.follow(applied, profile["replicas"], old_uids, pods, pods_rv, nodes, nodes_rv,  # 6-7. wait, verify
                          wait_timeout, clock, names, via_pod=the_plan["action"] == "adopt")
-    result = dict(result, pod=outcome.pod, node=outcome.node, phases=clock.durations(), elapsed=run.elapsed(),
-                  within_budget=(outcome.failure is None and clock.elapsed() <= wait_timeout) if opts.wait else None)
+    elapsed = run.elapsed()
+    result = dict(result, pod=outcome.pod, node=outcome.node, phases=clock.durations(), elapsed=elapsed,
+                  within_budget=(outcome.failure is None and clock.elapsed() <= wait_timeout) if opts.wait else None,
+                  within_target=within_target(outcome.failure, elapsed, result["target_seconds"]) if opts.wait else None)
     if outcome.failure is None:                                                   # 9. client ConfigMap
         run.finish(profile["mode"], profile.get("model") if profile["replicas"] else None,
                    names if profile["replicas"] else [])

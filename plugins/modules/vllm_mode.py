@@ -218,6 +218,18 @@ within_budget:
   description: Whether the switch finished within O(wait_timeout).
   returned: when the Deployment was read
   type: bool
+target_seconds:
+  description: The mode's C(target_seconds) (catalog; default its C(wait_timeout)), at most the O(wait_timeout) in
+    force.
+  returned: when the Deployment was read
+  type: int
+  sample: 90
+within_target:
+  description: Whether the switch reached the mode, verified, within C(target_seconds) of the module's start
+    (C(elapsed)); false for a failed switch; null for a no-op, check mode and O(wait=false) (nothing was timed).
+  returned: when the Deployment was read
+  type: bool
+  sample: true
 checks:
   description: Preflight verdicts. Each has C(verdict) (pass, fail, unknown, skipped), C(message) and C(inputs)
     (image, image CUDA and which source answered, driver and its CUDA, GPU, node, VRAM).

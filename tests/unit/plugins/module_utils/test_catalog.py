@@ -4,6 +4,7 @@ import os
 import re
 
 import pytest
+import yaml
 
 from ansible_collections.homelab.gpu.plugins.module_utils import catalog as cat
 from ansible_collections.homelab.gpu.plugins.module_utils import plan as planning
@@ -259,11 +260,35 @@ def test_every_key_of_the_one_entry_schema_is_validated_and_documented():
         assert re.search(r"^\s+%s:" % key, section, re.M), "docs/architecture.md does not show %s" % key
     full = {"description": "d", "model": "m", "image": "i", "served_model_names": ["m"], "args": [], "env": {},
             "vram_mib": 1, "wait_timeout": 5, "replicas": 1, "image_cuda": {"cuda_version": "12.4"}, "lock": False,
-            "on_demand": True, "wake_timeout": 9, "image_arch": "7.5 8.0+PTX"}
+            "on_demand": True, "wake_timeout": 9, "image_arch": "7.5 8.0+PTX", "target_seconds": 4}
     assert set(full) == set(cat.ENTRY_KEYS)
     entry = cat.validate_catalog({"x": full})["x"]
     assert (entry["lock"], entry["on_demand"], entry["wake_timeout"]) == (False, True, 9)
     assert entry["image_arch"] == "7.5 8.0+PTX"
+    assert entry["target_seconds"] == 4
+
+
+def test_target_seconds_defaults_to_the_wait_timeout_and_may_not_exceed_it():
+    modes = cat.validate_catalog({"ml": {"model": "m", "image": "i", "wait_timeout": 100},
+                                  "r1": {"model": "m", "image": "i", "target_seconds": "90"},
+                                  "gaming": {"replicas": 0, "target_seconds": 15}})
+    assert modes["ml"]["target_seconds"] == 100
+    assert modes["r1"]["target_seconds"] == 90 and modes["r1"]["wait_timeout"] == 120
+    assert modes["gaming"]["target_seconds"] == 15
+    with pytest.raises(ProfileError, match="mode 'ml': target_seconds .150. is longer than wait_timeout .120., so it "
+                                           "could never be missed: lower target_seconds or raise wait_timeout"):
+        cat.validate_catalog({"ml": {"model": "m", "image": "i", "target_seconds": 150}})
+    with pytest.raises(ProfileError, match="target_seconds must be an integer >= 1"):
+        cat.validate_catalog({"ml": {"model": "m", "image": "i", "target_seconds": 0}})
+
+
+def test_the_default_catalog_targets_r1_at_90_seconds_as_the_old_story_did():
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
+    with open(os.path.join(root, "roles", "vllm", "defaults", "main.yml")) as handle:
+        modes = cat.validate_catalog(yaml.safe_load(handle)["vllm_modes"])
+    assert modes["r1"]["target_seconds"] == 90
+    for name, entry in modes.items():
+        assert entry["target_seconds"] < entry["wait_timeout"], name
 
 
 @pytest.mark.parametrize("name", ["r1-", "-r1", "r1 mode;$(id)", "x" * 64, "status", "list", ""])
