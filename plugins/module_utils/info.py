@@ -4,7 +4,7 @@
 
 Reads the Deployment, its pods, the nodes, the switch Lease and the switch record (five requests)
 and reports the mode, readiness, the serving pod and its problem if it has one now (a Ready pod
-has none), the last switch and the lock (each saying when it is stale: left by a killed run, and
+has none), the last switch (a running one with its phase and the seconds in it) and the lock (each saying when it is stale: left by a killed run, and
 for how long), the GPU nodes,
 and for every catalog mode its preflight verdicts (the same ``preflight`` a switch runs).
 """
@@ -86,6 +86,7 @@ def last_switch(rec, lock=None, now=None, lock_known=True):
            "in_progress": rec.get("in_progress") == "true", "started_at": rec.get("started_at"),
            "finished_at": rec.get("finished_at"), "result": rec.get("result"), "trigger": rec.get("trigger"),
            "holder": rec.get("holder"), "stale": False}
+    out.update(record.progress_view(rec, now))
     if out["in_progress"] and lock_known and (lock is None or lock["stale"]):
         started = parse_time(rec.get("started_at"))
         out["stale"] = True
@@ -115,6 +116,7 @@ def mode_report(run, name, entry, nodes, current):
     checks, _refusals = run.checks(entry, nodes)
     return {"description": entry["description"], "model": entry["model"], "image": entry["image"],
             "replicas": entry["replicas"], "wait_timeout": entry["wait_timeout"],
+            "target_seconds": entry["target_seconds"],
             "lock": entry["lock"], "on_demand": entry["on_demand"], "wake_timeout": entry["wake_timeout"],
             "served_model_names": catalog.served_names(entry, run.opts.served_alias) if entry["replicas"] else [],
             "cuda": {"verdict": checks["cuda"].get("verdict"), "rule": checks["cuda"].get("rule"),

@@ -330,6 +330,10 @@ class PhaseClock(object):
     def done(self, phase):
         return phase in self.marks
 
+    def since(self):
+        """When the current phase began: the latest mark, else the start."""
+        return max(self.marks.values()) if self.marks else self.started
+
     def current(self):
         for name in self.phases:
             if name not in self.marks:

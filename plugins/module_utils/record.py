@@ -8,6 +8,13 @@ Keys: ``mode`` (the target), ``previous_mode``, ``previous`` (the previous Deplo
 request, idle: who asked), and at the end ``result`` (ok, rolled back, failed), ``finished_at``
 and, when a later run closed it, ``closed_by``.
 
+While the run waits, the record shows where it stands (``Progress``): ``phase`` (terminate,
+schedule, pull, start, ready, verify, ``rollback`` while a failed switch puts the previous mode
+back, and ``done`` once the record is closed), ``phase_started_at`` (when that phase began) and
+``phases`` (JSON: seconds of each phase already over). It is written at each phase change, at
+most once every ``PROGRESS_INTERVAL`` seconds; ``progress_view`` reads it back (vllm_mode_info,
+the ``watch`` entry point that ``scripts/gpu-mode`` runs beside the playbook).
+
 The record is a journal: every run that wrote it closes it, whatever happened (``journal``); a
 record left open (a killed run) is closed by the next run that finds its target serving. The
 rollback target is the last mode verified serving: the live Deployment, unless the record says
@@ -18,12 +25,23 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import datetime
 import json
-from typing import Optional
+import time
+from typing import Callable, Optional
 
-from ansible_collections.homelab.gpu.plugins.module_utils.api import ns_path
+from ansible_collections.homelab.gpu.plugins.module_utils.api import KubeError, ns_path
 from ansible_collections.homelab.gpu.plugins.module_utils.catalog import MANAGER
-from ansible_collections.homelab.gpu.plugins.module_utils.lease import micro_time
+from ansible_collections.homelab.gpu.plugins.module_utils.lease import micro_time, parse_time, utcnow
+from ansible_collections.homelab.gpu.plugins.module_utils.readiness import PHASES
+
+RECORD_COMPONENT = "switch-record"   # label app.kubernetes.io/component of every record (the watch lists by it)
+PROGRESS_INTERVAL = 1.0   # seconds: the record's phase is written at most this often
+FIRST_PHASE = PHASES[0]
+DONE = "done"
+ROLLBACK = "rollback"
+# Every phase a record can show, in order (rollback only after a failure).
+PROGRESS_PHASES = PHASES + (ROLLBACK, DONE)
 
 
 def record_name(name):
@@ -74,25 +92,33 @@ def result_word(result):
 def start(api, namespace, name, mode, previous_mode, previous_spec, holder, trigger):
     # type: (object, str, str, str, Optional[str], Optional[dict], str, str) -> dict
     """Write the record of a switch that is about to write the Deployment; returns its data."""
+    started = micro_time()
     data = {"mode": mode, "previous_mode": previous_mode or "",
             "previous": json.dumps(previous_spec, sort_keys=True) if previous_spec else "",
-            "in_progress": "true", "started_at": micro_time(), "holder": holder, "trigger": trigger}
+            "in_progress": "true", "started_at": started, "holder": holder, "trigger": trigger,
+            "phase": FIRST_PHASE, "phase_started_at": started, "phases": "{}"}
     body = {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": record_name(name), "namespace": namespace,
                          "labels": {"app.kubernetes.io/managed-by": "homelab.gpu",
-                                    "app.kubernetes.io/instance": name}},
+                                    "app.kubernetes.io/instance": name,
+                                    "app.kubernetes.io/component": RECORD_COMPONENT}},
             "data": data}
     api.apply(ns_path(namespace, "configmaps", record_name(name)), body, MANAGER)
     return data
 
 
-def finish(api, namespace, name, result, closed_by=None):
-    # type: (object, str, str, str, Optional[str]) -> dict
-    """Close the record: ``in_progress: "false"``, ``result``, ``finished_at`` (and ``closed_by``
-    when a later run closes the record of a killed one). Returns the keys written."""
-    data = {"in_progress": "false", "result": result, "finished_at": micro_time()}
+def finish(api, namespace, name, result, closed_by=None, phases=None):
+    # type: (object, str, str, str, Optional[str], Optional[dict]) -> dict
+    """Close the record: ``in_progress: "false"``, ``result``, ``finished_at``, ``phase: done`` (and
+    ``closed_by`` when a later run closes the record of a killed one; ``phases``, the seconds of
+    each phase, when the run measured them). Returns the keys written."""
+    finished = micro_time()
+    data = {"in_progress": "false", "result": result, "finished_at": finished, "phase": DONE,
+            "phase_started_at": finished}
     if closed_by:
         data["closed_by"] = closed_by
+    if phases is not None:
+        data["phases"] = phases_text(phases)
     api.merge_patch(ns_path(namespace, "configmaps", record_name(name)), {"data": data}, MANAGER)
     return data
 
@@ -100,3 +126,136 @@ def finish(api, namespace, name, result, closed_by=None):
 def previous_spec(record):
     # type: (dict) -> Optional[dict]
     return json.loads(record["previous"]) if record.get("previous") else None
+
+
+# --------------------------------------------------------------------------
+# Progress: where a running switch stands
+# --------------------------------------------------------------------------
+
+def phases_text(phases):
+    # type: (dict) -> str
+    """The ``phases`` key: JSON of the seconds of each phase that is over (None values left out)."""
+    return json.dumps(dict((k, v) for k, v in (phases or {}).items() if v is not None), sort_keys=True)
+
+
+def progress_due(written, written_at, phase, now, interval=PROGRESS_INTERVAL):
+    # type: (Optional[str], Optional[float], Optional[str], float, float) -> Optional[float]
+    """When the record should get ``phase``, given the phase it shows (``written``, written at
+    monotonic time ``written_at``): None (nothing to write), 0.0 (now) or the seconds to wait so that
+    two writes are at least ``interval`` apart. Pure."""
+    if phase is None or phase == written:
+        return None
+    if written_at is None:
+        return 0.0
+    return max(0.0, written_at + interval - now)
+
+
+def write_progress(api, namespace, name, phase, phase_started_at, phases=None):
+    # type: (object, str, str, str, str, Optional[dict]) -> dict
+    """Write the running switch's ``phase``, when it began and (unless None) the seconds of the
+    phases already over (one merge patch). Returns the keys written."""
+    data = {"phase": phase, "phase_started_at": phase_started_at}
+    if phases is not None:
+        data["phases"] = phases_text(phases)
+    api.merge_patch(ns_path(namespace, "configmaps", record_name(name)), {"data": data}, MANAGER)
+    return data
+
+
+def _seconds(value):
+    try:
+        return round(float(value), 3)
+    except (TypeError, ValueError):
+        return None
+
+
+def progress_view(rec, now=None):
+    # type: (dict, Optional[datetime.datetime]) -> dict
+    """A record's progress as readers show it: ``phase``, ``phase_elapsed_s`` (seconds in it so far;
+    None once the record is closed), ``elapsed_s`` (since the switch started; at the end, its whole
+    time), ``phases`` (seconds of each phase that is over). Pure."""
+    try:
+        phases = json.loads(rec.get("phases") or "{}")
+    except ValueError:
+        phases = {}
+    phases = dict((k, _seconds(v)) for k, v in (phases if isinstance(phases, dict) else {}).items()
+                  if k in PROGRESS_PHASES and _seconds(v) is not None)
+    now = now or utcnow()
+    started = parse_time(rec.get("started_at"))
+    phase_started = parse_time(rec.get("phase_started_at"))
+    running = rec.get("in_progress") == "true"
+    end = now if running else (parse_time(rec.get("finished_at")) or now)
+    return {"phase": rec.get("phase") or None,
+            "phase_elapsed_s": round(max(0.0, (now - phase_started).total_seconds()), 1)
+            if running and phase_started else None,
+            "elapsed_s": round(max(0.0, (end - started).total_seconds()), 1) if started else None,
+            "phases": phases}
+
+
+class Progress(object):
+    """Keeps the switch record's ``phase`` current while a run waits: the I/O edge of
+    ``progress_due``. ``begin`` (after ``start`` wrote the first phase) follows a phase source (the
+    rollout's PhaseClock); ``tick`` writes a changed phase when it is due and returns the seconds
+    until a deferred one is (None: nothing pending), so a waiting loop can wake up for it. A failed
+    write is a warning: progress is for people watching, the switch goes on."""
+
+    def __init__(self, api, namespace, name, warn=None, now=time.monotonic, wall=utcnow,
+                 interval=PROGRESS_INTERVAL):
+        self.api = api
+        self.namespace = namespace
+        self.name = name
+        self.warn = warn or (lambda text: None)
+        self.now = now
+        self.wall = wall
+        self.interval = interval
+        self.clock = None
+        self.phase = None          # a fixed phase (rollback) instead of the clock's
+        self.written = None
+        self.written_at = None
+        self.active = False
+
+    def begin(self, written=FIRST_PHASE):
+        # type: (str) -> None
+        """The record was just written with phase ``written``: report from now on."""
+        self.active, self.written, self.written_at = True, written, self.now()
+
+    def follow(self, clock):
+        # type: (object) -> None
+        """Report ``clock``'s current phase (a readiness.PhaseClock)."""
+        self.clock, self.phase = clock, None
+
+    def show(self, phase):
+        # type: (str) -> None
+        """Report a fixed ``phase`` (rollback) from now on."""
+        self.clock, self.phase = None, phase
+
+    def end(self):
+        # type: () -> None
+        """Stop reporting (the record is about to be closed)."""
+        self.active = False
+
+    def current(self):
+        # type: () -> Optional[str]
+        if self.phase is not None:
+            return self.phase
+        return self.clock.current() if self.clock is not None else None
+
+    def tick(self):
+        # type: () -> Optional[float]
+        if not self.active:
+            return None
+        phase = self.current()
+        due = progress_due(self.written, self.written_at, phase, self.now(), self.interval)
+        if due is None or due > 0:
+            return due
+        began, phases = self.wall(), None
+        if self.phase is None:
+            # the phase began at the clock's last mark, a moment ago
+            began -= datetime.timedelta(seconds=max(0.0, self.now() - self.clock.since()))
+            phases = self.clock.durations()
+        self.written, self.written_at = phase, self.now()
+        try:
+            write_progress(self.api, self.namespace, self.name, phase, micro_time(began), phases)
+        except KubeError as exc:
+            self.warn("could not write the switch's phase (%s) to the record %s: %s"
+                      % (phase, record_name(self.name), exc.message))
+        return None

@@ -6,7 +6,8 @@ A list+watch of the Deployment's pods (and, for a serving mode, of the nodes) ru
 background threads feeding one queue; ``readiness.SwitchTracker`` decides after every batch
 of events whether the rollout is done, failed (a known failure class, the moment it shows) or
 still waiting. No fixed sleeps. A terminating pod still holds the GPU: the old pods must be
-gone before the mode counts as reached.
+gone before the mode counts as reached. While it waits, ``progress`` (the switch record's
+``Progress.tick``) writes the phase at each change; the loop wakes up when a deferred write is due.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -38,10 +39,12 @@ def list_pods(api, namespace, selector):
 
 
 def wait(api, namespace, selector, replicas, old_uids, pods, pods_rv, nodes, nodes_rv, timeout, clock,
-         gpu_resource, now, renew=None, wait_for_it=True):
+         gpu_resource, now, renew=None, wait_for_it=True, progress=None):
     # type: (...) -> Rollout
     """Follow the rollout until done, failed or ``timeout`` seconds. ``renew`` is called while
-    waiting (the switch Lease). With ``wait_for_it`` false only the starting state is read."""
+    waiting (the switch Lease), ``progress`` after every step while waiting (it returns the seconds
+    until it wants to be called again, or None). With ``wait_for_it`` false only the starting state
+    is read."""
     tracker = readiness.SwitchTracker(clock, old_uids, replicas, gpu_resource, catalog.CONTAINER)
     tracker.set_pods(pods)
     tracker.set_nodes(nodes)
@@ -66,8 +69,9 @@ def wait(api, namespace, selector, replicas, old_uids, pods, pods_rv, nodes, nod
                 break
             if renew:
                 renew()
+            due = progress() if progress else None
             try:
-                batch = [events.get(timeout=min(left, 2.0))]
+                batch = [events.get(timeout=max(0.01, min(left, 2.0, 2.0 if due is None else due)))]
             except _queue.Empty:
                 continue
             while True:

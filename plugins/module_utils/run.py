@@ -62,13 +62,19 @@ class Run(object):
         self.started = now()
         self.image_cache = {}
         self.lease = SwitchLease(api, opts.namespace, opts.name, opts.holder, self.warn, now=now, sleep=sleep)
+        self.progress = record.Progress(api, opts.namespace, opts.name, self.warn, now=now)
         self.verifier = Verifier(api, opts.namespace, opts.service_name, opts.pod["port"], opts.verify, self.warn,
-                                 now=now, sleep=sleep, renew=self.lease.renew)
+                                 now=now, sleep=sleep, renew=self.keep_alive)
         self.client = ClientConfig(api, opts.namespace, opts.status_configmap, opts.service_name, opts.pod["port"],
                                    opts.cpu_fallback_endpoint, instance=opts.name)
 
     def elapsed(self):
         return round(self.now() - self.started, 3)
+
+    def keep_alive(self):
+        """While waiting: keep the lease, and the record's phase current."""
+        self.lease.renew()
+        self.progress.tick()
 
     # -- reading -------------------------------------------------------------------------------
     def read_deployment(self):
@@ -108,7 +114,8 @@ class Run(object):
         try:
             done = rollout.wait(self.api, self.opts.namespace, rollout.pod_selector(applied, self.opts.name), replicas,
                                 old_uids, pods, pods_rv, nodes, nodes_rv, timeout, clock, self.opts.pod["gpu_resource"],
-                                self.now, renew=self.lease.renew, wait_for_it=self.opts.wait)
+                                self.now, renew=self.lease.renew, wait_for_it=self.opts.wait,
+                                progress=self.progress.tick)
         except KubeError as exc:
             return Outcome({"phase": clock.current() or "ready", "reason": "ApiError", "message": exc.message},
                            None, None)
@@ -126,6 +133,7 @@ class Run(object):
                            pod_name, node)
         if replicas == 0:
             return Outcome(None, pod_name, node)
+        self.progress.tick()
         failure = self.verifier.verify(pod, names, clock.started + timeout + 10, via_pod=via_pod)
         if failure:
             return Outcome(dict(failure, pod=pod_name), pod_name, node)
@@ -316,6 +324,7 @@ def execute(run, profile, the_plan, live, result, wait_timeout, nodes, nodes_rv)
         return steps(run, profile, the_plan, live, result, wait_timeout, nodes, nodes_rv, target)
     record.start(run.api, opts.namespace, opts.name, profile["mode"], target.mode, target.spec, opts.holder,
                  opts.trigger)                                                    # 4. record
+    run.progress.begin()
     return journal(run, lambda: steps(run, profile, the_plan, live, result, wait_timeout, nodes, nodes_rv, target))
 
 
@@ -323,17 +332,19 @@ def journal(run, work):
     # type: (Run, Callable[[], dict]) -> dict
     """Run steps 5-9 with the record open and close it however they end: ok, rolled back, or
     failed (a refusal, a failed write, a failed rollback, any error)."""
-    word = "failed"
+    word, phases = "failed", None
     try:
         result = work()
-        word = record.result_word(result)
+        word, phases = record.result_word(result), result.get("phases")
         return result
     except SwitchFailed as exc:
         word = record.result_word(dict(exc.result, failure=exc.result.get("failure") or {"message": exc.message}))
+        phases = exc.result.get("phases")
         raise
     finally:
+        run.progress.end()
         try:
-            record.finish(run.api, run.opts.namespace, run.opts.name, word)
+            record.finish(run.api, run.opts.namespace, run.opts.name, word, phases=phases)
         except KubeError as exc:
             run.warn("could not close the switch record %s (result %s): %s"
                      % (record.record_name(run.opts.name), word, exc.message))
@@ -390,6 +401,7 @@ def steps(run, profile, the_plan, live, result, wait_timeout, nodes, nodes_rv, t
     pods, pods_rv = rollout.list_pods(run.api, opts.namespace, rollout.pod_selector(live or the_plan["desired"],
                                                                                     opts.name))
     clock = readiness.PhaseClock(run.now)
+    run.progress.follow(clock)
     if the_plan["action"] == "resume":
         applied = live
         old_uids = [readiness.uid(x) for x in pods if readiness.is_terminating(x)]
@@ -417,6 +429,7 @@ def steps(run, profile, the_plan, live, result, wait_timeout, nodes, nodes_rv, t
         why = "rollback is off" if not opts.rollback else "there is no earlier spec to restore"
         raise SwitchFailed(message + " Not rolled back (%s): the Deployment is left in mode %s." % (why, profile["mode"]),
                            dict(result, final_state={"mode": profile["mode"], "ready": False, "pod": failure.get("pod")}))
+    run.progress.show(record.ROLLBACK)
     restored = rollback.rollback(run, target.mode, target.spec)
     run.finish(restored.mode, restored.model, restored.names)
     final = restored.final

@@ -117,9 +117,14 @@ problem:
   returned: when the pod has a problem
   type: dict
 last_switch:
-  description: The switch record (mode, previous_mode, in_progress, started_at, finished_at, result, trigger,
-    holder). C(stale) is true for a record left open by a killed run (in progress, no live lock), with
-    C(stale_for_s) (seconds since it started) and a C(message) saying what closes it.
+  description:
+    - The switch record (mode, previous_mode, in_progress, started_at, finished_at, result, trigger,
+      holder). C(stale) is true for a record left open by a killed run (in progress, no live lock), with
+      C(stale_for_s) (seconds since it started) and a C(message) saying what closes it.
+    - Where the switch stands, kept current by the running switch at each phase change - C(phase) (terminate,
+      schedule, pull, start, ready, verify, rollback, and done once closed), C(phase_elapsed_s) (seconds in that
+      phase so far, null once closed), C(elapsed_s) (seconds since it started; for a closed record its whole time)
+      and C(phases) (seconds of each phase that is over).
   returned: when a switch was recorded
   type: dict
 lock:
@@ -164,7 +169,8 @@ available_modes:
   type: list
   elements: str
 modes:
-  description: Per mode - description, model, image, replicas, wait_timeout, served_model_names, current, and the
+  description: Per mode - description, model, image, replicas, wait_timeout, target_seconds, served_model_names,
+    current, and the
     C(cuda) (verdict, rule, message, image_cuda, source), C(arch) (verdict, rule, message, gpu_arch, image_arch,
     source) and C(vram) (verdict, message) checks.
   returned: success

@@ -321,6 +321,32 @@ def test_a_crash_loop_is_reported_with_logs_and_the_previous_mode_is_rolled_back
     assert ("PUT", DEPLOYMENT) in cluster.log
 
 
+def test_a_switch_closes_its_record_at_phase_done_with_each_phase_and_says_whether_it_met_its_target():
+    cluster = deployed("ml")
+    result, error, _w = switch(cluster, "r1", modes=dict(MODES, r1=dict(MODES["r1"], target_seconds=4)))
+    assert error is None and result["target_seconds"] == 4 and result["within_target"] is True
+    rec = cluster.objects[RECORD]["data"]
+    assert rec["in_progress"] == "false" and rec["phase"] == "done"
+    assert json.loads(rec["phases"]) == result["phases"] and result["phases"]["verify"] is not None
+    # no target of its own: the wait_timeout is the target; a no-op is no switch, so no verdict
+    result, error, _w = switch(cluster, "ml")
+    assert error is None and result["target_seconds"] == 5 and result["within_target"] is True
+    result, error, _w = switch(cluster, "ml")
+    assert error is None and result["plan"] == "noop" and result["within_target"] is None
+    # a failed switch did not reach its mode: not within its target, however fast it failed
+    cluster.crash.add(MODES["r1"]["model"])
+    result, error, _w = switch(cluster, "r1")
+    assert error and result["within_target"] is False
+    assert cluster.objects[RECORD]["data"]["phase"] == "done"
+    assert cluster.objects[RECORD]["data"]["result"] == "rolled back"
+
+
+def test_within_target():
+    assert run.within_target(None, 41.2, 90) and run.within_target(None, 90.0, 90)
+    assert not run.within_target(None, 90.1, 90)
+    assert not run.within_target({"reason": "Timeout"}, 10.0, 90)
+
+
 def test_with_rollback_off_the_failed_mode_stays_and_says_so():
     cluster = deployed("ml")
     cluster.crash.add(MODES["r1"]["model"])

@@ -1,8 +1,11 @@
 """Unit tests of the pure parts of the switch stages: node GPU facts, VRAM verdicts, strictness
-(preflight), merge patch and sanitize (apply), lease expiry (lease), rollback target (rollback)."""
+(preflight), merge patch and sanitize (apply), lease expiry (lease), rollback target (rollback),
+the switch record's progress (record)."""
 import datetime
 
-from ansible_collections.homelab.gpu.plugins.module_utils import apply, lease as lease_stage, preflight, rollback
+from ansible_collections.homelab.gpu.plugins.module_utils import apply, lease as lease_stage, preflight, readiness, \
+    record, rollback
+from ansible_collections.homelab.gpu.plugins.module_utils.api import KubeError
 
 RTX_3060 = {"metadata": {"name": "k3s-gpu-worker", "labels": {
     "nvidia.com/cuda.driver-version.full": "570.195.03",
@@ -112,3 +115,103 @@ def test_a_cuda_failure_on_a_guessed_version_says_it_is_a_guess_and_why_the_regi
     assert v["on_guess"]["verdict"] == "fail"
     known = dict(guessed, guessed=False, confirmed=True)
     assert preflight.cuda_check("vllm/vllm-openai:v0.30.1", known, facts, pod, matching)["verdict"] == "fail"
+
+
+# -- the switch record's progress (record) ----------------------------------------------------
+
+class Clock(object):
+    """A monotonic and a wall clock that move only when told."""
+
+    def __init__(self):
+        self.t = 100.0
+        self.start = datetime.datetime(2026, 11, 29, 22, 0, 0, tzinfo=datetime.timezone.utc)
+
+    def now(self):
+        return self.t
+
+    def wall(self):
+        return self.start + datetime.timedelta(seconds=self.t - 100.0)
+
+
+class RecordApi(object):
+    """Keeps the merge patches written to the switch record."""
+
+    def __init__(self, fail=False):
+        self.patches = []
+        self.fail = fail
+
+    def merge_patch(self, path, body, manager):
+        if self.fail:
+            raise KubeError("forbidden", status=403)
+        self.patches.append((path, body["data"]))
+
+
+def test_progress_is_due_at_a_phase_change_and_not_twice_within_a_second():
+    assert record.progress_due("terminate", 10.0, "terminate", 30.0) is None      # unchanged
+    assert record.progress_due("terminate", 10.0, None, 30.0) is None
+    assert record.progress_due(None, None, "terminate", 30.0) == 0.0
+    assert record.progress_due("terminate", 10.0, "pull", 12.0) == 0.0
+    assert abs(record.progress_due("terminate", 10.0, "pull", 10.25) - 0.75) < 1e-9
+
+
+def test_progress_writes_each_phase_change_at_most_once_a_second_with_the_phases_over():
+    clock, api = Clock(), RecordApi()
+    phases = readiness.PhaseClock(clock.now)
+    progress = record.Progress(api, "ml", "vllm-server", now=clock.now, wall=clock.wall)
+    assert progress.tick() is None and api.patches == []          # not begun: the record is not ours
+    progress.begin()                                              # record.start wrote "terminate"
+    progress.follow(phases)
+    assert progress.tick() is None and api.patches == []
+    clock.t += 0.3
+    phases.mark("terminate")                                      # 0.3 s after the last write: deferred
+    assert abs(progress.tick() - 0.7) < 1e-9 and api.patches == []
+    clock.t += 0.2
+    phases.mark("schedule")
+    assert abs(progress.tick() - 0.5) < 1e-9 and api.patches == []
+    clock.t += 0.5                                                # now due: the phase of this moment
+    assert progress.tick() is None
+    assert api.patches == [("/api/v1/namespaces/ml/configmaps/vllm-server-switch",
+                            {"phase": "pull", "phase_started_at": "2026-11-29T22:00:00.500000Z",
+                             "phases": '{"schedule": 0.2, "terminate": 0.3}'})]
+    assert progress.tick() is None and len(api.patches) == 1      # unchanged: nothing written
+    clock.t += 4.0
+    phases.mark("start")
+    progress.tick()
+    assert api.patches[-1][1]["phase"] == "ready" and len(api.patches) == 2
+    progress.show(record.ROLLBACK)                                # a failed switch rolls back: no phases
+    clock.t += 1.0
+    progress.tick()
+    assert api.patches[-1][1] == {"phase": "rollback", "phase_started_at": "2026-11-29T22:00:06.000000Z"}
+    progress.end()
+    clock.t += 5.0
+    progress.show("done")
+    assert progress.tick() is None and len(api.patches) == 3     # ended: finish() closes the record
+
+
+def test_a_failed_progress_write_is_a_warning_and_the_switch_goes_on():
+    clock, warnings = Clock(), []
+    progress = record.Progress(RecordApi(fail=True), "ml", "vllm-server", warn=warnings.append, now=clock.now,
+                               wall=clock.wall)
+    progress.begin()
+    progress.show(record.ROLLBACK)
+    clock.t += 2
+    assert progress.tick() is None
+    assert warnings and "could not write the switch's phase (rollback) to the record vllm-server-switch" in warnings[0]
+
+
+def test_progress_view_of_a_running_and_of_a_closed_record():
+    now = datetime.datetime(2026, 11, 29, 22, 0, 30, tzinfo=datetime.timezone.utc)
+    running = {"in_progress": "true", "mode": "r1", "previous_mode": "ml", "started_at": "2026-11-29T22:00:00.000000Z",
+               "phase": "pull", "phase_started_at": "2026-11-29T22:00:12.500000Z",
+               "phases": '{"terminate": 10.0, "schedule": 2.5}'}
+    assert record.progress_view(running, now) == {"phase": "pull", "phase_elapsed_s": 17.5, "elapsed_s": 30.0,
+                                                  "phases": {"terminate": 10.0, "schedule": 2.5}}
+    closed = dict(running, in_progress="false", phase="done", finished_at="2026-11-29T22:00:41.200000Z",
+                  phases='{"terminate": 10.0, "verify": 0.1, "bogus": 1}')
+    view = record.progress_view(closed, now)
+    assert view == {"phase": "done", "phase_elapsed_s": None, "elapsed_s": 41.2,
+                    "phases": {"terminate": 10.0, "verify": 0.1}}
+    # a record written before progress existed: no phase, nothing made up
+    old = {"in_progress": "true", "mode": "r1", "started_at": "2026-11-29T22:00:00Z"}
+    assert record.progress_view(old, now) == {"phase": None, "phase_elapsed_s": None, "elapsed_s": 30.0, "phases": {}}
+    assert record.progress_view(dict(old, phases="not json"), now)["phases"] == {}
