@@ -28,7 +28,7 @@ __metaclass__ = type
 import datetime
 import json
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 from ansible_collections.homelab.gpu.plugins.module_utils.api import KubeError, ns_path
 from ansible_collections.homelab.gpu.plugins.module_utils.catalog import MANAGER

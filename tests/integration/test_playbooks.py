@@ -157,6 +157,7 @@ def test_switch_to_r1_serves_the_reasoning_model_under_the_same_alias(cluster):
     rc, out = ansible_playbook(cluster, "switch_mode.yml", "-e", "mode=r1")
     assert recap(out)["changed"] >= 1
     assert re.search(r"vllm-server: switched ml -> r1 in [\d.]+ s", out), out[-3000:]
+    assert re.search(r"target: met, [\d.]+ s of 90 s", out) or REAL, out[-3000:]
     dep = cluster.deployment()
     assert dep.metadata.labels["gpu-mode"] == "r1"
     assert dep.status.ready_replicas == 1
@@ -228,6 +229,9 @@ def test_unknown_or_missing_mode_is_refused_before_any_api_call(cluster, extra, 
      "mode 'ml2' has unknown setting(s) imgae"),
     ({"replicas": 0}, "r1-", "mode name 'r1-' is not allowed: a mode name is a Kubernetes label value"),
     ({"replicas": 1, "image": "vllm/vllm-openai:v0.8.5.post1"}, "half", "mode 'half' serves a model"),
+    ({"model": "Qwen/Qwen3-8B-AWQ", "image": "vllm/vllm-openai:v0.8.5.post1", "target_seconds": 200}, "slow",
+     "mode 'slow': target_seconds (200) is longer than wait_timeout (120), so it could never be missed: lower "
+     "target_seconds or raise wait_timeout."),
 ])
 def test_a_bad_catalog_entry_is_one_sentence_from_the_engine_schema_before_any_api_call(cluster, tmp_path, entry,
                                                                                         name, expected):
