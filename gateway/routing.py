@@ -1,5 +1,7 @@
 # -*- coding: utf-8 -*-
+# Copyright (c) 2026, homelab.gpu maintainers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Pure decisions: which instance and mode a request's ``model`` goes to, whether a locked GPU
 refuses it, and when an idle GPU is released. No I/O: the inputs are the configuration and
 snapshots of the instances' state (``state.View``)."""

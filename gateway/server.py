@@ -1,5 +1,7 @@
 # -*- coding: utf-8 -*-
+# Copyright (c) 2026, homelab.gpu maintainers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The HTTP front: a threading HTTP/1.1 server (keep-alive) over ``app.Gateway``.
 
 Endpoints: the OpenAI API (``GET /v1/models``, any other ``/v1/*`` routed by the body's

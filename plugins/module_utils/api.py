@@ -1,5 +1,7 @@
 # -*- coding: utf-8 -*-
+# Copyright (c) 2026, homelab.gpu maintainers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The switch engine's Kubernetes REST client: plain dicts, retries, watches, clear errors.
 
 Requests go through a ``transport.Transport`` (the front end's connection: the kubernetes

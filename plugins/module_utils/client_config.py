@@ -1,5 +1,7 @@
 # -*- coding: utf-8 -*-
+# Copyright (c) 2026, homelab.gpu maintainers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The last stage of a switch: the client-facing ConfigMap (``llm-fallback-config`` by default).
 
 Clients (n8n, LiteLLM, scripts) read which mode serves and where: ``VLLM_MODE``, ``VLLM_MODEL``,

@@ -1,5 +1,7 @@
 # -*- coding: utf-8 -*-
+# Copyright (c) 2026, homelab.gpu maintainers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The state behind ``switch_mode.yml -e mode=status`` (vllm_mode_info): no writes.
 
 Reads the Deployment, its pods, the nodes, the switch Lease and the switch record (five requests)

@@ -1,5 +1,7 @@
 # -*- coding: utf-8 -*-
+# Copyright (c) 2026, homelab.gpu maintainers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Stage 4 of a switch, the lease: one switch of a Deployment at a time, across front ends.
 
 A coordination.k8s.io Lease ``<name>-switch``: holder ``<host>/<pid>`` (or the front end's own

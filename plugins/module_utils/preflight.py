@@ -1,5 +1,7 @@
 # -*- coding: utf-8 -*-
+# Copyright (c) 2026, homelab.gpu maintainers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Stage 3 of a switch, the preflight: pure verdicts before any write.
 
 The candidates are the nodes the pod may land on (nodeSelector, tolerations, GPU capacity);

@@ -1,5 +1,7 @@
 # -*- coding: utf-8 -*-
+# Copyright (c) 2026, homelab.gpu maintainers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Stage 7 of a switch, the rollout wait: a tracker fed by pod and node watches.
 
 A list+watch of the Deployment's pods (and, for a serving mode, of the nodes) runs in

@@ -1,5 +1,7 @@
 # -*- coding: utf-8 -*-
+# Copyright (c) 2026, homelab.gpu maintainers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """One switch of a vLLM Deployment between catalog modes: the engine's entry point.
 
 ``switch(api, params)`` runs the stages in the order of docs/vllm_mode.md, one module each:

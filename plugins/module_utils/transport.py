@@ -1,5 +1,7 @@
 # -*- coding: utf-8 -*-
+# Copyright (c) 2026, homelab.gpu maintainers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The transport the switch engine talks to the Kubernetes API through.
 
 The engine (``api.Api`` and every stage above it) sends requests only through this interface:

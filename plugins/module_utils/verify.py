@@ -1,5 +1,7 @@
 # -*- coding: utf-8 -*-
+# Copyright (c) 2026, homelab.gpu maintainers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Stage 8 of a switch, verify: prove that the new mode answers, through the API server's proxy.
 
 ``health``: /health answers 200; ``models`` (default): /v1/models lists every expected served

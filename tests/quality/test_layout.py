@@ -100,3 +100,31 @@ def test_requires_ansible_admits_the_tested_core():
               "==": __version__ == version, "!=": __version__ != version}[op]
         assert ok, "meta/runtime.yml requires_ansible %r excludes the ansible-core under test (%s)" % (
             requires, __version__)
+
+
+def _shipped_python_files():
+    found = []
+    for top in ("plugins", "gateway"):
+        for directory, _dirs, files in os.walk(os.path.join(ROOT, top)):
+            if "__pycache__" in directory:
+                continue
+            found.extend(os.path.relpath(os.path.join(directory, f), ROOT) for f in files if f.endswith(".py"))
+    return sorted(found)
+
+
+def test_python_files_carry_copyright_and_spdx_headers():
+    with open(os.path.join(ROOT, "galaxy.yml")) as handle:
+        licenses = yaml.safe_load(handle)["license"]
+    spdx = "# SPDX-License-Identifier: " + " OR ".join(licenses)
+    files = _shipped_python_files()
+    assert files, "no Python files under plugins/ and gateway/"
+    missing = []
+    for path in files:
+        with open(os.path.join(ROOT, path)) as handle:
+            head = handle.read().split("\n")[:6]
+        if not any(re.match(r"# Copyright \(c\) \d{4}", line) for line in head) or spdx not in head:
+            missing.append(path)
+    assert not missing, (
+        "these files lack the copyright or SPDX header: %s. Start each with '# Copyright (c) <year>, homelab.gpu "
+        "maintainers' and '%s' (after the #! and coding lines), as CONTRIBUTING.md shows." % (missing, spdx))
+
