@@ -10,6 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 name: image_cuda
 author: homelab.gpu maintainers (@homelab-gpu)
+version_added: 0.1.0
 short_description: Read the CUDA version a container image is built on
 description:
   - For each image reference, finds the CUDA version the image is built on and the

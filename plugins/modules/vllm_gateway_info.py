@@ -11,7 +11,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: vllm_gateway_info
 short_description: Read the on-demand gateway's state through the API server's service proxy
-version_added: 1.0.0
+version_added: 0.1.0
 description:
   - Asks the gateway deployed by the C(homelab.gpu.vllm) role for C(GET /gateway/status) through the API server's
     service proxy (C(/api/v1/namespaces/<namespace>/services/<service_name>:<port>/proxy/gateway/status)), so it

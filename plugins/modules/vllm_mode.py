@@ -11,7 +11,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: vllm_mode
 short_description: Switch a vLLM Deployment between GPU modes, verified and reversible
-version_added: 1.0.0
+version_added: 0.1.0
 description:
   - Puts the vLLM Deployment O(name) in O(namespace) into one mode of the catalog O(modes) (for example
     C(ml), C(r1), or C(gaming) with zero replicas so the GPU is free) and returns only when the new mode

@@ -11,7 +11,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: vllm_mode_info
 short_description: Report the mode of a vLLM Deployment, its pod, the GPU node and each mode's CUDA verdict
-version_added: 1.0.0
+version_added: 0.1.0
 description:
   - Reads the vLLM Deployment O(name) in O(namespace), its pods, the GPU nodes and the switch record, and
     reports the current mode, whether it is ready and since when, the model, served names, image, pod and

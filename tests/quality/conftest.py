@@ -9,7 +9,7 @@ import pytest
 
 from tests.quality.helpers import env_sh
 
-ORDER = ("test_lint.py", "test_sanity.py", "test_docs.py", "test_layout.py", "test_build.py")
+ORDER = ("test_lint.py", "test_sanity.py", "test_docs.py", "test_changelog.py", "test_layout.py", "test_build.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
