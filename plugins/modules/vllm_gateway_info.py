@@ -23,11 +23,18 @@ author:
   - homelab.gpu maintainers (@homelab-gpu)
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reads only; runs the same in check mode.
+  diff_mode:
+    support: N/A
+    details: Reads only; there is nothing to show.
+  platform:
+    platforms: posix
+    details: Runs where the C(kubernetes) Python client is installed, usually the control node; it talks only to the
+      Kubernetes API server.
 options:
   namespace:
     description: Namespace of the gateway's Service.
@@ -50,6 +57,11 @@ notes:
 requirements:
   - kubernetes >= 24.2.0 (Python client)
   - kubernetes.core collection
+seealso:
+  - module: homelab.gpu.vllm_mode_info
+    description: The vLLM Deployment's mode, the other half of C(switch_mode.yml -e mode=status).
+  - module: homelab.gpu.vllm_mode
+    description: The switch the gateway runs on demand.
 """
 
 EXAMPLES = r"""

@@ -47,6 +47,7 @@ author:
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
   - homelab.gpu.vllm
+  - ansible.builtin.action_common_attributes
 options:
   mode:
     description: The mode to switch to, a key of O(modes).
@@ -98,13 +99,15 @@ options:
     type: str
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reports every preflight verdict and what would change (mode from and to, image, model); writes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Shows the Deployment before and after (the rendered spec; a zero-replica mode shows the merged patch).
+  platform:
+    platforms: posix
+    details: Runs where the C(kubernetes) Python client is installed, usually the control node; it talks only to the
+      Kubernetes API server.
 notes:
   - A no-op re-run costs two or three API requests (the Deployment, the status ConfigMap and, unless
     O(verify=none), one request through the service proxy). The CUDA check runs only when something changes
@@ -113,6 +116,16 @@ notes:
 requirements:
   - kubernetes >= 24.2.0 (Python client)
   - kubernetes.core collection
+seealso:
+  - module: homelab.gpu.vllm_mode_info
+    description: What runs now and each mode's CUDA verdict, without writing.
+  - plugin: homelab.gpu.image_cuda
+    plugin_type: lookup
+    description: The CUDA version of an image, found the same way as the preflight check does.
+  - module: homelab.gpu.vllm_gateway_info
+    description: The on-demand gateway, which switches modes through this module's engine.
+  - module: kubernetes.core.k8s
+    description: The connection options (kubeconfig, context, host, ...) are those of kubernetes.core.
 """
 
 EXAMPLES = r"""

@@ -23,17 +23,29 @@ author:
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
   - homelab.gpu.vllm
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reads only; runs the same in check mode.
+  diff_mode:
+    support: N/A
+    details: Reads only; there is nothing to show.
+  platform:
+    platforms: posix
+    details: Runs where the C(kubernetes) Python client is installed, usually the control node; it talks only to the
+      Kubernetes API server.
 notes:
   - Costs four API requests (Deployment, pods, nodes, the switch record) plus the registry lookups of the
     modes' images (answered from the table of known images with O(registry.offline=true)).
 requirements:
   - kubernetes >= 24.2.0 (Python client)
   - kubernetes.core collection
+seealso:
+  - module: homelab.gpu.vllm_mode
+    description: Switch to one of the modes this module reports.
+  - module: homelab.gpu.vllm_gateway_info
+    description: The on-demand gateway's state, the other half of C(switch_mode.yml -e mode=status).
 """
 
 EXAMPLES = r"""
