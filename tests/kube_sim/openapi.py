@@ -5,7 +5,7 @@ it learns that the server validates fields itself (the ``fieldValidation`` param
 kind's PATCH operation) and it computes strategic merge patches from the schemas'
 ``x-kubernetes-patch-*`` extensions; ``kubectl explain`` reads them too.
 
-The schemas are Kubernetes' own, from the ``kubernetes-validate`` package of requirements.txt
+The schemas are Kubernetes' own, from the ``kubernetes-validate`` package of requirements-dev.txt
 (the JSON-schema form of the OpenAPI definitions of each release, the ``-local`` variant: its
 ``$defs`` are the OpenAPI ``definitions`` with ``null`` added to every type and int-or-string
 and quantity as ``oneOf``), turned back into OpenAPI form here. The paths and operations are

@@ -1,7 +1,7 @@
 """Which fields the built-in kinds have: unknown ones are dropped, as kube-apiserver drops them.
 
 The field lists are the Kubernetes OpenAPI schemas of the simulated version (tests/kube_sim/version.py)
-as the kubernetes-validate package ships them (requirements.txt; the manifest validation tests use
+as the kubernetes-validate package ships them (requirements-dev.txt; the manifest validation tests use
 the same files). Only structure matters here: an object schema with ``properties`` knows exactly
 those fields; a map (``additionalProperties``) and a list (``items``) are walked into; anything
 else (quantities, int-or-string, free-form JSON such as a CRD's ``default``) is kept as it is.

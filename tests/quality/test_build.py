@@ -4,6 +4,7 @@ import glob
 import os
 
 import pytest
+import yaml
 
 from tests.quality.helpers import ROOT, plugins, run_tool, tail
 
@@ -38,6 +39,42 @@ def test_tarball_ships_no_local_environment(installed):
         assert top not in (".venv", ".collections", ".cache", ".podman", ".git", ".ansible"), entry
         assert not entry.startswith("tests/output"), entry
         assert "__pycache__" not in entry, entry
+
+
+def test_tarball_ships_no_development_requirements(installed):
+    """ansible-builder reads a collection's requirements files as what it needs at run time: the development
+    pins (molecule, pytest, linters) must not travel in the tarball."""
+    rc, listing = run_tool(["tar", "-tzf", installed["tarball"]], env=installed["env"])
+    assert rc == 0
+    entries = {entry.rstrip("/") for entry in listing.splitlines()}
+    shipped_dev = sorted(e for e in entries if os.path.basename(e).startswith("requirements-dev")
+                         or e in ("requirements.txt", "requirements.in", "test-requirements.txt"))
+    assert not shipped_dev, "the tarball ships development requirements %s: add them to build_ignore" % shipped_dev
+    with open(os.path.join(ROOT, "meta", "execution-environment.yml")) as handle:
+        deps = yaml.safe_load(handle)["dependencies"]
+    for kind in ("python", "system"):
+        assert deps.get(kind) in entries, "meta/execution-environment.yml names %s file %r, not in the tarball" % (
+            kind, deps.get(kind))
+
+
+def test_execution_environment_gets_the_runtime_requirements(installed):
+    """`ansible-builder introspect` on the installed collection: what an execution environment would install for
+    homelab.gpu is the kubernetes client and the CA bundle, and no development tool."""
+    rc, out = run_tool(["ansible-builder", "introspect", "--sanitize", "--write-pip", "pip.txt", "--write-bindep",
+                        "bindep.txt", installed["dest"]], env=installed["env"], cwd=installed["cwd"])
+    assert rc == 0, "ansible-builder introspect failed:\n" + tail(out)
+    with open(os.path.join(installed["cwd"], "pip.txt")) as handle:
+        python = [line for line in handle.read().splitlines() if line.strip() and not line.startswith("#")]
+    with open(os.path.join(installed["cwd"], "bindep.txt")) as handle:
+        system = [line for line in handle.read().splitlines() if line.strip() and not line.startswith("#")]
+    ours = [line for line in python if "homelab.gpu" in line]
+    assert any(line.startswith("kubernetes>=") for line in ours), "no kubernetes client for homelab.gpu:\n" + out
+    names = {line.split("#")[0].split(">")[0].split("=")[0].split("[")[0].strip().lower() for line in python}
+    for tool in ("molecule", "molecule-plugins", "pytest", "pytest-testinfra", "ansible-lint", "antsibull-changelog",
+                 "antsibull-docs", "kubernetes-validate", "uv"):
+        assert tool not in names, "the execution environment would install the development tool %s:\n%s" % (
+            tool, "\n".join(python))
+    assert any(line.startswith("ca-certificates") and "homelab.gpu" in line for line in system), "\n".join(system)
 
 
 @pytest.mark.parametrize("plugin_type", sorted({p[0] for p in PLUGINS}))

@@ -128,3 +128,11 @@ def test_python_files_carry_copyright_and_spdx_headers():
         "these files lack the copyright or SPDX header: %s. Start each with '# Copyright (c) <year>, homelab.gpu "
         "maintainers' and '%s' (after the #! and coding lines), as CONTRIBUTING.md shows." % (missing, spdx))
 
+
+def test_collections_requirements_match_galaxy_dependencies():
+    with open(os.path.join(ROOT, "galaxy.yml")) as handle:
+        declared = yaml.safe_load(handle)["dependencies"]
+    with open(os.path.join(ROOT, "collections", "requirements.yml")) as handle:
+        listed = {c["name"]: c.get("version", "*") for c in yaml.safe_load(handle)["collections"]}
+    assert listed == declared, (
+        "collections/requirements.yml %s differs from galaxy.yml dependencies %s" % (listed, declared))

