@@ -4,9 +4,18 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The last stage of a switch: the client-facing ConfigMap (``llm-fallback-config`` by default).
 
-Clients (n8n, LiteLLM, scripts) read which mode serves and where: ``VLLM_MODE``, ``VLLM_MODEL``,
-``VLLM_SERVED_MODEL_NAMES`` of the state reached, plus ``VLLM_ENDPOINT``, ``VLLM_HEALTH_ENDPOINT``
-and ``CPU_FALLBACK_ENDPOINT``, written when missing (the role owns them).
+Clients (n8n, LiteLLM, scripts) read where vLLM answers and which mode serves. The keys keep the
+meanings the old setup's README gave them, so workflows written for it keep working:
+
+- ``VLLM_ENDPOINT``: the Service's base URL, no path (``http://vllm-api.ml.svc.cluster.local:8000``;
+  a client appends ``/v1/completions``); ``VLLM_HEALTH_ENDPOINT``: that base + ``/health``;
+- ``OLLAMA_ENDPOINT`` (the CPU fallback's base URL) and ``OLLAMA_GENERATE_ENDPOINT`` (its
+  ``/api/generate``), only when a CPU fallback is configured;
+- ``OPENAI_BASE_URL``: the base + ``/v1``, for OpenAI-style clients;
+- ``VLLM_MODE``, ``VLLM_MODEL``, ``VLLM_SERVED_MODEL_NAMES``: the state reached.
+
+The collection owns the ConfigMap's data: a write sets it to exactly these keys, so keys of an
+older layout (``CPU_FALLBACK_ENDPOINT``, a ``VLLM_ENDPOINT`` ending in ``/v1``) are corrected.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -19,30 +28,40 @@ from ansible_collections.homelab.gpu.plugins.module_utils.api import ns_path
 from ansible_collections.homelab.gpu.plugins.module_utils.catalog import MANAGER
 
 
+def ollama_base(endpoint):
+    # type: (Optional[str]) -> Optional[str]
+    """The CPU fallback's base URL: ``endpoint`` without a trailing ``/`` or ``/v1`` (the OpenAI path
+    an older inventory gave); None when none is configured. Pure."""
+    base = (endpoint or "").strip().rstrip("/")
+    if base.endswith("/v1"):
+        base = base[:-3].rstrip("/")
+    return base or None
+
+
 def wanted(namespace, service_name, port, mode, model, names, cpu_fallback_endpoint=None):
-    # type: (str, str, int, Optional[str], Optional[str], List[str], Optional[str]) -> Tuple[dict, dict]
-    """(the keys that follow the mode, the static keys) of the ConfigMap."""
+    # type: (str, str, int, Optional[str], Optional[str], List[str], Optional[str]) -> Dict[str, str]
+    """The whole data of the ConfigMap for the state reached. Pure."""
     base = "http://%s.%s.svc.cluster.local:%d" % (service_name, namespace, port)
-    data = {"VLLM_MODE": mode or "", "VLLM_MODEL": model or "", "VLLM_SERVED_MODEL_NAMES": ",".join(names or [])}
-    statics = {"VLLM_ENDPOINT": base + "/v1", "VLLM_HEALTH_ENDPOINT": base + "/health"}
-    if cpu_fallback_endpoint:
-        statics["CPU_FALLBACK_ENDPOINT"] = cpu_fallback_endpoint
-    return data, statics
+    data = {"VLLM_ENDPOINT": base, "VLLM_HEALTH_ENDPOINT": base + "/health", "OPENAI_BASE_URL": base + "/v1",
+            "VLLM_MODE": mode or "", "VLLM_MODEL": model or "", "VLLM_SERVED_MODEL_NAMES": ",".join(names or [])}
+    ollama = ollama_base(cpu_fallback_endpoint)
+    if ollama:
+        data["OLLAMA_ENDPOINT"] = ollama
+        data["OLLAMA_GENERATE_ENDPOINT"] = ollama + "/api/generate"
+    return data
 
 
-def changes(cm, data, statics):
-    # type: (Optional[dict], Dict[str, str], Dict[str, str]) -> Tuple[Optional[dict], Optional[dict]]
-    """(the keys to merge-patch, or the whole data to create when ``cm`` is None). Pure."""
+def changes(cm, data):
+    # type: (Optional[dict], Dict[str, str]) -> Tuple[Optional[dict], Optional[dict]]
+    """(the JSON merge patch of ``data`` that makes the live data exactly ``data`` -- changed keys,
+    and None for every key that is not wanted -- or None when nothing differs; the whole data to
+    create when ``cm`` is None). Pure."""
     if cm is None:
-        full = dict(statics)
-        full.update(data)
-        return None, full
+        return None, dict(data)
     live = cm.get("data") or {}
     change = dict((k, v) for k, v in data.items() if live.get(k) != v)
-    for key, value in statics.items():
-        if key not in live or (key == "CPU_FALLBACK_ENDPOINT" and live.get(key) != value):
-            change[key] = value
-    return change, None
+    change.update((k, None) for k in live if k not in data)
+    return (change or None), None
 
 
 UNREAD = object()
@@ -72,9 +91,8 @@ class ClientConfig(object):
     def _changes(self, mode, model, names, cm=UNREAD):
         if cm is UNREAD:
             cm = self.api.get(ns_path(self.namespace, "configmaps", self.cm_name))
-        data, statics = wanted(self.namespace, self.service_name, self.port, mode, model, names,
-                               self.cpu_fallback_endpoint)
-        return changes(cm, data, statics)
+        return changes(cm, wanted(self.namespace, self.service_name, self.port, mode, model, names,
+                                  self.cpu_fallback_endpoint))
 
     def update(self, mode, model, names, cm=UNREAD):
         # type: (Optional[str], Optional[str], List[str], object) -> bool
@@ -93,6 +111,7 @@ class ClientConfig(object):
                 "data": full}, MANAGER)
             return True
         if change:
+            # keys set to None are removed: the data becomes exactly the wanted one, not a merge with old keys
             self.api.merge_patch(ns_path(self.namespace, "configmaps", self.cm_name), {"data": change}, MANAGER)
             return True
         return False

@@ -133,5 +133,5 @@ def next_step(mode, failure):
     if failure.get("reason") not in NODE_REASONS:
         return ""
     return ("; mode %s's spec is in place and starts by itself once node %s is Ready with its GPU again, nothing "
-            "serves until then (clients fall back to CPU_FALLBACK_ENDPOINT); check it with "
+            "serves until then (clients fall back to OLLAMA_ENDPOINT); check it with "
             "switch_mode.yml -e mode=status" % (mode, failure.get("node") or "the GPU node"))

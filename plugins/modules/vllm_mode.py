@@ -38,9 +38,11 @@ description:
     Image pull errors, crash loops (including CUDA error 804), OOM kills, container config and NVIDIA runtime
     errors, unschedulable pods, a NotReady node and a node that lost its GPU fail the switch within seconds;
     the previous spec is then re-applied and waited for (O(rollback))."
-  - After a switch (or a rollback) the client ConfigMap O(status_configmap) gets C(VLLM_MODE), C(VLLM_MODEL)
-    and C(VLLM_SERVED_MODEL_NAMES) (and C(VLLM_ENDPOINT), C(VLLM_HEALTH_ENDPOINT), C(CPU_FALLBACK_ENDPOINT) when
-    missing).
+  - After a switch (or a rollback) the client ConfigMap O(status_configmap) holds exactly C(VLLM_ENDPOINT) (the
+    Service's base URL, no path), C(VLLM_HEALTH_ENDPOINT), C(OPENAI_BASE_URL) (the base URL + C(/v1)),
+    C(VLLM_MODE), C(VLLM_MODEL), C(VLLM_SERVED_MODEL_NAMES), and C(OLLAMA_ENDPOINT) and
+    C(OLLAMA_GENERATE_ENDPOINT) when O(cpu_fallback_endpoint) is set; other keys (an older layout's
+    C(CPU_FALLBACK_ENDPOINT)) are removed.
   - Transient API failures (HTTP 429/5xx, timeouts, dropped watches) are retried with back-off.
 author:
   - homelab.gpu maintainers (@homelab-gpu)
@@ -95,7 +97,9 @@ options:
     type: str
     default: llm-fallback-config
   cpu_fallback_endpoint:
-    description: URL of a CPU fallback endpoint written to O(status_configmap) as C(CPU_FALLBACK_ENDPOINT).
+    description:
+      - Base URL of a CPU fallback (an Ollama server), written to O(status_configmap) as C(OLLAMA_ENDPOINT) and,
+        with C(/api/generate) appended, as C(OLLAMA_GENERATE_ENDPOINT). A trailing C(/v1) is dropped.
     type: str
 attributes:
   check_mode:

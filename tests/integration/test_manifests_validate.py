@@ -103,10 +103,14 @@ def test_role_renders_every_object_kind(rendered):
         "app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": "vllm-server"}
     assert services["vllm-api-2"]["spec"]["selector"]["app.kubernetes.io/instance"] == "vllm-server-2"
     configmaps = {o["metadata"]["name"]: o["data"] for o in rendered["objects"] if o["kind"] == "ConfigMap"}
+    # the old README's keys and meanings (base URL without /v1; Ollama's base and /api/generate;
+    # an endpoint given with the OpenAI path /v1 loses it), plus OPENAI_BASE_URL
     assert configmaps["llm-fallback-config"] == {
-        "VLLM_ENDPOINT": "http://vllm-api.ml.svc.cluster.local:8000/v1",
+        "VLLM_ENDPOINT": "http://vllm-api.ml.svc.cluster.local:8000",
         "VLLM_HEALTH_ENDPOINT": "http://vllm-api.ml.svc.cluster.local:8000/health",
-        "CPU_FALLBACK_ENDPOINT": "http://ollama-cpu.ml.svc.cluster.local:11434/v1",
+        "OPENAI_BASE_URL": "http://vllm-api.ml.svc.cluster.local:8000/v1",
+        "OLLAMA_ENDPOINT": "http://ollama-cpu.ml.svc.cluster.local:11434",
+        "OLLAMA_GENERATE_ENDPOINT": "http://ollama-cpu.ml.svc.cluster.local:11434/api/generate",
     }
     assert "vllm-server-2-fallback-config" in configmaps
     for obj in rendered["objects"]:
@@ -213,7 +217,7 @@ def test_homelab_example_inventory_renders_valid_objects(tmp_path):
     assert rendered["instances"][0]["node_selector"]["kubernetes.io/hostname"] == "k3s-gpu-worker"
     assert rendered["instances"][0]["boot_host"] == "k3s-gpu-worker"
     cm = next(o for o in rendered["objects"] if o["kind"] == "ConfigMap")
-    assert cm["data"]["CPU_FALLBACK_ENDPOINT"].startswith("http://")
+    assert cm["data"]["OLLAMA_GENERATE_ENDPOINT"] == cm["data"]["OLLAMA_ENDPOINT"] + "/api/generate"
 
 
 def test_gpu_worker_runtime_class_validates():

@@ -141,7 +141,8 @@ def test_site_deploys_vllm_in_mode_ml(cluster):
     assert [(p.name, p.port) for p in svc.spec.ports] == [("http", 8000)]
     assert cluster.policy.read_namespaced_pod_disruption_budget("vllm-server", NS).spec.max_unavailable == 1
     data = cluster.configmap()
-    assert data["VLLM_ENDPOINT"] == "http://vllm-api.ml.svc.cluster.local:8000/v1"
+    assert data["VLLM_ENDPOINT"] == "http://vllm-api.ml.svc.cluster.local:8000"
+    assert data["OPENAI_BASE_URL"] == "http://vllm-api.ml.svc.cluster.local:8000/v1"
     assert data["VLLM_MODE"] == "ml"
     assert "local-llm" in data["VLLM_SERVED_MODEL_NAMES"]
 

@@ -65,7 +65,7 @@ def test_site_deploys_one_deployment_per_worker_in_its_default_mode(lab):
     first = cluster.core.read_namespaced_config_map("llm-fallback-config", NS).data
     second = cluster.core.read_namespaced_config_map("vllm-server-2-fallback-config", NS).data
     assert (first["VLLM_MODE"], second["VLLM_MODE"]) == ("ml", "r1")
-    assert second["VLLM_ENDPOINT"] == "http://vllm-api-2.ml.svc.cluster.local:8000/v1"
+    assert second["VLLM_ENDPOINT"] == "http://vllm-api-2.ml.svc.cluster.local:8000"
     rc, out = ansible_playbook(cluster, "site.yml", "-e", extra)
     assert recap(out)["changed"] == 0, out[-3000:]
 

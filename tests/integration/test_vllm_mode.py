@@ -7,8 +7,11 @@ log (what the module wrote) and its scenario controls.
 """
 import copy
 import datetime
+import json
 import os
+import re
 import time
+import urllib.parse
 
 import pytest
 from kubernetes import client
@@ -118,7 +121,9 @@ def test_deploy_then_ml_r1_gaming_ml_with_no_op_reruns(playbook, kube_sim, api):
     data = api.configmap()
     assert data["VLLM_MODE"] == "ml" and data["VLLM_MODEL"] == "Qwen/Qwen3-8B-AWQ"
     assert data["VLLM_SERVED_MODEL_NAMES"] == "Qwen/Qwen3-8B-AWQ,local-llm"
-    assert data["VLLM_ENDPOINT"] == "http://vllm-api.ml.svc.cluster.local:8000/v1"
+    assert data["VLLM_ENDPOINT"] == "http://vllm-api.ml.svc.cluster.local:8000"
+    assert data["OPENAI_BASE_URL"] == "http://vllm-api.ml.svc.cluster.local:8000/v1"
+    assert "OLLAMA_ENDPOINT" not in data and "OLLAMA_GENERATE_ENDPOINT" not in data    # no CPU fallback set
     ml_pods = api.pod_uids()
 
     # The same mode again: nothing written, nothing restarted, a handful of reads.
@@ -174,6 +179,72 @@ def test_verify_completion_gets_a_token_and_verify_health_asks_health_only(playb
     assert_serving(res, "r1", "casperhansen/deepseek-r1-distill-qwen-7b-awq")
     paths = [r["path"] for r in kube_sim.requests()["log"] if r["path"].startswith(proxy)]
     assert paths and set(paths) == {proxy + "/health"}, paths
+
+
+def n8n_request(env):
+    """The first request of docs/usage.md's n8n snippet, its ``{{ $env.KEY }}`` filled from ``env``
+    (the pod's environment: the client ConfigMap): (method, url, JSON body)."""
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "usage.md")) as handle:
+        text = handle.read()
+    block = re.search(r"```text\n(POST \{\{ \$env\.VLLM_ENDPOINT \}\}.*?)```", text, re.S).group(1)
+    line, body = block.strip().split("\n\n")[0].splitlines()
+    method, url = line.split(" ", 1)
+    return method, re.sub(r"\{\{ \$env\.(\w+) \}\}", lambda m: env[m.group(1)], url), json.loads(body)
+
+
+def through_service_proxy(cluster, method, url, body):
+    """Send a request to an in-cluster Service URL (``http://SVC.NS.svc.cluster.local:PORT/PATH``, what a
+    pod reaches through the cluster's DNS) through the API server's service proxy; returns (status, JSON)."""
+    parts = urllib.parse.urlsplit(url)
+    service, namespace, rest = parts.hostname.split(".", 2)
+    assert rest == "svc.cluster.local", url
+    path = "/api/v1/namespaces/%s/services/%s:%d/proxy%s" % (namespace, service, parts.port, parts.path)
+    api_client = cluster.api_client()
+    request = api_client.param_serialize(method, path, body=body, auth_settings=["BearerToken"],
+                                         header_params={"Content-Type": "application/json",
+                                                        "Accept": "application/json"})
+    response = api_client.call_api(*request)
+    return response.status, json.loads(response.read())
+
+
+@pytest.mark.sim_only
+def test_an_older_client_configmap_is_corrected_by_a_no_op_and_the_n8n_snippet_answers(playbook, kube_sim, api):
+    base = "http://vllm-api.ml.svc.cluster.local:8000"
+    fallback = "http://ollama-cpu.ml.svc.cluster.local:11434/v1"     # an older inventory's value (OpenAI path)
+    res = switch(playbook, kube_sim, "ml", cpu_fallback_endpoint=fallback)
+    assert_serving(res, "ml", "Qwen/Qwen3-8B-AWQ")
+    # the layout an older version of the collection left (VLLM_ENDPOINT with /v1, CPU_FALLBACK_ENDPOINT)
+    cm = api.core.read_namespaced_config_map("llm-fallback-config", NS)
+    cm.data = {"VLLM_ENDPOINT": base + "/v1", "VLLM_HEALTH_ENDPOINT": base + "/health",
+               "CPU_FALLBACK_ENDPOINT": fallback, "VLLM_MODE": "ml", "VLLM_MODEL": "Qwen/Qwen3-8B-AWQ",
+               "VLLM_SERVED_MODEL_NAMES": "Qwen/Qwen3-8B-AWQ,local-llm"}
+    api.core.replace_namespaced_config_map("llm-fallback-config", NS, cm)
+
+    kube_sim.reset_requests()
+    res = switch(playbook, kube_sim, "ml", cpu_fallback_endpoint=fallback)
+    assert res.get("failed") is not True, res.get("msg")
+    assert res["plan"] == "noop" and res["changed"] is True
+    # one write, the ConfigMap's; the Deployment and its pod are left alone
+    assert [(w["method"], w["path"]) for w in writes(kube_sim)] == [
+        ("PATCH", "/api/v1/namespaces/ml/configmaps/llm-fallback-config")]
+    data = api.configmap()
+    assert data == {"VLLM_ENDPOINT": base, "VLLM_HEALTH_ENDPOINT": base + "/health", "OPENAI_BASE_URL": base + "/v1",
+                    "OLLAMA_ENDPOINT": "http://ollama-cpu.ml.svc.cluster.local:11434",
+                    "OLLAMA_GENERATE_ENDPOINT": "http://ollama-cpu.ml.svc.cluster.local:11434/api/generate",
+                    "VLLM_MODE": "ml", "VLLM_MODEL": "Qwen/Qwen3-8B-AWQ",
+                    "VLLM_SERVED_MODEL_NAMES": "Qwen/Qwen3-8B-AWQ,local-llm"}
+
+    # a workflow written for the old README: VLLM_ENDPOINT + /v1/completions
+    method, url, body = n8n_request(data)
+    assert url == base + "/v1/completions"
+    status, answer = through_service_proxy(kube_sim, method, url, body)
+    assert status == 200, answer
+    assert answer["model"] == body["model"] and answer["choices"][0]["text"]
+
+    # a later no-op finds nothing to correct
+    kube_sim.reset_requests()
+    res = switch(playbook, kube_sim, "ml", cpu_fallback_endpoint=fallback)
+    assert res["changed"] is False and writes(kube_sim) == []
 
 
 def test_profile_edit_is_a_change_and_restarts_the_pod(playbook, kube_sim, api):
