@@ -70,7 +70,8 @@ RESERVED_MODES = ("status", "list")
 # A mode name is written as the value of the gpu-mode label: Kubernetes' label value syntax.
 _LABEL_VALUE_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 
-PROBE_PERIOD = 5          # seconds, startup and readiness probes
+STARTUP_PERIOD = 1        # seconds: Ready follows the end of the model load by at most this
+PROBE_PERIOD = 5          # seconds, readiness probe
 LIVENESS_PERIOD = 10
 
 
@@ -265,8 +266,9 @@ def default_selector(name):
 def startup_failure_threshold(wait_timeout):
     # type: (int) -> int
     """Startup probe failures allowed: twice the wait budget, so a slow first download is not
-    killed at the moment the switch gives up (at least 12 probes = 60 s)."""
-    return max(12, int(math.ceil(2.0 * wait_timeout / PROBE_PERIOD)))
+    killed at the moment the switch gives up (at least 60 s). The window (period x threshold) does
+    not depend on the period: a probe every second allows as many seconds of load as one every 5."""
+    return max(int(math.ceil(60.0 / STARTUP_PERIOD)), int(math.ceil(2.0 * wait_timeout / STARTUP_PERIOD)))
 
 
 def render_container(profile, names, pod):
@@ -282,7 +284,7 @@ def render_container(profile, names, pod):
             "name": pod["hf_token_secret"], "key": "HF_TOKEN"}}})
     probe = {"httpGet": {"path": "/health", "port": "http"}, "timeoutSeconds": 2, "successThreshold": 1,
              "initialDelaySeconds": 0}
-    startup = dict(probe, periodSeconds=PROBE_PERIOD,
+    startup = dict(probe, periodSeconds=STARTUP_PERIOD,
                    failureThreshold=startup_failure_threshold(profile["wait_timeout"]))
     readiness = dict(probe, periodSeconds=PROBE_PERIOD, failureThreshold=3)
     liveness = dict(probe, periodSeconds=LIVENESS_PERIOD, failureThreshold=3)

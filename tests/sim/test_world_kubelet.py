@@ -179,6 +179,52 @@ def test_probe_timeouts_and_an_unhealthy_engine(kube_sim_factory):
                                                                                                    "Killing")}
 
 
+def test_the_startup_probe_runs_every_period_and_restarts_after_failure_threshold(kube_sim_factory):
+    from tests.kube_sim.world_testing import QWEN, gpu_pod_spec, vllm_container
+    cluster = kube_sim_factory(speed=20)
+    v1 = client.CoreV1Api(cluster.api_client())
+    v1.create_namespace({"metadata": {"name": "apps"}})
+    load = cluster.scenario()["models"][QWEN]["load_seconds"]      # cached on the worker: 20 s
+
+    def run(name, period, threshold):
+        container = vllm_container(QWEN)
+        container["startupProbe"].update(periodSeconds=period, failureThreshold=threshold)
+        v1.create_namespaced_pod("apps", {"metadata": {"name": name}, "spec": gpu_pod_spec(container)})
+
+    def failed_startup_probes(name):
+        return sum(e.count or 1 for e in events(v1, name, "Unhealthy") if e.message.startswith("Startup probe failed"))
+
+    def ready(name):
+        pod = v1.read_namespaced_pod(name, "apps")
+        return pod.status.conditions and condition(pod, "Ready").status == "True"
+
+    def delete(name):     # the GPU is exclusive: the next pod waits for this one to be gone
+        v1.delete_namespaced_pod(name, "apps")
+        wait_for(lambda: name not in [p.metadata.name for p in v1.list_namespaced_pod("apps").items],
+                 what="%s gone" % name)
+
+    # one probe each period while the model loads (each failure an Unhealthy event, aggregated)
+    run("every-5s", 5, 60)
+    wait_for(lambda: ready("every-5s"), what="every-5s Ready")
+    every_5s = failed_startup_probes("every-5s")
+    delete("every-5s")
+    run("every-1s", 1, 300)
+    wait_for(lambda: ready("every-1s"), what="every-1s Ready")
+    every_1s = failed_startup_probes("every-1s")
+    assert load / 5 - 1 <= every_5s <= load / 5 + 1, every_5s
+    assert load / 2 <= every_1s <= load + 1, every_1s
+    assert status_of(v1, "every-1s").restart_count == 0
+    delete("every-1s")
+
+    # failureThreshold failures in a row before the load ends: the kubelet restarts the container
+    run("impatient", 1, 5)
+    wait_for(lambda: status_of(v1, "impatient") and status_of(v1, "impatient").restart_count >= 1,
+             what="a startup probe restart")
+    assert "Container vllm failed startup probe, will be restarted" in {
+        e.message for e in events(v1, "impatient", "Killing")}
+    assert not ready("impatient")
+
+
 def test_missing_secret_or_key_is_create_container_config_error_until_it_exists(lab):
     """As a kubelet: a non-optional secretKeyRef to a missing Secret (or key) keeps the container
     waiting in CreateContainerConfigError, no restart counted; it starts once the Secret is there."""

@@ -92,8 +92,10 @@ def test_rendered_deployment_follows_the_contract():
                                      "--gpu-memory-utilization", "0.9"]
     assert container["resources"] == {"limits": {"nvidia.com/gpu": "1"}}
     assert container["startupProbe"]["httpGet"]["path"] == "/health"
-    assert container["startupProbe"]["periodSeconds"] == 5
-    assert container["startupProbe"]["failureThreshold"] * 5 >= 120
+    # a probe every second: Ready follows the end of the load by at most 1 s
+    assert container["startupProbe"]["periodSeconds"] == 1
+    # the same window as before (period 5 s x 48 failures for wait_timeout 120): twice the budget
+    assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] == 240
     assert container["readinessProbe"]["initialDelaySeconds"] == 0
     assert {"name": "HF_HOME", "value": "/root/.cache/huggingface"} in container["env"]
     assert pod["runtimeClassName"] == "nvidia"
