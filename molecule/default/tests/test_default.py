@@ -223,6 +223,7 @@ def test_k3s_config(host, hv):
     assert "token" not in conf
     assert conf["node-name"] == host.backend.hostname
     assert "nvidia.com/gpu.present=true" in conf["node-label"]
+    assert "nvidia.com/gpu=true" in conf["node-label"]
     for name, value in hv["gpu_worker_k3s_node_labels"].items():
         assert "%s=%s" % (name, value) in conf["node-label"]
     assert conf["node-taint"] == ["gpu=true:NoSchedule"]
@@ -300,6 +301,14 @@ def test_node_carries_gpu_feature_discovery_labels(host, hv):
     assert labels["nvidia.com/gpu.count"] == "1"
     assert (labels["nvidia.com/gpu.compute.major"], labels["nvidia.com/gpu.compute.minor"]) == ("8", "6")
     assert labels["nvidia.com/gpu.present"] == "true"
+
+
+def test_node_carries_the_old_setups_gpu_label(hv):
+    # Workloads written for the old setup select the GPU worker with
+    # nodeSelector nvidia.com/gpu: "true".
+    client, api = _cluster(hv)
+    labels = client.CoreV1Api(api).read_node(hv["gpu_worker_k3s_node_name"]).metadata.labels
+    assert labels["nvidia.com/gpu"] == "true"
 
 
 def test_nvidia_runtime_class_created(hv):
