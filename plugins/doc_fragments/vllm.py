@@ -80,6 +80,14 @@ options:
         description: Size limit of the C(/dev/shm) memory emptyDir.
         type: str
         default: 2Gi
+      hf_hub_offline:
+        description:
+          - Run vLLM with C(HF_HUB_OFFLINE=1), so a switch never starts a download and a model missing from the
+            cache fails at once instead of being fetched.
+          - Set it only when every model of the catalog is in the cache (the vllm role does so when the
+            gpu_worker role has marked them downloaded on the GPU nodes).
+        type: bool
+        default: false
       port:
         description: Port vLLM listens on (container port C(http)); also the Service port used for verification.
         type: int

@@ -35,6 +35,7 @@ POD_SPEC = dict(
     cache_host_path=dict(type="str", default=POD["cache_host_path"]),
     hf_token_secret=dict(type="str", default=POD["hf_token_secret"], no_log=False),
     shm_size=dict(type="str", default=POD["shm_size"]),
+    hf_hub_offline=dict(type="bool", default=POD["hf_hub_offline"]),
     port=dict(type="int", default=POD["port"]),
     labels=dict(type="dict", default=POD["labels"]),
 )

@@ -277,8 +277,10 @@ def render_container(profile, names, pod):
         ["--port", str(pod["port"])] + list(profile["args"])
     env = [{"name": "HF_HOME", "value": HF_HOME}]
     for key in sorted(profile["env"]):
-        if key != "HF_HOME":
+        if key != "HF_HOME" and not (key == "HF_HUB_OFFLINE" and pod.get("hf_hub_offline")):
             env.append({"name": key, "value": profile["env"][key]})
+    if pod.get("hf_hub_offline"):
+        env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
     if pod["hf_token_secret"]:
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
             "name": pod["hf_token_secret"], "key": "HF_TOKEN"}}})

@@ -26,6 +26,7 @@ POD_DEFAULTS = {
     "cache_host_path": "/var/lib/vllm/huggingface",   # hostPath mounted as the Hugging Face cache
     "hf_token_secret": "",                        # Secret with key HF_TOKEN; empty for none
     "shm_size": "2Gi",                            # size limit of the /dev/shm memory emptyDir
+    "hf_hub_offline": False,                      # HF_HUB_OFFLINE=1: the models are in the cache, never download
     "port": 8000,                                 # vLLM's port (container and Service)
     "labels": {},                                 # extra labels of the Deployment and its pods
 }

@@ -338,3 +338,27 @@ def test_switch_mode_checks_vllm_modes_like_site_yml(cluster, tmp_path):
     assert "vllm_modes is not usable: the mode catalog" in text and "must be a non-empty dict" in text, out[-3000:]
     assert "dict2items" not in text
     assert cluster.writes() == []
+
+
+@pytest.mark.sim_only
+def test_once_the_gpu_node_caches_every_model_vllm_runs_offline_and_a_rerun_restarts_nothing(cluster):
+    """The gpu_worker role lists the completed downloads in the Node annotation
+    homelab.gpu/cached-models; with every model of the catalog there, the next switch runs
+    vLLM with HF_HUB_OFFLINE=1 (one restart), and the run after it changes nothing."""
+    import yaml
+    from ansible_collections.homelab.gpu.plugins.filter.models_cached import catalog_models
+    with open(os.path.join(ROOT, "roles", "vllm", "defaults", "main.yml")) as handle:
+        models = catalog_models(yaml.safe_load(handle)["vllm_modes"])
+    cluster.core.patch_node("k3s-gpu-worker", {"metadata": {"annotations": {
+        "homelab.gpu/cached-models": json.dumps(models)}}})
+    ansible_playbook(cluster, "switch_mode.yml", "-e", "mode=ml")
+    dep = cluster.deployment()
+    assert dep.metadata.labels["gpu-mode"] == "ml" and dep.status.ready_replicas == 1
+    pods = cluster.core.list_namespaced_pod(NS, label_selector="app.kubernetes.io/instance=vllm-server").items
+    env = [dict((e.name, e.value) for e in p.spec.containers[0].env) for p in pods
+           if not p.metadata.deletion_timestamp]
+    assert env and all(e.get("HF_HUB_OFFLINE") == "1" for e in env), env
+    before = pod_uids(cluster)
+    rc, out = ansible_playbook(cluster, "switch_mode.yml", "-e", "mode=ml")
+    assert recap(out)["changed"] == 0
+    assert pod_uids(cluster) == before

@@ -522,3 +522,13 @@ def test_two_concurrent_switches_one_fails_fast_one_waits_for_the_lock(playbook,
     # it waited for the lock, then found r1 in place (or, when it read the Deployment while the first
     # run was still loading, followed that rollout to its end): nothing changed either way
     assert res["changed"] is False and res["plan"] in ("noop", "resume")
+
+
+def test_an_offline_pod_runs_with_hf_hub_offline_and_a_rerun_changes_nothing(playbook, kube_sim, api):
+    offline = dict(POD, hf_hub_offline=True)
+    res = switch(playbook, kube_sim, "ml", pod=offline)
+    assert_serving(res, "ml", "Qwen/Qwen3-8B-AWQ")
+    pod_env = dict((e.name, e.value) for e in api.pods()[0].spec.containers[0].env)
+    assert pod_env["HF_HUB_OFFLINE"] == "1"
+    again = switch(playbook, kube_sim, "ml", pod=offline)
+    assert again["changed"] is False and again["plan"] == "noop", again.get("reason")

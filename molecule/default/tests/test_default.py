@@ -417,3 +417,20 @@ def test_distro_packages_never_resolve_to_another_branch(host, modules):
     else:
         # Refused: because a package of the branch needs another branch.
         assert re.search(r"Depends: (lib)?nvidia-\S+-[0-9]{3}", sim.stdout + sim.stderr), sim.stdout + sim.stderr
+
+
+def test_prefetched_models_are_marked_and_listed_on_the_node(host, hv):
+    # The Node's annotation is what the vllm role reads to run vLLM offline: it lists exactly
+    # the models whose download completed, each with its marker and the served bytes.
+    client, api = _cluster(hv)
+    annotations = client.CoreV1Api(api).read_node(hv["gpu_worker_k3s_node_name"]).metadata.annotations or {}
+    listed = json.loads(annotations["homelab.gpu/cached-models"])
+    if not hv["gpu_worker_prefetch_models"]:
+        assert listed == []
+        return
+    assert listed == sorted(m["name"] for m in hv["gpu_worker_models"])
+    for name in listed:
+        marker = host.file("%s/models--%s" % (hv["gpu_worker__marker_dir"], name.replace("/", "--")))
+        snapshot = json.loads(marker.content_string)["snapshot"]
+        cached = host.file(snapshot + "/model.safetensors")
+        assert cached.sha256sum == host.file("/srv/fake-hf-hub/%s/model.safetensors" % name).sha256sum

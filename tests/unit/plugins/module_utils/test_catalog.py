@@ -303,3 +303,20 @@ def test_gateway_defaults_follow_the_replicas():
     modes = cat.validate_catalog({"ml": {"model": "m", "image": "i", "wait_timeout": 100}, "gaming": {"replicas": 0}})
     assert (modes["ml"]["lock"], modes["ml"]["on_demand"], modes["ml"]["wake_timeout"]) == (False, True, 130)
     assert (modes["gaming"]["lock"], modes["gaming"]["on_demand"]) == (True, False)
+
+
+def test_offline_pods_get_hf_hub_offline_and_online_ones_do_not():
+    offline = cat.render_deployment(profile("ml"), pod=dict(POD, hf_hub_offline=True))
+    online = cat.render_deployment(profile("ml"), pod=POD)
+    env = offline["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "HF_HUB_OFFLINE", "value": "1"} in env
+    assert not any(e["name"] == "HF_HUB_OFFLINE" for e in online["spec"]["template"]["spec"]["containers"][0]["env"])
+    # A different pod, so a cache that became complete rolls the serving pod once.
+    assert cat.fingerprint(offline) != cat.fingerprint(online)
+
+
+def test_offline_env_is_not_doubled_by_a_catalog_entry_that_sets_it():
+    entry = dict(CATALOG["ml"], env={"HF_HUB_OFFLINE": "0"})
+    body = cat.render_deployment(profile("ml", dict(CATALOG, ml=entry)), pod=dict(POD, hf_hub_offline=True))
+    env = body["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert [e for e in env if e["name"] == "HF_HUB_OFFLINE"] == [{"name": "HF_HUB_OFFLINE", "value": "1"}]
