@@ -26,8 +26,8 @@ def plays(kubeconfig, context, defaults=True):
     return [play]
 
 
-def test_one_module_defaults_group_sets_the_connection_of_both_collections(playbook, kube_sim, tmp_path,
-                                                                          monkeypatch):
+def test_one_module_defaults_group_sets_the_connection_of_both_collections(
+        playbook, kube_sim, tmp_path, monkeypatch):
     monkeypatch.delenv("KUBECONFIG", raising=False)
     monkeypatch.delenv("K8S_AUTH_KUBECONFIG", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """A tiny stand-in for the Hugging Face Hub, for the gpu_worker prefetch test (standard library only).
 
 Serves the model repositories under ROOT (ROOT/<org>/<name>/<files>) the way huggingface_hub

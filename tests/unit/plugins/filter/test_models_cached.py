@@ -14,7 +14,8 @@ ALL = ["Qwen/Qwen3-8B-AWQ", "casperhansen/deepseek-r1-distill-qwen-7b-awq", "dee
 GPU = {"nvidia.com/gpu.present": "true"}
 
 
-def node(name, models, labels=GPU):
+def node(name, models, labels=None):
+    labels = GPU if labels is None else labels
     annotations = {} if models is None else {"homelab.gpu/cached-models": json.dumps(models)}
     return {"metadata": {"name": name, "labels": dict(labels), "annotations": annotations}}
 
