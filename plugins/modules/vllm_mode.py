@@ -50,6 +50,7 @@ extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
   - homelab.gpu.vllm
   - ansible.builtin.action_common_attributes
+  - homelab.gpu.attributes
 options:
   mode:
     description: The mode to switch to, a key of O(modes).
@@ -108,10 +109,6 @@ attributes:
   diff_mode:
     support: full
     details: Shows the Deployment before and after (the rendered spec; a zero-replica mode shows the merged patch).
-  platform:
-    platforms: posix
-    details: Runs where the C(kubernetes) Python client is installed, usually the control node; it talks only to the
-      Kubernetes API server.
 notes:
   - A no-op re-run costs two or three API requests (the Deployment, the status ConfigMap and, unless
     O(verify=none), one request through the service proxy). The CUDA check runs only when something changes

@@ -24,17 +24,8 @@ extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
   - homelab.gpu.vllm
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details: Reads only; runs the same in check mode.
-  diff_mode:
-    support: N/A
-    details: Reads only; there is nothing to show.
-  platform:
-    platforms: posix
-    details: Runs where the C(kubernetes) Python client is installed, usually the control node; it talks only to the
-      Kubernetes API server.
+  - homelab.gpu.attributes
+  - homelab.gpu.attributes.info_module
 notes:
   - Costs four API requests (Deployment, pods, nodes, the switch record) plus the registry lookups of the
     modes' images (answered from the table of known images with O(registry.offline=true)).
