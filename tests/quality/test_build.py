@@ -47,7 +47,7 @@ def test_tarball_ships_no_development_requirements(installed):
     rc, listing = run_tool(["tar", "-tzf", installed["tarball"]], env=installed["env"])
     assert rc == 0
     entries = {entry.rstrip("/") for entry in listing.splitlines()}
-    shipped_dev = sorted(e for e in entries if os.path.basename(e).startswith("requirements-dev")
+    shipped_dev = sorted(e for e in entries if os.path.basename(e).startswith("requirements-")
                          or e in ("requirements.txt", "requirements.in", "test-requirements.txt"))
     assert not shipped_dev, "the tarball ships development requirements %s: add them to build_ignore" % shipped_dev
     with open(os.path.join(ROOT, "meta", "execution-environment.yml")) as handle:

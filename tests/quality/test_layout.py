@@ -136,3 +136,25 @@ def test_collections_requirements_match_galaxy_dependencies():
         listed = {c["name"]: c.get("version", "*") for c in yaml.safe_load(handle)["collections"]}
     assert listed == declared, (
         "collections/requirements.yml %s differs from galaxy.yml dependencies %s" % (listed, declared))
+
+
+def _pins(name):
+    pins = {}
+    with open(os.path.join(ROOT, name)) as handle:
+        for line in handle:
+            match = re.match(r"([A-Za-z0-9_.\[\]-]+)==(\S+)", line)
+            if match:
+                pins[match.group(1).lower()] = match.group(2)
+    return pins
+
+
+def test_demo_requirements_are_the_development_pins():
+    """make demo installs requirements-demo.txt, make test requirements-dev.txt into the same .venv:
+    a package pinned in both files must have the same version, or the demo would run other versions
+    than the tests."""
+    dev, demo = _pins("requirements-dev.txt"), _pins("requirements-demo.txt")
+    assert demo, "requirements-demo.txt has no pins"
+    differ = {name: (version, dev.get(name)) for name, version in demo.items() if dev.get(name) != version}
+    assert not differ, (
+        "requirements-demo.txt pins %s differently from requirements-dev.txt (demo, dev): recompile it with the "
+        "command in its first lines" % differ)
