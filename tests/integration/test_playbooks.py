@@ -344,14 +344,25 @@ def test_switch_mode_checks_vllm_modes_like_site_yml(cluster, tmp_path):
 def test_once_the_gpu_node_caches_every_model_vllm_runs_offline_and_a_rerun_restarts_nothing(cluster):
     """The gpu_worker role lists the completed downloads in the Node annotation
     homelab.gpu/cached-models; with every model of the catalog there, the next switch runs
-    vLLM with HF_HUB_OFFLINE=1 (one restart), and the run after it changes nothing."""
+    vLLM with HF_HUB_OFFLINE=1 (one restart), and the run after it changes nothing. An inventory
+    that prefetches nothing does not read the Nodes for it: its no-op stays at three requests."""
     import yaml
     from ansible_collections.homelab.gpu.plugins.filter.models_cached import catalog_models
     with open(os.path.join(ROOT, "roles", "vllm", "defaults", "main.yml")) as handle:
         models = catalog_models(yaml.safe_load(handle)["vllm_modes"])
     cluster.core.patch_node("k3s-gpu-worker", {"metadata": {"annotations": {
         "homelab.gpu/cached-models": json.dumps(models)}}})
+    # An inventory that prefetches nothing never reads the Nodes for it: no request, no restart.
     ansible_playbook(cluster, "switch_mode.yml", "-e", "mode=ml")
+    before = pod_uids(cluster)
+    cluster.reset_requests()
+    rc, out = ansible_playbook(cluster, "switch_mode.yml", "-e", "mode=ml")
+    served = ["%s %s" % (r["method"], r["path"]) for r in cluster.requests()
+              if not r["path"].startswith("/_sim")]
+    assert recap(out)["changed"] == 0 and pod_uids(cluster) == before
+    assert not [r for r in served if r.startswith("GET /api/v1/nodes")], served
+    assert len(served) <= 3, served
+    ansible_playbook(cluster, "switch_mode.yml", "-e", "mode=ml", "-e", "gpu_worker_prefetch_models=true")
     dep = cluster.deployment()
     assert dep.metadata.labels["gpu-mode"] == "ml" and dep.status.ready_replicas == 1
     pods = cluster.core.list_namespaced_pod(NS, label_selector="app.kubernetes.io/instance=vllm-server").items
@@ -359,6 +370,6 @@ def test_once_the_gpu_node_caches_every_model_vllm_runs_offline_and_a_rerun_rest
            if not p.metadata.deletion_timestamp]
     assert env and all(e.get("HF_HUB_OFFLINE") == "1" for e in env), env
     before = pod_uids(cluster)
-    rc, out = ansible_playbook(cluster, "switch_mode.yml", "-e", "mode=ml")
+    rc, out = ansible_playbook(cluster, "switch_mode.yml", "-e", "mode=ml", "-e", "gpu_worker_prefetch_models=true")
     assert recap(out)["changed"] == 0
     assert pod_uids(cluster) == before
