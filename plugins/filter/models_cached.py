@@ -49,24 +49,9 @@ _value:
 
 import json
 
+from ansible_collections.homelab.gpu.plugins.module_utils.catalog import catalog_models
+
 ANNOTATION = "homelab.gpu/cached-models"
-
-
-def catalog_models(modes):
-    """The repositories a catalog loads: each serving mode's model and its --tokenizer, sorted."""
-    out = set()
-    for entry in (modes or {}).values():
-        entry = entry or {}
-        if int(entry.get("replicas", 1) or 0) == 0 or not entry.get("model"):
-            continue
-        out.add(str(entry["model"]))
-        args = [str(a) for a in entry.get("args") or []]
-        for index, arg in enumerate(args):
-            if arg == "--tokenizer" and index + 1 < len(args):
-                out.add(args[index + 1])
-            elif arg.startswith("--tokenizer="):
-                out.add(arg.split("=", 1)[1])
-    return sorted(out)
 
 
 def node_models(node):

@@ -416,6 +416,20 @@ def _flag_values(args, flag):
     return values
 
 
+def catalog_models(modes):
+    # type: (object) -> List[str]
+    """The repositories a catalog loads, sorted: each serving mode's model and its ``--tokenizer``
+    (what a prefetch must have cached before vLLM may run offline). Pure."""
+    out = set()
+    for entry in (modes or {}).values():
+        entry = entry or {}
+        if int(entry.get("replicas", 1) or 0) == 0 or not entry.get("model"):
+            continue
+        out.add(str(entry["model"]))
+        out.update(_flag_values([str(a) for a in entry.get("args") or []], "--tokenizer"))
+    return sorted(out)
+
+
 def main_container(deployment):
     # type: (Optional[dict]) -> dict
     containers = (((deployment or {}).get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []
