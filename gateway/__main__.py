@@ -19,6 +19,7 @@ from ansible_collections.homelab.gpu.plugins.module_utils.api import Api
 from ansible_collections.homelab.gpu.plugins.module_utils.http_transport import ConfigError as TransportConfigError
 from ansible_collections.homelab.gpu.plugins.module_utils.http_transport import HttpTransport
 from ansible_collections.homelab.gpu.gateway import config as config_mod
+from ansible_collections.homelab.gpu.gateway import keys as keys_mod
 from ansible_collections.homelab.gpu.gateway.app import Gateway
 from ansible_collections.homelab.gpu.gateway.server import make_server
 
@@ -53,7 +54,8 @@ def main(argv=None):
         config = config_mod.load(args.config)
         listen = config_mod.parse_listen(args.listen) if args.listen else config.listen
         api_transport, upstream = transports(args, 30)
-    except (config_mod.ConfigError, TransportConfigError) as exc:
+        api_keys = keys_mod.parse(os.environ.get(keys_mod.ENV, ""))
+    except (config_mod.ConfigError, TransportConfigError, keys_mod.KeysError) as exc:
         sys.stderr.write("vllm-gateway: %s\n" % exc)
         return 2
     password = os.environ.get(REGISTRY_PASSWORD_ENV)
@@ -62,7 +64,10 @@ def main(argv=None):
             inst.switch["registry"] = dict(inst.switch.get("registry") or {}, password=password)
     upstream.pool_size = UPSTREAM_POOL
     upstream.timeout = config.upstream_timeout
-    gateway = Gateway(config, Api(api_transport), token=os.environ.get(TOKEN_ENV, ""), proxy_transport=upstream)
+    gateway = Gateway(config, Api(api_transport), token=os.environ.get(TOKEN_ENV, ""), proxy_transport=upstream,
+                      keys=api_keys)
+    if api_keys:
+        logging.getLogger("vllm_gateway").info("/v1/* needs an API key: %s", ", ".join(k.name for k in api_keys))
     try:
         server = make_server(gateway, listen[0], listen[1])
     except OSError as exc:

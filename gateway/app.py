@@ -12,7 +12,7 @@ import time
 from ansible_collections.homelab.gpu.plugins.module_utils import info as engine_info
 from ansible_collections.homelab.gpu.plugins.module_utils.api import ns_path
 from ansible_collections.homelab.gpu.plugins.module_utils.http_transport import HttpTransport
-from ansible_collections.homelab.gpu.gateway import routing
+from ansible_collections.homelab.gpu.gateway import fallback, keys as api_keys, routing
 from ansible_collections.homelab.gpu.gateway.metrics import Registry
 from ansible_collections.homelab.gpu.gateway.state import InstanceState, Tracker
 from ansible_collections.homelab.gpu.gateway.switcher import Switcher, holder_identity
@@ -35,10 +35,12 @@ class Gateway(object):
     """Everything but HTTP parsing. ``api``: api.Api for the Kubernetes API; ``proxy_transport``: the
     transport that reaches the API server's service proxy (``upstream: proxy``)."""
 
-    def __init__(self, config, api, token="", proxy_transport=None, clock=time.monotonic):
+    def __init__(self, config, api, token="", proxy_transport=None, clock=time.monotonic, keys=None):
         self.config = config
         self.api = api
         self.token = token or ""
+        self.keys = list(keys or [])   # keys.ApiKey: empty, the OpenAI front is open
+        self.fallbacks = dict((i.name, fallback.Client(i.fallback)) for i in config.instances if i.fallback.enabled)
         self.clock = clock
         self.proxy_transport = proxy_transport
         self.holder = holder_identity()
@@ -85,6 +87,8 @@ class Gateway(object):
             switcher.stop()
         for tracker in self.trackers.values():
             tracker.stop()
+        for client in self.fallbacks.values():
+            client.close()
 
     def views(self):
         return dict((name, state.snapshot()) for name, state in self.states.items())
@@ -128,10 +132,13 @@ class Gateway(object):
     def route(self, model):
         return self.table.resolve(model, self.views())
 
-    def acquire(self, route, model=None):
+    def acquire(self, route, model=None, key=None, waiting=None, fallback_ok=True):
         """Wait until ``route``'s mode serves (waking or swapping the GPU when needed) and count the
-        request in flight. Raises RouteError. Returns the route taken: for the stable alias
-        (``model``), whatever serves once a switch (the gateway's or a person's) is over."""
+        request in flight. Raises RouteError, or fallback.Needed when the instance's fallback answers
+        instead. Returns the route taken: for the stable alias (``model``), whatever serves once a
+        switch (the gateway's or a person's) is over. ``key``: the client's keys.ApiKey (one without
+        swap gets 409 when its mode is not the current one); ``waiting(mode, phase, expected)``: called
+        while the request waits for a switch (stream progress); ``fallback_ok`` False: never fallback.Needed."""
         inst = route.instance
         state = self.states[inst.name]
         switcher = self.switchers[inst.name]
@@ -139,6 +146,7 @@ class Gateway(object):
         deadline = self.clock() + wake_timeout
         waited = 0.0
         after_switch = False
+        slow_at = None   # when the fallback answers a request still waiting for its switch
         while True:
             if after_switch and model in self.table.aliases:
                 route = self.table.resolve(model, self.views())
@@ -153,10 +161,12 @@ class Gateway(object):
             if view.mode != route.mode and not view.switching:
                 refusal = routing.lock_refusal(inst, view, self.config.retry_after_seconds)
                 if refusal is not None:
-                    raise refusal
+                    raise self.fallback_or(route, model, "locked", refusal) if fallback_ok else refusal
             refusal = routing.not_on_demand(inst, route.mode)
             if refusal is not None and view.mode != route.mode:
                 raise refusal
+            if key is not None and not key.swap and view.mode != route.mode:
+                raise api_keys.swap_refusal(key, inst, view.mode, route.mode)
             left = deadline - self.clock()
             if left <= 0:
                 raise routing.RouteError(504, "Mode %s of %s did not become ready within its wake_timeout (%d s); "
@@ -165,19 +175,59 @@ class Gateway(object):
                                          code="wake_timeout")
             started = self.clock()
             job = switcher.submit(route.mode, "request", left)
+            if slow_at is None:
+                mode = inst.modes[route.mode]
+                patience = fallback.slow_wait(inst.fallback, model, route.mode, mode.served_names,
+                                              mode.target_seconds) if fallback_ok else None
+                slow_at = started + patience if patience is not None else deadline + 1
             state.change(queued=1)
             self.metrics.queued.set(inst.name, value=state.queued)
             try:
-                finished = job.done.wait(left)
+                finished = self.wait_job(job, route, min(left, max(0.0, slow_at - started)), waiting)
             finally:
                 state.change(queued=-1)
                 self.metrics.queued.set(inst.name, value=state.queued)
                 waited += self.clock() - started
+            if not finished and slow_at <= deadline and self.clock() >= slow_at:
+                # the switch goes on: the next request gets the GPU
+                raise self.fallback_or(route, model, "slow", None)
             if not finished:
                 continue  # the deadline check above answers
             if job.error is not None:
-                raise job.error
+                raise self.fallback_or(route, model, "failed", job.error) \
+                    if fallback_ok and job.error.code == "switch_failed" else job.error
             after_switch = True
+
+    def wait_job(self, job, route, timeout, waiting):
+        """Wait for ``job`` at most ``timeout`` s, calling ``waiting`` (progress) every progress_interval."""
+        if waiting is None or timeout <= 0:
+            return job.done.wait(timeout)
+        inst = route.instance
+        mode = inst.modes[route.mode]
+        until = self.clock() + timeout
+        while True:
+            view = self.states[inst.name].snapshot()
+            phase = "queued"
+            if job.running:
+                record = view.last_switch or {}
+                phase = record.get("phase") if record.get("in_progress") and record.get("mode") == route.mode \
+                    and record.get("phase") else "starting"
+            waiting(route.mode, phase, mode.target_seconds)
+            left = until - self.clock()
+            if left <= 0:
+                return job.done.is_set()
+            if job.done.wait(min(left, inst.progress_interval)):
+                return True
+
+    def fallback_or(self, route, model, reason, error):
+        """fallback.Needed when the instance's fallback answers this request for ``reason``, else ``error``
+        (``error`` None: the request goes on waiting, as without a fallback)."""
+        inst = route.instance
+        mode = inst.modes[route.mode]
+        chosen = fallback.choose(inst.fallback, reason, model, route.mode, mode.served_names)
+        if chosen is None:
+            return error
+        return fallback.Needed(reason, chosen, error)
 
     def release(self, route):
         self.states[route.instance.name].change(in_flight=-1)

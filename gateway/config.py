@@ -11,6 +11,7 @@ import json
 import os
 
 from ansible_collections.homelab.gpu.plugins.module_utils import catalog, options
+from ansible_collections.homelab.gpu.gateway import fallback, progress
 
 DEFAULTS = {
     "listen": "0.0.0.0:8080",
@@ -34,6 +35,9 @@ INSTANCE_DEFAULTS = {
     "served_alias": "local-llm",
     "pod": {},
     "switch": {},
+    "progress": "comment",
+    "progress_interval": 2,
+    "fallback": {},
 }
 # Engine options an instance may not set under "switch": the gateway decides them.
 RESERVED_SWITCH_KEYS = ("mode", "modes", "namespace", "name", "service_name", "served_alias", "pod",
@@ -75,6 +79,7 @@ class Mode(object):
         self.lock = bool(entry["lock"])
         self.on_demand = bool(entry["on_demand"])
         self.wake_timeout = float(entry["wake_timeout"] if global_wake_timeout is None else global_wake_timeout)
+        self.target_seconds = None   # the catalog's own target_seconds (None when it only defaults to wait_timeout)
 
     def as_dict(self):
         return {"mode": self.name, "model": self.model, "served_model_names": self.served_names,
@@ -120,6 +125,9 @@ class Instance(object):
             raise ConfigError("%s: %s" % (where, exc))
         self.modes = dict((name, Mode(name, entries[name], self.served_alias, global_wake_timeout))
                           for name in entries)
+        for name, mode in self.modes.items():
+            target = raw_modes[name].get("target_seconds") if isinstance(raw_modes[name], dict) else None
+            mode.target_seconds = entries[name]["target_seconds"] if target not in (None, "") else None
         if self.default_mode not in self.modes or not self.modes[self.default_mode].serving:
             raise ConfigError("%s: default_mode %r must be a serving mode of the catalog (one of %s)." % (
                 where, self.default_mode, ", ".join(sorted(m for m in self.modes if self.modes[m].serving))))
@@ -132,6 +140,15 @@ class Instance(object):
             options.parse(self.engine_params(self.default_mode, "request", "check", 0))
         except options.OptionError as exc:
             raise ConfigError("%s: %s" % (where, exc))
+        self.progress = merged["progress"]
+        if self.progress not in progress.FORMS:
+            raise ConfigError("%s: progress must be one of %s, got %r." % (
+                where, ", ".join(progress.FORMS), self.progress))
+        self.progress_interval = float(_number(where, "progress_interval", merged["progress_interval"], 0.05))
+        try:
+            self.fallback = fallback.Settings(merged["fallback"], where, self.switch.get("cpu_fallback_endpoint"))
+        except fallback.FallbackConfigError as exc:
+            raise ConfigError(str(exc))
         if self.idle_seconds and self.idle_action == "idle" and "idle" not in self.modes:
             raise ConfigError("%s: idle_action idle needs a mode named idle (replicas 0, lock false) in the "
                               "catalog, or set idle_action to default." % where)

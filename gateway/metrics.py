@@ -111,8 +111,14 @@ class Registry(object):
                                         "Duration of the switches the gateway ran.", ("instance", "trigger"))
         self.wake_seconds = Histogram("vllm_gateway_wake_duration_seconds",
                                       "How long a request waited for the GPU to load its mode.", ("instance",))
+        self.fallbacks = Counter("vllm_gateway_fallbacks_total",
+                                 "Requests answered by the CPU fallback, by reason (locked, slow, failed) and outcome "
+                                 "(ok, error, busy).", ("instance", "reason", "outcome"))
+        self.key_requests = Counter("vllm_gateway_key_requests_total",
+                                    "OpenAI requests by API key name (invalid: no or a wrong key) and HTTP status.",
+                                    ("key", "status"))
         self.all = [self.requests, self.in_flight, self.queued, self.switches, self.switch_seconds,
-                    self.wake_seconds]
+                    self.wake_seconds, self.fallbacks, self.key_requests]
 
     def render(self):
         """The exposition text."""

@@ -17,6 +17,7 @@ import socket
 import time
 
 from ansible_collections.homelab.gpu.plugins.module_utils.transport import TransportError
+from ansible_collections.homelab.gpu.gateway import fallback, keys as api_keys, progress
 from ansible_collections.homelab.gpu.gateway.routing import RouteError
 
 LOG = logging.getLogger("vllm_gateway")
@@ -38,6 +39,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "vllm-gateway/1"
     gateway = None   # set on the subclass by make_server
+    api_key = None   # the keys.ApiKey of the current /v1 request (None: no keys configured)
 
     def setup(self):
         super().setup()
@@ -191,8 +193,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return None
 
     # -- OpenAI ---------------------------------------------------------------------------------------------------
+    def authenticate(self):
+        """The client's keys.ApiKey (None when the gateway has no keys); raises the 401 otherwise."""
+        self.api_key = None
+        if not self.gateway.keys:
+            return None
+        header = self.headers.get("Authorization")
+        self.api_key = api_keys.match(self.gateway.keys, header)
+        if self.api_key is None:
+            # the body is not read: drop the connection so its bytes are not taken for a request
+            self.close_connection = True
+            self.gateway.metrics.key_requests.inc(api_keys.INVALID, "401")
+            raise api_keys.unauthorized(header)
+        return self.api_key
+
     def openai(self, method, path):
         gateway = self.gateway
+        self.authenticate()
         if path.rstrip("/") == "/v1/models" and method in ("GET", "HEAD"):
             return self.send_json(200, gateway.models())
         if method in ("GET", "HEAD", "DELETE"):
@@ -220,19 +237,53 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def count(self, model, status):
         self.gateway.metrics.requests.inc(model or "", str(status))
+        if self.api_key is not None:
+            self.gateway.metrics.key_requests.inc(self.api_key.name, str(status))
+
+    def start_stream_response(self, headers):
+        self.send_response(200)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+
+    def progress_stream(self, route, path, body, model):
+        """A progress.Stream for a streamed request on an instance with progress on, else None."""
+        inst = route.instance
+        if not isinstance(body, tuple) or body[0].get("stream") is not True or inst.progress == "off":
+            return None
+        return progress.Stream(self.wfile, self.start_stream_response, inst.progress, path, model,
+                               inst.progress_interval)
 
     def forward_counted(self, route, method, path, body, model):
         gateway = self.gateway
+        stream = self.progress_stream(route, path, body, model)
         try:
-            route = gateway.acquire(route, model)
+            try:
+                route = gateway.acquire(route, model, key=self.api_key,
+                                        waiting=stream.tick if stream is not None else None)
+            except fallback.Needed as need:
+                if need.reason == "slow" and not gateway.fallbacks[route.instance.name].take():
+                    gateway.metrics.fallbacks.inc(route.instance.name, need.reason, "busy")
+                    route = gateway.acquire(route, model, key=self.api_key,
+                                            waiting=stream.tick if stream is not None else None, fallback_ok=False)
+                else:
+                    status = self.answer_fallback(route, path, body, need, stream)
+                    self.count(model, status)
+                    return status
         except RouteError as exc:
             self.count(model, exc.status)
+            if stream is not None and stream.started:
+                stream.fail(error_body(exc.message, exc.err_type, exc.code, extra=exc.extra)["error"])
+                return exc.status
             raise
         gateway.metrics.in_flight.set(route.instance.name, value=gateway.states[route.instance.name].in_flight)
         if isinstance(body, tuple):
             body = self.rewrite(route, *body)
         try:
-            status = self.forward(route, method, path, body)
+            if stream is not None and stream.started:
+                status = self.forward_into(stream, route, method, path, body)
+            else:
+                status = self.forward(route, method, path, body)
         finally:
             gateway.release(route)
             gateway.metrics.in_flight.set(route.instance.name, value=gateway.states[route.instance.name].in_flight)
@@ -254,24 +305,107 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def forward(self, route, method, path, body):
         """Send the request to vLLM and pass the answer back chunk by chunk; returns the status."""
         gateway = self.gateway
-        query = self.path.split("?", 1)[1] if "?" in self.path else ""
-        transport, upath = gateway.upstream(route.instance, path + ("?" + query if query else ""))
-        headers = dict((k, v) for k, v in self.headers.items() if k.lower() in PASS_HEADERS)
-        if gateway.config.upstream == "service" and self.headers.get("Authorization"):
-            headers["Authorization"] = self.headers["Authorization"]
-        if body:
-            headers.setdefault("Content-Type", JSON)
+        transport, upath, headers = self.upstream_request(route, method, path, body)
         try:
             resp = transport.send(method, upath, body=body or None, headers=headers,
                                   timeout=gateway.config.upstream_timeout, stream=True)
         except TransportError as exc:
             return self.send_error_json(502, "vLLM of %s (mode %s) did not answer: %s" % (
                 route.instance.name, route.mode, exc.message), err_type="upstream_error", code="upstream_error")
+        return self.relay(resp, route.instance.name)
+
+    def upstream_request(self, route, method, path, body):
+        """(transport, path, headers) of the request to ``route``'s vLLM."""
+        gateway = self.gateway
+        query = self.path.split("?", 1)[1] if "?" in self.path else ""
+        transport, upath = gateway.upstream(route.instance, path + ("?" + query if query else ""))
+        headers = dict((k, v) for k, v in self.headers.items() if k.lower() in PASS_HEADERS)
+        if gateway.config.upstream == "service" and self.headers.get("Authorization") and not gateway.keys:
+            headers["Authorization"] = self.headers["Authorization"]
+        if body:
+            headers.setdefault("Content-Type", JSON)
+        return transport, upath, headers
+
+    def forward_into(self, stream, route, method, path, body):
+        """Send the request to vLLM and pass its stream into the progress stream already started."""
+        transport, upath, headers = self.upstream_request(route, method, path, body)
+        try:
+            resp = transport.send(method, upath, body=body or None, headers=headers,
+                                  timeout=self.gateway.config.upstream_timeout, stream=True)
+        except TransportError as exc:
+            stream.fail(error_body("vLLM of %s (mode %s) did not answer: %s" % (
+                route.instance.name, route.mode, exc.message), "upstream_error", "upstream_error")["error"])
+            return 502
+        return self.relay_into(stream, resp, route.instance.name)
+
+    def relay_into(self, stream, resp, label):
+        """Copy ``resp`` (a streamed transport Response) into the started ``stream``; returns its status."""
+        try:
+            if resp.status >= 300:
+                error = resp.json().get("error") if isinstance(resp.json(), dict) else None
+                if not isinstance(error, dict):
+                    error = error_body("%s answered %d: %s" % (label, resp.status, str(resp.json())[:500]),
+                                       "upstream_error", "upstream_error")["error"]
+                stream.fail(error)
+                return resp.status
+            try:
+                for chunk in resp.chunks():
+                    stream.write(chunk)
+            except TransportError as exc:
+                LOG.warning("the stream from %s broke: %s", label, exc.message)
+                self.close_connection = True
+                return resp.status
+            stream.end()
+        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+            self.close_connection = True
+        finally:
+            resp.close()
+        return resp.status
+
+    def answer_fallback(self, route, path, body, need, stream):
+        """Answer from the instance's CPU fallback (``need``: fallback.Needed); returns the status."""
+        gateway = self.gateway
+        inst = route.instance
+        client = gateway.fallbacks[inst.name]
+        if need.reason != "slow" and not client.take():
+            gateway.metrics.fallbacks.inc(inst.name, need.reason, "busy")
+            raise need.error
+        try:
+            payload = dict(body[0], model=need.model)
+            headers = dict((k, v) for k, v in self.headers.items() if k.lower() in PASS_HEADERS)
+            headers["Content-Type"] = JSON
+            LOG.info("%s: %s for %s answered by the fallback %s at %s (reason %s)", inst.name, path,
+                     body[0].get("model"), need.model, client.settings.endpoint, need.reason)
+            try:
+                resp = client.send(path, json.dumps(payload).encode("utf-8"), headers)
+            except TransportError as exc:
+                gateway.metrics.fallbacks.inc(inst.name, need.reason, "error")
+                error = RouteError(502, "The GPU of %s cannot answer now (%s) and the CPU fallback %s did not answer "
+                                   "either: %s" % (inst.name, need.reason, client.settings.endpoint, exc.message),
+                                   err_type="fallback_error", code="fallback_error",
+                                   extra={"fallback_reason": need.reason})
+                if stream is not None and stream.started:
+                    stream.fail(error_body(error.message, error.err_type, error.code, extra=error.extra)["error"])
+                    return 502
+                raise error
+            gateway.metrics.fallbacks.inc(inst.name, need.reason, "ok" if resp.status < 300 else "error")
+            if stream is not None and stream.started:
+                stream.note("the GPU cannot answer now (%s): the CPU fallback answers with %s" % (
+                    need.reason, need.model))
+                return self.relay_into(stream, resp, "the fallback")
+            return self.relay(resp, "the fallback", {fallback.HEADER: need.reason, fallback.MODEL_HEADER: need.model})
+        finally:
+            client.give()
+
+    def relay(self, resp, label, extra_headers=None):
+        """Pass ``resp`` (a streamed transport Response) back chunk by chunk; returns its status."""
         try:
             self.send_response(resp.status)
             for key in ("content-type", "cache-control", "x-request-id"):
                 if resp.headers.get(key):
                     self.send_header(key.title(), resp.headers[key])
+            for key, value in (extra_headers or {}).items():
+                self.send_header(key, value)
             length = resp.headers.get("content-length")
             chunked = length is None or "chunked" in (resp.headers.get("transfer-encoding") or "")
             if chunked:
@@ -288,7 +422,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                         write(chunk)
                     self.wfile.flush()
             except TransportError as exc:
-                LOG.warning("the stream from %s broke: %s", route.instance.name, exc.message)
+                LOG.warning("the stream from %s broke: %s", label, exc.message)
                 self.close_connection = True
                 return resp.status
             if chunked:
