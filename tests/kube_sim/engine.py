@@ -149,6 +149,10 @@ class VllmEngine(object):
         self.state = "awake"        # awake, falling_asleep, asleep, waking
         self.sleep_level = 0
         self._naps = 0              # bumps when the engine falls asleep: requests admitted before abort
+        self.sleep_routes = ["/is_sleeping", "/sleep", "/wake_up"]   # the image's vLLM version decides
+        self.site = None            # the node around the process (EngineSite): GPU, host link, host RAM
+        self.leaked_mib = 0         # GPU memory a wake that ran out of memory left mapped
+        self.parked_mib = 0         # host RAM holding the weights while asleep (level 1)
 
     @property
     def port(self):
@@ -170,15 +174,36 @@ class VllmEngine(object):
         except ValueError:
             return False
 
-    def gpu_memory_mib(self, model_info=None):
-        """GPU memory this engine holds: the model's ``vram_mib``, or only its CUDA context
-        (``sleeping_vram_mib``) while asleep."""
+    def share_mib(self, model_info=None):
+        """GPU memory this engine takes awake: ``--gpu-memory-utilization`` of the GPU (weights, activations
+        and KV cache), or the model's ``vram_mib`` when the GPU size is unknown."""
         info = model_info or self.model_info
+        total = self.site.gpu_total_mib if self.site is not None else 0
+        if total:
+            return int(total * float(self.opts.get("gpu_memory_utilization") or 0.9))
+        return int(info.get("vram_mib") or 0)
+
+    def residue_mib(self, model_info=None):
+        """GPU memory the engine keeps asleep: its CUDA context and graph pool (``sleeping_vram_mib``)."""
+        info = model_info or self.model_info
+        return int(info.get("sleeping_vram_mib", 450) or 0)
+
+    def gpu_memory_mib(self, model_info=None):
+        """GPU memory this engine holds now: its share while awake (and while falling asleep or waking), the
+        residue plus what a failed wake left mapped while asleep."""
         with self._cond:
             asleep = self.state == "asleep"
+            leaked = self.leaked_mib
         if asleep:
-            return int(info.get("sleeping_vram_mib", 450) or 0)
-        return int(info.get("vram_mib") or 0)
+            return self.residue_mib(model_info) + leaked
+        return self.share_mib(model_info)
+
+    def copy_seconds(self, model_info=None):
+        """Simulated seconds to copy the weights over the host link (a level-1 sleep or a wake)."""
+        info = model_info or self.model_info
+        link = self.site.link_gib_per_s if self.site is not None else 0
+        weights = int(info.get("weights_mib") or 0)
+        return weights / 1024.0 / link if link and weights else 0.0
 
     # ------------------------------------------------------------------ logs
     def boot_logs(self):
@@ -262,9 +287,10 @@ class VllmEngine(object):
             "/v1/chat/completions": ("POST", self._chat),
             "/metrics": ("GET", self._metrics),
         }
-        if self.dev_mode:   # vLLM adds these routes only in dev mode: 404 otherwise
-            routes.update({"/sleep": ("POST", self._sleep), "/wake_up": ("POST", self._wake_up),
-                           "/is_sleeping": ("GET", self._is_sleeping)})
+        if self.dev_mode:   # vLLM adds these routes only in dev mode (and from 0.7.3 on): 404 otherwise
+            sleep = {"/sleep": ("POST", self._sleep), "/wake_up": ("POST", self._wake_up),
+                     "/is_sleeping": ("GET", self._is_sleeping)}
+            routes.update((route, sleep[route]) for route in self.sleep_routes if route in sleep)
         route = routes.get(path)
         if route is None:
             return _json(404, {"detail": "Not Found"})
@@ -345,6 +371,7 @@ class VllmEngine(object):
             self.log([log_line("ERROR", "engine.py:160", "Exception in sleep: ValueError: sleep level must be 1 or "
                                "2, got %r" % level_text)])
             return 500, {"Content-Type": "text/plain; charset=utf-8"}, b"Internal Server Error"
+        weights = int(self.model_info.get("weights_mib") or 0) if level == 1 else 0
         with self._cond:
             self._settle()
             if self.state == "asleep":
@@ -353,14 +380,22 @@ class VllmEngine(object):
             self.state = "falling_asleep"
             self._naps += 1          # requests in flight are aborted
             self._cond.notify_all()
-        seconds = float(self.model_info.get("sleep_seconds", 1) or 0)
+        # level 1 copies the weights into pinned host memory: the container's and the node's RAM
+        oom = self.site.park(self, weights) if self.site is not None and weights else None
+        if oom:
+            self.dead = True
+            self.listening = False
+            self.site.fatal(137, "OOMKilled", [])
+            raise ApiError(503, "ServiceUnavailable", "error trying to reach service: EOF")
+        seconds = float(self.model_info.get("sleep_seconds", 1) or 0) + (self.copy_seconds() if level == 1 else 0)
         self.clock.sleep(seconds)
+        held = self.share_mib()
+        context = self.residue_mib()
         with self._cond:
             self.state = "asleep"
             self.sleep_level = level
+            self.parked_mib = weights
             self._cond.notify_all()
-        held = int(self.model_info.get("vram_mib") or 0)
-        context = int(self.model_info.get("sleeping_vram_mib", 450) or 0)
         self.log([log_line("INFO", "gpu_worker.py:104", "Sleep mode freed %.2f GiB memory, %.2f GiB memory is still "
                            "in use." % (max(held - context, 0) / 1024.0, context / 1024.0)),
                   log_line("INFO", "executor_base.py:211", "It took %.6f seconds to fall asleep." % seconds)])
@@ -372,22 +407,53 @@ class VllmEngine(object):
         tags = urllib.parse.parse_qs(query).get("tags") or ["weights", "kv_cache"]
         self.log([log_line("INFO", "api_server.py:735", "wake up the engine with tags: %s"
                            % (urllib.parse.parse_qs(query).get("tags") or None))])
-        with self._cond:
-            self._settle()
-            if self.state != "asleep":
-                self.log([log_line("WARNING", "executor_base.py:220", "Executor is not sleeping.")])
-                return 200, {}, b""
-            self.state = "waking"
-            self._cond.notify_all()
-        seconds = float(self.model_info.get("wake_seconds", 2) or 0)
+        lock = self.site.lock if self.site is not None else threading.RLock()
+        with lock:       # the GPU's free memory is read and taken in one step
+            with self._cond:
+                self._settle()
+                if self.state != "asleep":
+                    self.log([log_line("WARNING", "executor_base.py:220", "Executor is not sleeping.")])
+                    return 200, {}, b""
+                held = self.residue_mib() + self.leaked_mib
+            free = self.site.gpu_free_mib() if self.site is not None else None
+            need = self.share_mib() - held
+            if free is not None and need > free:
+                return self._wake_out_of_memory(need, free)
+            with self._cond:
+                self.state = "waking"
+                self._cond.notify_all()
+        seconds = float(self.model_info.get("wake_seconds", 2) or 0) + self.copy_seconds()
         self.clock.sleep(seconds)
         with self._cond:
             self.state = "awake"
             self.sleep_level = 0
+            self.leaked_mib = 0
+            self.parked_mib = 0
             self._cond.notify_all()
         self.log([log_line("INFO", "executor_base.py:231", "It took %.6f seconds to wake up tags %s."
                            % (seconds, sorted(tags)))])
         return 200, {}, b""
+
+    def _wake_out_of_memory(self, need, free):
+        """A wake that does not fit: cuMemCreate fails part way (the blocks mapped so far stay mapped, as
+        in vLLM before the fix on main); the engine stays asleep, or its core dies (``wake_oom: crash``)."""
+        lines = ["CUDA Error: out of memory at /workspace/csrc/cumem_allocator.cpp:62",
+                 log_line("ERROR", "core.py:386", "Invocation of wake_up method failed"),
+                 "Traceback (most recent call last):",
+                 '  File "/usr/local/lib/python3.12/dist-packages/vllm/device_allocator/cumem.py", line 252, in '
+                 "wake_up",
+                 "RuntimeError: CUDA Error: out of memory at /workspace/csrc/cumem_allocator.cpp:62 "
+                 "(tried to map %d MiB, %d MiB free on the device)" % (need, max(free, 0))]
+        if self.model_info.get("wake_oom") == "crash":
+            self.dead = True
+            self.listening = False
+            self.log(lines + [log_line("ERROR", "core.py:416", "EngineCore encountered a fatal error.")])
+            self.site.fatal(1, "Error", [])
+            raise ApiError(503, "ServiceUnavailable", "error trying to reach service: EOF")
+        with self._cond:
+            self.leaked_mib += max(free, 0)
+        self.log(lines)
+        return 500, {"Content-Type": "text/plain; charset=utf-8"}, b"Internal Server Error"
 
     def _is_sleeping(self, _query, _body):
         with self._cond:

@@ -443,6 +443,8 @@ class Kubelet(object):
         model = self.world.scenario.model(opts["model"])
         engine = VllmEngine(opts, info.get("vllm_version") or "0.8.5.post1", model, env, clock=self.clock)
         engine.log = functools.partial(self._engine_log, c, engine)
+        engine.sleep_routes = list(info.get("sleep_routes") or [])
+        engine.site = EngineSite(self, rt, c, engine) if c.gpu_visible else None
         c.engine = engine
         c.listening = False
         self._log(c, engine.boot_logs())
@@ -491,6 +493,10 @@ class Kubelet(object):
                     "RuntimeError: Unexpected error from cudaGetDeviceCount(). Did you run some cuda functions before "
                     "calling NumCudaDevices() that might have already set an error? Error 804: forward compatibility "
                     "was attempted on non supported HW"], 1, "Error"
+        if opts.get("enable_sleep_mode") and scenario_mod.compare_versions(
+                info.get("vllm_version") or "0", scenario_mod.SLEEP_MODE_FLAG) < 0:
+            return 2.0, ["usage: vllm serve <model_tag> [options]",
+                         "vllm serve: error: unrecognized arguments: --enable-sleep-mode"], 2, "Error"
         if model.get("crash"):
             return max(float(model.get("load_seconds") or 20) * 0.3, 1.0), [
                 log_line("ERROR", "core.py:396", "EngineCore failed to start."), tb, str(model["crash"])], 1, "Error"
@@ -501,10 +507,7 @@ class Kubelet(object):
         vram = int(model.get("vram_mib") or 0)
         total = int(gpu.get("memory_mib") or 0)
         util = float(opts.get("gpu_memory_utilization") or 0.9)
-        used = sum(o.engine.gpu_memory_mib(self.world.scenario.model(o.engine.opts["model"]))
-                   for other in self.pods.values() if other.node == rt.node
-                   for o in other.ctrs if o is not c and o.engine is not None and o.state == "running"
-                   and o.gpu_visible)
+        used = self.gpu_used_mib(rt.node, but=c)
         if used and total - used < total * util:
             return 5.0, [log_line("ERROR", "core.py:396", "EngineCore failed to start."), tb,
                          "ValueError: Free memory on device (%.2f/%.2f GiB) on startup is less than desired GPU memory "
@@ -522,6 +525,45 @@ class Kubelet(object):
                 "Memory Management  (https://pytorch.org/docs/stable/notes/cuda.html#environment-variables)"
                 % (total / 1024.0 * 0.97, 301.44, total * util / 1024.0, total * util / 1024.0 - 0.4)], 1, "Error"
         return None
+
+    def gpu_engines(self, node_name, but=None):
+        """[(pod runtime, container)] of the running vLLM engines that use the GPU of ``node_name``."""
+        return [(other, o) for other in self.pods.values() if other.node == node_name and not other.removed
+                for o in other.ctrs if o is not but and o.engine is not None and o.state == "running"
+                and o.gpu_visible]
+
+    def gpu_used_mib(self, node_name, but=None):
+        """GPU memory the engines on ``node_name`` hold (awake: their share, asleep: their residue)."""
+        return sum(o.engine.gpu_memory_mib(self.world.scenario.model(o.engine.opts["model"]))
+                   for _rt, o in self.gpu_engines(node_name, but))
+
+    def host_parked_mib(self, node_name):
+        """Host RAM holding the weights of the sleeping engines on ``node_name``."""
+        return sum(o.engine.parked_mib for _rt, o in self.gpu_engines(node_name))
+
+    def gpu_report(self):
+        """What nvidia-smi and free would show on each GPU node: {node: {memory_mib, used_mib, host_memory_mib,
+        host_parked_mib, processes: [{namespace, pod, container, model, state, used_mib, parked_mib}]}}."""
+        report = {}
+        for node in self.world.scenario.data["nodes"]:
+            gpu = node.get("gpu")
+            if not gpu:
+                continue
+            processes = []
+            for rt, o in self.gpu_engines(node["name"]):
+                engine = o.engine
+                info = self.world.scenario.model(engine.opts["model"])
+                with engine._cond:   # pylint: disable=protected-access
+                    state = engine.state
+                processes.append({"namespace": rt.ns, "pod": rt.name, "container": o.name,
+                                  "model": engine.opts["model"], "state": state if engine.listening else "loading",
+                                  "used_mib": engine.gpu_memory_mib(info), "parked_mib": engine.parked_mib})
+            report[node["name"]] = {"memory_mib": int(gpu.get("memory_mib") or 0),
+                                    "used_mib": sum(p["used_mib"] for p in processes),
+                                    "host_memory_mib": int(_mib(node.get("memory") or "0") or 0),
+                                    "host_parked_mib": sum(p["parked_mib"] for p in processes),
+                                    "processes": processes}
+        return report
 
     def scenario_changed(self):
         """Apply a changed scenario to running containers (an unplugged GPU kills GPU work)."""
@@ -946,6 +988,64 @@ def _mib(quantity):
         return float(text) / 1048576
     except ValueError:
         return None
+
+
+class EngineSite(object):
+    """What a vLLM engine sees of its node: the GPU's size and free memory, the host link, host RAM, and a way
+    to die (the kubelet then records the exit and restarts the container). Called from request threads."""
+
+    def __init__(self, kubelet, rt, c, engine):
+        self.kubelet = kubelet
+        self.rt = rt
+        self.c = c
+        self.engine = engine
+        self.lock = kubelet.world.lock
+
+    def _node(self):
+        return self.kubelet.world.node_spec(self.rt.node) or {}
+
+    @property
+    def gpu_total_mib(self):
+        return int((self._node().get("gpu") or {}).get("memory_mib") or 0)
+
+    @property
+    def link_gib_per_s(self):
+        return float((self._node().get("gpu") or {}).get("host_link_gib_per_s") or 0)
+
+    def gpu_free_mib(self):
+        """Free GPU memory now (the world lock is held by the caller or taken here)."""
+        with self.lock:
+            return self.gpu_total_mib - self.kubelet.gpu_used_mib(self.rt.node)
+
+    def park(self, engine, weights_mib):
+        """Take host RAM for ``weights_mib`` of parked weights; a text saying what ran out, or None."""
+        with self.lock:
+            info = self.kubelet.world.scenario.model(engine.opts["model"])
+            ram = int(info.get("ram_mib") or 0)
+            limit = ((self.c.spec.get("resources") or {}).get("limits") or {}).get("memory")
+            if limit and _mib(limit) and ram + weights_mib > _mib(limit):
+                return "the container's memory limit %s" % limit
+            node = self._node()
+            total = _mib(node.get("memory") or "0") or 0
+            engines = self.kubelet.gpu_engines(self.rt.node)
+            used = sum(int(self.kubelet.world.scenario.model(o.engine.opts["model"]).get("ram_mib") or 0) +
+                       o.engine.parked_mib for _rt, o in engines)
+            if total and used + weights_mib > total:
+                return "the node's memory %s" % node.get("memory")
+            engine.parked_mib = weights_mib    # held from the start of the copy
+            return None
+
+    def fatal(self, code, reason, lines):
+        """The engine's process dies: exit ``code`` (137 OOMKilled, 1 Error) at once."""
+        kubelet, rt, c = self.kubelet, self.rt, self.c
+
+        def die():
+            if c.engine is self.engine:
+                kubelet._log(c, lines)   # pylint: disable=protected-access
+                kubelet._exit(rt, c, code, reason)   # pylint: disable=protected-access
+                kubelet.world.touch()
+        with self.lock:
+            kubelet.world.after(0, die)
 
 
 def _answer_ok(_method, _path, _query, _headers, _body):

@@ -94,6 +94,10 @@ class SimCluster(_Handle):
         """The running scenario as a dict."""
         return self._control("GET", "/_sim/scenario")
 
+    def gpu(self):
+        """What nvidia-smi would show per GPU node: memory, used, the engines with their state and held memory."""
+        return self._control("GET", "/_sim/gpu")
+
     def patch_scenario(self, patch):
         """Change the running scenario by a JSON merge patch (unplug the GPU, faults, ...)."""
         return self._control("PATCH", "/_sim/scenario", patch)
@@ -117,7 +121,7 @@ class RealCluster(_Handle):
         raise RuntimeError("this needs the simulated cluster's control endpoints; mark the test sim_only "
                            "(it runs against a real cluster because %s is set)" % REAL_KUBECONFIG_ENV)
 
-    requests = reset_requests = scenario = patch_scenario = _refuse
+    requests = reset_requests = scenario = patch_scenario = gpu = _refuse
 
     def stop(self):
         self._close_clients()

@@ -24,17 +24,18 @@ DEFAULT_FAULTS = {"error_rate": 0.0, "error_status": 503, "latency_ms": 0, "drop
                   "forbid": []}
 DEFAULT_IMAGE = {"cuda_version": None, "require_cuda": None, "vllm": None, "pull": "ok", "pull_seconds": 5,
                  "size_bytes": 52428800, "crash": None, "exit_code": 1, "logs": [], "vllm_version": None,
-                 "env": {}, "forward": None}
+                 "env": {}, "forward": None, "sleep_endpoints": None}
 DEFAULT_MODEL = {"vram_mib": 8000, "load_seconds": 20, "first_load_seconds": 60, "cached": False, "crash": None,
                  "max_model_len": 32768, "tokens_per_second": 50, "answer_tokens": 16, "wake_seconds": 2,
-                 "sleep_seconds": 1, "sleeping_vram_mib": 450}
+                 "sleep_seconds": 1, "sleeping_vram_mib": 450, "weights_mib": 0, "wake_oom": "asleep"}
 # Numeric model keys of the serving simulation -> (smallest value, whether it must be above it, example).
 MODEL_NUMBERS = {"tokens_per_second": (0, True, "50"), "answer_tokens": (1, False, "16"),
                  "wake_seconds": (0, False, "2"), "sleep_seconds": (0, False, "1"),
-                 "sleeping_vram_mib": (0, False, "450")}
+                 "sleeping_vram_mib": (0, False, "450"), "weights_mib": (0, False, "5800")}
+WAKE_OOM = ("asleep", "crash")
 DEFAULT_GPU = {"product": "NVIDIA GeForce RTX 3060", "count": 1, "memory_mib": 12288,
                "driver_version": "570.195.03", "cuda_version": None, "compute": "8.6", "family": "ampere",
-               "gfd": True, "brand": None}
+               "gfd": True, "brand": None, "host_link_gib_per_s": 12.0, "time_slicing": None}
 # Driver branch -> the CUDA version that driver reports (nvidia-smi "CUDA Version").
 DRIVER_BRANCH_CUDA = {470: "11.4", 495: "11.5", 510: "11.6", 515: "11.7", 520: "11.8", 525: "12.0", 530: "12.1",
                       535: "12.2", 545: "12.3", 550: "12.4", 555: "12.5", 560: "12.6", 565: "12.7", 570: "12.8",
@@ -171,6 +172,7 @@ def normalise(data):
                 gpu["cuda_version"] = driver_cuda(gpu["driver_version"])
             gpu["cuda_version"] = str(gpu["cuda_version"]) if gpu["cuda_version"] else None
             gpu["compute"] = str(gpu["compute"])
+            _check_gpu(node["name"], gpu)
             node["gpu"] = gpu
         else:
             node["gpu"] = None
@@ -198,6 +200,21 @@ def normalise(data):
     return data
 
 
+def _check_gpu(name, gpu):
+    """ScenarioError unless the GPU's host link and time-slicing settings can work."""
+    link = gpu.get("host_link_gib_per_s")
+    if not isinstance(link, (int, float)) or isinstance(link, bool) or link <= 0:
+        raise ScenarioError("nodes.%s.gpu.host_link_gib_per_s is %r; it must be a number greater than 0 "
+                            "(GiB/s host to device), e.g. 2.5" % (name, link))
+    sharing = gpu.get("time_slicing")
+    if sharing is None:
+        return
+    replicas = sharing.get("replicas") if isinstance(sharing, dict) else None
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 2:
+        raise ScenarioError("nodes.%s.gpu.time_slicing must be {replicas: N} with an integer N of at least 2 "
+                            "(the device plugin's minimum), e.g. {replicas: 4}" % name)
+
+
 def _check_model_numbers(name, entry):
     """ScenarioError unless the model's token rate, answer length, sleep and wake times are numbers in range."""
     for key, (least, strict, example) in MODEL_NUMBERS.items():
@@ -210,6 +227,9 @@ def _check_model_numbers(name, entry):
             bound = ("greater than %s" if strict else "at least %s") % least
             raise ScenarioError("models.%s.%s is %r; it must be %s %s, e.g. %s"
                                 % (name, key, value, "an integer" if integer else "a number", bound, example))
+    if entry.get("wake_oom") not in WAKE_OOM:
+        raise ScenarioError("models.%s.wake_oom is %r; it must be one of %s"
+                            % (name, entry.get("wake_oom"), ", ".join(WAKE_OOM)))
 
 
 def _image_defaults(ref, entry):
@@ -225,7 +245,22 @@ def _image_defaults(ref, entry):
     if entry["vllm"] and not entry.get("vllm_version"):
         tag = _tag(ref)
         entry["vllm_version"] = tag[1:] if tag.startswith("v") and tag[1:2].isdigit() else "0.8.5.post1"
+    if entry["vllm"]:
+        entry["sleep_routes"] = sleep_routes(entry["vllm_version"], entry.get("sleep_endpoints"))
     return entry
+
+
+# vLLM's HTTP sleep routes (behind VLLM_SERVER_DEV_MODE=1) and the release that added each one.
+SLEEP_ROUTES = {"/sleep": "0.7.3", "/wake_up": "0.7.3", "/is_sleeping": "0.8.0"}
+SLEEP_MODE_FLAG = "0.7.0"       # --enable-sleep-mode exists from this release on
+
+
+def sleep_routes(vllm_version, override=None):
+    """The HTTP sleep routes an image's vLLM server has: by its version, or none when the scenario
+    says ``sleep_endpoints: false`` (all of them with ``true``)."""
+    if override is not None:
+        return sorted(SLEEP_ROUTES) if override else []
+    return sorted(route for route, since in SLEEP_ROUTES.items() if compare_versions(vllm_version, since) >= 0)
 
 
 def _repository(ref):

@@ -325,6 +325,12 @@ class _Handler(BaseHTTPRequestHandler):
                 result = world.patch_scenario(patch)
                 self.api.reseed()   # a changed scenario replays its faults from the seed
                 return self.send_json(200, result)
+        elif path == "/_sim/gpu":
+            if world is None:
+                raise ApiError(404, "NotFound", "this simulator runs without a world")
+            if self.command == "GET":
+                with world.lock:
+                    return self.send_json(200, world.kubelet.gpu_report())
         elif path == "/_sim/healthz":
             return self.send_bytes(200, b"ok", "text/plain")
         else:

@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 
+from . import device_plugin
 from . import scenario as scenario_mod
 from .clock import epoch_of
 from .errors import ApiError, not_found
@@ -26,7 +27,7 @@ from .errors import ApiError, not_found
 LOG = logging.getLogger("kube_sim.world")
 
 WATCHED = {"pods", "deployments.apps", "replicasets.apps", "services", "nodes", "runtimeclasses.node.k8s.io",
-           "namespaces"}
+           "namespaces", "daemonsets.apps", "configmaps"}
 LEASE_RENEW_SIM = 10.0        # node Lease renewal period (simulated seconds)
 HEARTBEAT_SIM = 60.0          # Node Ready lastHeartbeatTime refresh (simulated seconds)
 
@@ -51,6 +52,8 @@ class World(object):
         self._subscribed = False
         self._events = {}                      # aggregation key -> (namespace, event name)
         self._failures = {}                    # (component, kind, uid) -> the failing state last reported
+        self.sharing = {}                      # GPU node name -> the device plugin's sharing (None: none)
+        self._plugin_errors = {}               # device plugin DaemonSet uid -> its config error last reported
         self.controllers = Controllers(self)
         self.kubelet = Kubelet(self)
 
@@ -148,7 +151,8 @@ class World(object):
         fails as a whole does not keep the next ones from running."""
         if self.store.closed:
             return
-        for component, step in (("deployment-controller", self.controllers.sync_deployments),
+        for component, step in (("nvidia-device-plugin", self.sync_device_plugins),
+                                ("deployment-controller", self.controllers.sync_deployments),
                                 ("replicaset-controller", self.controllers.sync_replicasets),
                                 ("default-scheduler", self.controllers.schedule),
                                 ("kubelet", self.kubelet.sync),
@@ -242,7 +246,7 @@ class World(object):
         """Create or update the Node objects of the scenario (and delete removed ones)."""
         wanted = {n["name"] for n in self.scenario.data["nodes"]}
         for node in self.scenario.data["nodes"]:
-            desired = build_node(node, self.clock.now_iso())
+            desired = build_node(node, self.clock.now_iso(), self.sharing.get(node["name"]))
             existing = self.store.try_get("nodes", node["name"])
             if existing is None:
                 self.store.create("nodes", desired)
@@ -256,6 +260,70 @@ class World(object):
                     self.store.delete("nodes", obj["metadata"]["name"])
                 except ApiError:
                     pass
+
+    def sync_device_plugins(self):
+        """Each GPU node's sharing, from the device plugin DaemonSet that selects it and its ConfigMap (else the
+        scenario's ``gpu.time_slicing``); a change re-advertises the node. Plugin DaemonSets get a status."""
+        from .controllers import _affinity_ok, _tolerates
+        daemonsets = [ds for ds in self.store.list("daemonsets.apps")[0] if device_plugin.is_plugin(ds)]
+        nodes = {n["metadata"]["name"]: n for n in self.store.list("nodes")[0]}
+        sharing, scheduled = {}, {}
+        for node in self.scenario.data["nodes"]:
+            obj = nodes.get(node["name"])
+            if not node.get("gpu") or obj is None:
+                continue
+            found = device_plugin.scenario_sharing(node["gpu"])
+            for ds in daemonsets:
+                if not device_plugin.selects(ds, obj, _tolerates, _affinity_ok):
+                    continue
+                key = (ds["metadata"]["namespace"], ds["metadata"]["name"])
+                scheduled[key] = scheduled.get(key, 0) + 1
+                found = self._plugin_sharing(ds)
+            sharing[node["name"]] = found
+        if sharing != self.sharing:
+            self.sharing = sharing
+            self.sync_nodes()
+        for ds in daemonsets:
+            self._plugin_status(ds, scheduled.get((ds["metadata"]["namespace"], ds["metadata"]["name"]), 0))
+
+    def _plugin_sharing(self, ds):
+        source = device_plugin.config_source(ds)
+        if source is None:
+            return dict(device_plugin.NO_SHARING)
+        config = self.store.try_get("configmaps", source[0] or "", ds["metadata"]["namespace"])
+        text = ((config or {}).get("data") or {}).get(source[1]) if config is not None else None
+        try:
+            if text is None:
+                raise ValueError('configmap "%s" has no key %s' % (source[0], source[1]))
+            found = device_plugin.parse_config(text)
+        except ValueError as exc:   # the plugin exits: the node advertises no GPU
+            text = "error starting plugins: unable to load config: %s" % exc
+            if self._plugin_errors.get(ds["metadata"].get("uid")) != text:
+                self._plugin_errors[ds["metadata"].get("uid")] = text
+                self.event(ds, "Warning", "PluginConfigError", text, "nvidia-device-plugin")
+            return {"strategy": "none", "replicas": 0, "rename": False}
+        self._plugin_errors.pop(ds["metadata"].get("uid"), None)
+        return found
+
+    def _plugin_status(self, ds, count):
+        generation = ds["metadata"].get("generation") or 1
+
+        def write(obj):
+            status = obj.setdefault("status", {})
+            wanted = {"currentNumberScheduled": count, "desiredNumberScheduled": count, "numberMisscheduled": 0,
+                      "numberReady": count, "numberAvailable": count, "updatedNumberScheduled": count,
+                      "observedGeneration": generation}
+            if not count:
+                wanted.pop("numberAvailable")
+            if all(status.get(k) == v for k, v in wanted.items()):
+                return None
+            status.update(wanted)
+            return obj
+        try:
+            self.store.mutate("daemonsets.apps", ds["metadata"]["name"], ds["metadata"]["namespace"], write,
+                              subresource="status")
+        except ApiError:
+            pass
 
     def _heartbeat(self):
         now = self.clock.now_iso()
@@ -431,8 +499,8 @@ def resolve_container_port(pod, port):
 
 
 # ---------------------------------------------------------------------- Node objects
-def gfd_labels(gpu):
-    """GPU Feature Discovery labels of a scenario GPU."""
+def gfd_labels(gpu, sharing=None):
+    """GPU Feature Discovery labels of a scenario GPU (``sharing``: the device plugin's time-slicing)."""
     if not gpu or not gpu.get("gfd", True):
         return {}
     labels = {}
@@ -460,8 +528,10 @@ def gfd_labels(gpu):
                                          gpu.get("gfd_count", 1))
     labels["nvidia.com/gpu.family"] = str(gpu.get("family") or "ampere")
     labels["nvidia.com/gpu.machine"] = str(gpu.get("machine") or "NUC")
-    labels["nvidia.com/gpu.replicas"] = "1"
-    labels["nvidia.com/gpu.sharing-strategy"] = "none"
+    shared, suffix = device_plugin.labels(sharing)
+    labels.update(shared)
+    if suffix:
+        labels["nvidia.com/gpu.product"] += "-SHARED"
     labels["nvidia.com/gpu.mode"] = "graphics" if scenario_mod.is_consumer(gpu) else "compute"
     labels["nvidia.com/mig.capable"] = "false"
     labels["nvidia.com/mps.capable"] = "false"
@@ -489,8 +559,8 @@ def node_ready_status(node):
     return "Unknown"
 
 
-def build_node(node, now):
-    """The Node object of a scenario node."""
+def build_node(node, now, sharing=None):
+    """The Node object of a scenario node (``sharing``: what its device plugin advertises, None: one per GPU)."""
     name = node["name"]
     labels = {
         "beta.kubernetes.io/arch": "amd64", "beta.kubernetes.io/instance-type": "k3s",
@@ -500,7 +570,7 @@ def build_node(node, now):
     if node.get("role") == "server":
         labels["node-role.kubernetes.io/control-plane"] = "true"
         labels["node-role.kubernetes.io/master"] = "true"
-    labels.update(gfd_labels(node.get("gpu")))
+    labels.update(gfd_labels(node.get("gpu"), sharing))
     labels.update({k: str(v) for k, v in (node.get("labels") or {}).items()})
     taints = [dict(t) for t in node.get("taints") or []]
     ready = node_ready_status(node)
@@ -514,7 +584,7 @@ def build_node(node, now):
                 "hugepages-2Mi": "0", "memory": str(node.get("memory", "32Gi")), "pods": "110"}
     gpus = gpu_capacity(node)
     if gpus is not None:
-        capacity["nvidia.com/gpu"] = str(gpus)
+        capacity.update(device_plugin.capacity(gpus, sharing))
     allocatable = dict(capacity, **{"ephemeral-storage": "477277044814"})
     if ready == "True":
         ready_cond = ("True", "KubeletReady", "kubelet is posting ready status")
