@@ -7,6 +7,11 @@
 The gateway never asks the API per request: the Deployment (mode annotation, replicas, status)
 and the switch record ConfigMap ``<name>-switch`` are watched, and every change, whoever made it
 (the gateway, an ``ansible-playbook switch_mode.yml``, ``kubectl``), updates the snapshot.
+
+A record left open by a run that died (its holder's Lease expired: a gateway or an
+``ansible-playbook`` killed mid-switch) is settled by the tracker as soon as it sees it, at start or
+from the watch: once the Deployment is Ready, the record is closed as the mode that serves, with a
+note (``record.settle``). While the Lease is still live, the tracker looks again when it expires.
 """
 
 import datetime
@@ -15,9 +20,9 @@ import queue
 import threading
 import time
 
-from ansible_collections.homelab.gpu.plugins.module_utils import catalog
-from ansible_collections.homelab.gpu.plugins.module_utils.api import Watcher, ns_path
-from ansible_collections.homelab.gpu.plugins.module_utils.lease import parse_time
+from ansible_collections.homelab.gpu.plugins.module_utils import catalog, record as journal
+from ansible_collections.homelab.gpu.plugins.module_utils.api import KubeError, Watcher, ns_path
+from ansible_collections.homelab.gpu.plugins.module_utils.lease import COORD, lease_state, parse_time
 
 LOG = logging.getLogger("vllm_gateway")
 
@@ -80,6 +85,7 @@ class InstanceState(object):
         self.cond = threading.Condition()
         self.deployment = None
         self.record = {}
+        self.record_version = None
         self.synced = False
         self.in_flight = 0
         self.queued = 0
@@ -98,6 +104,7 @@ class InstanceState(object):
                 self.deployment = deployment
             if record is not False:
                 self.record = (record or {}).get("data") or {}
+                self.record_version = ((record or {}).get("metadata") or {}).get("resourceVersion")
             self.synced = True
             self._recompute()
             self.cond.notify_all()
@@ -144,7 +151,7 @@ class InstanceState(object):
         if record:
             last = {"mode": record.get("mode"), "previous_mode": record.get("previous_mode") or None,
                     "in_progress": record.get("in_progress") == "true", "started_at": record.get("started_at"),
-                    "finished_at": record.get("finished_at"), "result": record.get("result"),
+                    "finished_at": record.get("finished_at") or None, "result": record.get("result") or None,
                     "trigger": record.get("trigger"), "phase": record.get("phase")}
         foreign = bool(last and last["in_progress"] and record.get("holder") != self.holder and not self.switching)
         self.view = View(mode=mode, model=live["model"] if serving else None,
@@ -206,6 +213,15 @@ class InstanceState(object):
         with self.cond:
             return self.view
 
+    def open_record(self):
+        """(record data, its resourceVersion, the mode that serves) when the record is open, no switch of
+        this gateway runs and the Deployment is Ready (a record to settle if its Lease expired), else None."""
+        with self.cond:
+            view = self.view
+            if self.record.get("in_progress") != "true" or self.switching or not view.ready or self.override:
+                return None
+            return dict(self.record), self.record_version, view.mode
+
 
 class Tracker(threading.Thread):
     """Watches one instance's Deployment and switch record and feeds ``InstanceState``."""
@@ -216,6 +232,8 @@ class Tracker(threading.Thread):
         self.state = state
         self.stop_event = threading.Event()
         self.queue = queue.Queue()
+        self.recheck_at = None   # monotonic time to look at an open record again (its Lease expires)
+        self.recheck_key = None  # (holder, started_at) of that record
 
     def stop(self):
         self.stop_event.set()
@@ -227,6 +245,48 @@ class Tracker(threading.Thread):
         dep = self.api.get(ns_path(inst.namespace, "deployments", inst.name, group="apps/v1"))
         record = self.api.get(ns_path(inst.namespace, "configmaps", inst.name + "-switch"))
         self.state.set_objects(dep, record)
+
+    def settle(self, due=True):
+        """Close the open record of a run that died (its Lease expired), as the mode that serves; when
+        the Lease is still live, look again once it expires (``recheck_at``; a watch event of the same
+        record before then reads nothing, ``due`` False). Best effort."""
+        found = self.state.open_record()
+        if found is None:
+            self.recheck_at = self.recheck_key = None
+            return
+        rec, version, serving = found
+        key = (rec.get("holder"), rec.get("started_at"))
+        if not due and key == self.recheck_key and self.recheck_at is not None and self.recheck_at > time.monotonic():
+            return
+        self.recheck_at, self.recheck_key = None, key
+        inst = self.state.inst
+        try:
+            lease = self.api.get(ns_path(inst.namespace, "leases", inst.name + "-switch", group=COORD))
+            held, _holder, _since, left = lease_state(lease, self.state.holder)
+            if held:
+                self.recheck_at = time.monotonic() + max(0.1, left + 0.2)
+                return
+            closed = journal.settle(self.api, inst.namespace, inst.name, rec, serving, self.state.holder,
+                                    how="Deployment Ready", resource_version=version)
+        except KubeError as exc:
+            if exc.status != 409:   # 409: the record changed meanwhile (a new switch): the watch shows it
+                LOG.warning("%s: could not settle the open switch record: %s", inst.name, exc.message)
+                self.recheck_at = time.monotonic() + 5.0
+            return
+        LOG.warning("%s: closed the switch record of a run that stopped (switch to %s started %s by %s, phase %s) "
+                    "as %s: mode %s serves", inst.name, rec.get("mode"), rec.get("started_at"), rec.get("holder"),
+                    rec.get("phase"), closed["result"], serving)
+
+    def next_event(self):
+        """The next watch event, or None when an open record is due for another look."""
+        while True:
+            wait = None if self.recheck_at is None else self.recheck_at - time.monotonic()
+            if wait is not None and wait <= 0:
+                return None
+            try:
+                return self.queue.get(timeout=wait)
+            except queue.Empty:
+                return None
 
     def run(self):
         inst = self.state.inst
@@ -241,7 +301,11 @@ class Tracker(threading.Thread):
                 watcher.start()
             failed = False
             while not self.stop_event.is_set() and not failed:
-                etype, kind, obj = self.queue.get()
+                event = self.next_event()
+                if event is None:
+                    self.settle()
+                    continue
+                etype, kind, obj = event
                 if etype == "STOP":
                     break
                 if etype == "ERROR":
@@ -257,6 +321,8 @@ class Tracker(threading.Thread):
                     self.state.set_objects(deployment=obj)
                 else:
                     self.state.set_objects(record=obj)
+                if self.queue.empty():
+                    self.settle(due=False)
             for watcher in watchers:
                 watcher.stop()
             if failed:

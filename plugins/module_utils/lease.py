@@ -5,7 +5,8 @@
 """Stage 4 of a switch, the lease: one switch of a Deployment at a time, across front ends.
 
 A coordination.k8s.io Lease ``<name>-switch``: holder ``<host>/<pid>`` (or the front end's own
-identity), 30 s duration, renewed every 10 s while the switch waits and verifies. A lease held
+identity), 30 s duration (``lease_seconds``), renewed every third of it while the switch waits and
+verifies. A lease held
 by a live run fails the switch at once naming the holder and since when (or waits up to
 ``lock_timeout``); a lease not renewed for its duration (a killed run) is taken over with a
 warning. Released (deleted) at the end. The vllm_mode module and the gateway use the same
@@ -79,8 +80,9 @@ def lease_state(lease, identity, now=None):
 class SwitchLease(object):
     """The Lease of one Deployment's switches, as held by ``identity``."""
 
-    def __init__(self, api, namespace, name, identity, warn, now=time.monotonic, sleep=time.sleep):
-        # type: (object, str, str, str, Callable[[str], None], Callable[[], float], Callable[[float], None]) -> None
+    def __init__(self, api, namespace, name, identity, warn, now=time.monotonic, sleep=time.sleep,
+                 duration=LEASE_SECONDS):
+        # type: (object, str, str, str, Callable[[str], None], Callable[[], float], Callable[[float], None], int) -> None
         self.api = api
         self.namespace = namespace
         self.lease_name = "%s-switch" % name
@@ -91,6 +93,7 @@ class SwitchLease(object):
         self.sleep = sleep
         self.held = False
         self.renewed = 0.0
+        self.duration = int(duration)
 
     def path(self, named=True):
         return ns_path(self.namespace, "leases", self.lease_name if named else None, group=COORD)
@@ -109,7 +112,7 @@ class SwitchLease(object):
             spec["acquireTime"] = now
             spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + (1 if existing else 0)
         spec["holderIdentity"] = self.identity
-        spec["leaseDurationSeconds"] = LEASE_SECONDS
+        spec["leaseDurationSeconds"] = self.duration
         spec["renewTime"] = now
         return body
 
@@ -152,7 +155,7 @@ class SwitchLease(object):
     def renew(self, force=False):
         # type: (bool) -> None
         """Renew when a third of the duration has passed (or ``force``); a failure is a warning."""
-        if not self.held or (not force and self.now() - self.renewed < LEASE_SECONDS / 3.0):
+        if not self.held or (not force and self.now() - self.renewed < self.duration / 3.0):
             return
         try:
             lease = self.api.get(self.path())
@@ -173,5 +176,5 @@ class SwitchLease(object):
             if lease and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
                 self.api.delete(self.path())
         except KubeError as exc:
-            self.warn("could not release the switch lock (it expires in %d s): %s" % (LEASE_SECONDS, exc.message))
+            self.warn("could not release the switch lock (it expires in %d s): %s" % (self.duration, exc.message))
         self.held = False

@@ -56,6 +56,7 @@ DEFAULTS = {
     "rollback": True,                       # re-apply the previous mode after a failure
     "verify": "models",                     # none | health | models | completion
     "lock_timeout": 0,                      # seconds to wait for another switch's Lease
+    "lease_seconds": 30,                    # the Lease's duration (renewed every third of it); not a module option
     "status_configmap": "llm-fallback-config",  # client ConfigMap; "" = don't write
     "cpu_fallback_endpoint": None,
     "trigger": "person",                    # who asked: person | request | idle (recorded)
@@ -118,6 +119,9 @@ def parse(params):
         value = values[key]
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise OptionError("%s must be a whole number of seconds >= 0, got %r." % (key, value))
+    lease_seconds = values["lease_seconds"]
+    if isinstance(lease_seconds, bool) or not isinstance(lease_seconds, int) or not 3 <= lease_seconds <= 3600:
+        raise OptionError("lease_seconds must be a whole number of seconds from 3 to 3600, got %r." % (lease_seconds,))
     for key in ("namespace", "name", "service_name"):
         if not isinstance(values[key], str) or not values[key]:
             raise OptionError("%s must be a non-empty name, got %r." % (key, values[key]))

@@ -8,7 +8,8 @@ Deployment write, so a later run knows what to roll back to when this one is kil
 Keys: ``mode`` (the target), ``previous_mode``, ``previous`` (the previous Deployment as JSON),
 ``in_progress`` ("true" until the run ends), ``started_at``, ``holder``, ``trigger`` (person,
 request, idle: who asked), and at the end ``result`` (ok, rolled back, failed), ``finished_at``
-and, when a later run closed it, ``closed_by``.
+and, when a later run closed it, ``closed_by`` and ``note`` (why and as what). A new record blanks
+the keys of the end, so an open record never shows the previous run's ``result``.
 
 While the run waits, the record shows where it stands (``Progress``): ``phase`` (terminate,
 schedule, pull, start, ready, verify, ``rollback`` while a failed switch puts the previous mode
@@ -18,7 +19,9 @@ most once every ``PROGRESS_INTERVAL`` seconds; ``progress_view`` reads it back (
 the ``watch`` entry point that ``scripts/gpu-mode`` runs beside the playbook).
 
 The record is a journal: every run that wrote it closes it, whatever happened (``journal``); a
-record left open (a killed run) is closed by the next run that finds its target serving. The
+record left open (a killed run) is settled by whoever finds it once its holder's Lease has expired
+(``settlement``: closed as the mode that really serves, with a note): the vllm_mode no-op, the
+next switch, the gateway's start and its watch. The
 rollback target is the last mode verified serving: the live Deployment, unless the record says
 the live mode is the unfinished or failed target of a switch (``unverified``).
 """
@@ -30,7 +33,7 @@ __metaclass__ = type
 import datetime
 import json
 import time
-from typing import Optional
+from typing import Optional, Tuple
 
 from ansible_collections.homelab.gpu.plugins.module_utils.api import KubeError, ns_path
 from ansible_collections.homelab.gpu.plugins.module_utils.catalog import MANAGER
@@ -44,6 +47,8 @@ DONE = "done"
 ROLLBACK = "rollback"
 # Every phase a record can show, in order (rollback only after a failure).
 PROGRESS_PHASES = PHASES + (ROLLBACK, DONE)
+# The keys a run writes when it ends: a new record blanks them.
+END_KEYS = ("result", "finished_at", "closed_by", "note")
 
 
 def record_name(name):
@@ -99,6 +104,7 @@ def start(api, namespace, name, mode, previous_mode, previous_spec, holder, trig
             "previous": json.dumps(previous_spec, sort_keys=True) if previous_spec else "",
             "in_progress": "true", "started_at": started, "holder": holder, "trigger": trigger,
             "phase": FIRST_PHASE, "phase_started_at": started, "phases": "{}"}
+    data.update((key, "") for key in END_KEYS)
     body = {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": record_name(name), "namespace": namespace,
                          "labels": {"app.kubernetes.io/managed-by": "homelab.gpu",
@@ -109,20 +115,52 @@ def start(api, namespace, name, mode, previous_mode, previous_spec, holder, trig
     return data
 
 
-def finish(api, namespace, name, result, closed_by=None, phases=None):
-    # type: (object, str, str, str, Optional[str], Optional[dict]) -> dict
+def finish(api, namespace, name, result, closed_by=None, phases=None, note=None, resource_version=None):
+    # type: (object, str, str, str, Optional[str], Optional[dict], Optional[str], Optional[str]) -> dict
     """Close the record: ``in_progress: "false"``, ``result``, ``finished_at``, ``phase: done`` (and
-    ``closed_by`` when a later run closes the record of a killed one; ``phases``, the seconds of
-    each phase, when the run measured them). Returns the keys written."""
+    ``closed_by`` and ``note`` when a later run closes the record of a killed one; ``phases``, the
+    seconds of each phase, when the run measured them). With ``resource_version`` the write is
+    refused (409) when the record changed since it was read. Returns the keys written."""
     finished = micro_time()
     data = {"in_progress": "false", "result": result, "finished_at": finished, "phase": DONE,
             "phase_started_at": finished}
     if closed_by:
         data["closed_by"] = closed_by
+    if note:
+        data["note"] = note
     if phases is not None:
         data["phases"] = phases_text(phases)
-    api.merge_patch(ns_path(namespace, "configmaps", record_name(name)), {"data": data}, MANAGER)
+    body = {"data": data}
+    if resource_version:
+        body["metadata"] = {"resourceVersion": resource_version}
+    api.merge_patch(ns_path(namespace, "configmaps", record_name(name)), body, MANAGER)
     return data
+
+
+def settlement(rec, serving_mode, closer, how="verified"):
+    # type: (dict, Optional[str], str, str) -> Tuple[str, str]
+    """How to close ``rec``, an open record whose run is gone (its Lease expired or was released),
+    when ``serving_mode`` serves now (None: no Deployment): (result, note). ``ok`` when the
+    record's target serves, ``rolled back`` when its previous mode does, else ``failed``. Pure."""
+    if serving_mode == (rec.get("mode") or None):
+        word = "ok"
+    elif serving_mode == (rec.get("previous_mode") or None):
+        word = "rolled back"
+    else:
+        word = "failed"
+    note = ("closed by %s at %s: the run of %s (started %s, trigger %s) stopped in phase %s and its Lease expired; "
+            "mode %s serves (%s)." % (closer, micro_time(), rec.get("holder") or "unknown", rec.get("started_at") or "?",
+                                      rec.get("trigger") or "?", rec.get("phase") or "?",
+                                      serving_mode or "(no Deployment)", how))
+    return word, note
+
+
+def settle(api, namespace, name, rec, serving_mode, closer, how="verified", resource_version=None):
+    # type: (object, str, str, dict, Optional[str], str, str, Optional[str]) -> dict
+    """Close ``rec`` (an open record whose holder's Lease expired) as ``serving_mode``, the mode
+    that serves now; returns the keys written."""
+    word, note = settlement(rec, serving_mode, closer, how)
+    return finish(api, namespace, name, word, closed_by=closer, note=note, resource_version=resource_version)
 
 
 def previous_spec(record):

@@ -63,7 +63,8 @@ class Run(object):
         self.now = now
         self.started = now()
         self.image_cache = {}
-        self.lease = SwitchLease(api, opts.namespace, opts.name, opts.holder, self.warn, now=now, sleep=sleep)
+        self.lease = SwitchLease(api, opts.namespace, opts.name, opts.holder, self.warn, now=now, sleep=sleep,
+                                 duration=opts.lease_seconds)
         self.progress = record.Progress(api, opts.namespace, opts.name, self.warn, now=now)
         self.verifier = Verifier(api, opts.namespace, opts.service_name, opts.pod["port"], opts.verify, self.warn,
                                  now=now, sleep=sleep, renew=self.keep_alive)
@@ -283,12 +284,11 @@ def confirm(run, profile, the_plan, live, result, wait_timeout, check_mode):
 def close_reached(run, profile, rec):
     # type: (Run, dict, dict) -> None
     """A no-op found ``profile``'s mode serving (verified): a record (``rec``, its data) a killed run
-    left open for a switch to this mode is closed as done, unless a live run holds the lease (two
-    requests, only when the record is open)."""
+    left open is settled as that mode, unless a live run holds the lease (two requests, only when
+    the record is open)."""
     try:
-        if rec.get("in_progress") == "true" and rec.get("mode") == profile["mode"] \
-                and not run.lease.held_by_another():
-            close_unfinished(run, rec)
+        if rec.get("in_progress") == "true" and not run.lease.held_by_another():
+            close_unfinished(run, rec, profile["mode"])
     except KubeError as exc:
         run.warn("could not read or close the switch record %s: %s" % (record.record_name(run.opts.name),
                                                                        exc.message))
@@ -385,12 +385,16 @@ def settle_record(run, rec, live, the_plan):
     return close_unfinished(run, rec)
 
 
-def close_unfinished(run, rec):
-    # type: (Run, dict) -> dict
-    """Close the record of a killed run whose target was found serving; returns the record's data."""
-    closed = record.finish(run.api, run.opts.namespace, run.opts.name, "ok", closed_by=run.opts.holder)
-    run.warn("closed the record of an earlier switch to %s (started %s by %s, never finished): mode %s is serving "
-             "and verified." % (rec.get("mode"), rec.get("started_at"), rec.get("holder"), rec.get("mode")))
+def close_unfinished(run, rec, serving=None):
+    # type: (Run, dict, Optional[str]) -> dict
+    """Settle the record of a killed run (its Lease expired): mode ``serving`` (default: the
+    record's target) was found serving and verified. Returns the record's data."""
+    serving = serving or rec.get("mode")
+    closed = record.settle(run.api, run.opts.namespace, run.opts.name, rec, serving, run.opts.holder)
+    run.warn("closed the record of an earlier switch to %s (started %s by %s, stopped in phase %s, never finished) "
+             "as %s: mode %s is serving and verified."
+             % (rec.get("mode"), rec.get("started_at"), rec.get("holder"), rec.get("phase") or "?", closed["result"],
+                serving))
     return dict(rec, **closed)
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from ansible_collections.homelab.gpu.plugins.module_utils import api as api_mod
 from ansible_collections.homelab.gpu.plugins.module_utils import apply, catalog, lease as lease_mod, run
+from ansible_collections.homelab.gpu.plugins.module_utils import record as record_mod
 from ansible_collections.homelab.gpu.plugins.module_utils.transport import Response, Transport
 
 NS = "ml"
@@ -447,6 +448,62 @@ def test_a_no_op_closes_the_record_a_killed_run_left_open_when_its_target_serves
     assert result["final_state"]["mode"] == "r1" and result["final_state"]["ready"]
     assert cluster.objects[CLIENT_CM]["data"]["VLLM_MODE"] == "r1"
     assert cluster.objects[RECORD]["data"]["result"] == "rolled back"
+
+
+def killed_during_the_rollback(cluster):
+    """Leave the record as a front end killed while it put ml back after a failed switch to r1
+    leaves it (the rollback's PUT done, the record open at phase rollback, the Lease gone)."""
+    data = cluster.objects[RECORD]["data"]
+    data.update(in_progress="true", mode="r1", previous_mode="ml", phase="rollback", result="", finished_at="",
+                holder="vllm-gateway/gw-0/1", trigger="request")
+    cluster.objects.pop(LEASE, None)
+
+
+def test_a_no_op_settles_a_record_left_open_during_a_rollback_as_what_serves():
+    cluster = deployed("ml")
+    cluster.crash.add(MODES["r1"]["model"])
+    result, error, _w = switch(cluster, "r1")
+    assert "Rolled back to ml" in error
+    cluster.crash.clear()
+    killed_during_the_rollback(cluster)
+    cluster.log = []
+    result, error, warnings = switch(cluster, "ml")
+    assert error is None and result["plan"] == "noop" and result["changed"] is False
+    rec = cluster.objects[RECORD]["data"]
+    assert rec["in_progress"] == "false" and rec["result"] == "rolled back" and rec["closed_by"] == "test/1", rec
+    assert "vllm-gateway/gw-0/1" in rec["note"] and "stopped in phase rollback" in rec["note"], rec["note"]
+    assert "mode ml serves" in rec["note"]
+    assert any("closed the record of an earlier switch to r1" in w and "as rolled back" in w for w in warnings)
+    # the no-op's three reads, the Lease read and the one write that closes the record
+    assert cluster.writes() == [("PATCH", RECORD)] and result["api_requests"]["requests"] == 5, cluster.log
+    # once closed, a no-op is back to three requests and writes nothing
+    cluster.log = []
+    result, error, _w = switch(cluster, "ml")
+    assert error is None and result["api_requests"]["requests"] == 3 and cluster.writes() == []
+
+
+def test_a_no_op_leaves_an_open_record_alone_while_its_holder_renews_the_lease():
+    cluster = deployed("ml")
+    switch(cluster, "r1")
+    switch(cluster, "ml")
+    killed_during_the_rollback(cluster)
+    holder = lease_mod.SwitchLease(api_mod.Api(cluster), NS, "vllm-server", "vllm-gateway/gw-0/1", lambda t: None)
+    holder.acquire()
+    cluster.log = []
+    result, error, _w = switch(cluster, "ml")
+    assert error is None and result["changed"] is False
+    assert cluster.objects[RECORD]["data"]["in_progress"] == "true" and cluster.writes() == []
+
+
+def test_a_new_record_does_not_show_the_previous_runs_result():
+    cluster = deployed("ml")
+    closed = cluster.objects[RECORD]["data"]
+    assert closed["result"] == "ok" and closed["finished_at"]
+    data = record_mod.start(api_mod.Api(cluster), NS, "vllm-server", "r1", "ml", None, "test/2", "person")
+    rec = cluster.objects[RECORD]["data"]
+    assert rec["in_progress"] == "true" and rec["mode"] == "r1"
+    assert not rec.get("result") and not rec.get("finished_at") and not rec.get("closed_by"), rec
+    assert data["result"] == ""
 
 
 def test_a_switch_finding_an_open_record_whose_target_serves_keeps_that_mode_as_the_rollback_target():
