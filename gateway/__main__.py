@@ -25,7 +25,6 @@ from ansible_collections.homelab.gpu.gateway.server import make_server
 
 TOKEN_ENV = "VLLM_GATEWAY_TOKEN"
 REGISTRY_PASSWORD_ENV = "VLLM_GATEWAY_REGISTRY_PASSWORD"
-UPSTREAM_POOL = 256
 
 
 def parse_args(argv):
@@ -62,7 +61,7 @@ def main(argv=None):
     if password:
         for inst in config.instances:
             inst.switch["registry"] = dict(inst.switch.get("registry") or {}, password=password)
-    upstream.pool_size = UPSTREAM_POOL
+    upstream.pool_size = config.max_connections   # one idle connection per client connection at most
     upstream.timeout = config.upstream_timeout
     gateway = Gateway(config, Api(api_transport), token=os.environ.get(TOKEN_ENV, ""), proxy_transport=upstream,
                       keys=api_keys)

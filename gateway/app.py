@@ -19,6 +19,7 @@ from ansible_collections.homelab.gpu.gateway.switcher import Switcher, holder_id
 
 LOG = logging.getLogger("vllm_gateway")
 SYNC_TIMEOUT = 30
+DETAIL_CACHE_SECONDS = 5   # /gateway/status?detail=1 reads the cluster at most this often
 
 
 def max_model_len(entry):
@@ -44,8 +45,8 @@ class Gateway(object):
         self.clock = clock
         self.proxy_transport = proxy_transport
         self.holder = holder_identity()
-        self.metrics = Registry()
         self.table = routing.Table(config.instances)
+        self.metrics = Registry(self.table.known())
         self.instances = dict((i.name, i) for i in config.instances)
         self.states = {}
         self.trackers = {}
@@ -61,8 +62,11 @@ class Gateway(object):
             if config.upstream == "service":
                 self.upstreams[inst.name] = HttpTransport("http://%s.%s.svc:%d" % (inst.service_name, inst.namespace,
                                                                                    inst.port),
-                                                          timeout=config.upstream_timeout, pool_size=64)
+                                                          timeout=config.upstream_timeout,
+                                                          pool_size=config.max_connections)
         self.started = int(time.time())
+        self.detail_lock = threading.Lock()
+        self.detail_cache = (None, {})   # (monotonic time read, {instance name: info})
         self.stop_event = threading.Event()
         self.idle_thread = threading.Thread(target=self.idle_loop, name="idle", daemon=True)
 
@@ -303,11 +307,26 @@ class Gateway(object):
                         "default_mode": inst.default_mode, "idle_seconds": inst.idle_seconds,
                         "idle_action": inst.idle_action,
                         "modes": dict((m.name, m.as_dict()) for m in inst.modes.values())})
-            if detail:
-                result, error = engine_info.info(self.api, inst.engine_params(inst.default_mode, "person",
-                                                                              self.holder, 0))
-                out[-1]["info"] = dict(result, error=error) if error else result
+        if detail:
+            infos = self.detail_info()
+            for entry in out:
+                entry["info"] = infos[entry["name"]]
         return {"instances": out}
+
+    def detail_info(self):
+        """Each instance's vllm_mode_info result, read from the cluster at most every DETAIL_CACHE_SECONDS
+        (callers at the same moment share one read): status?detail=1 needs no token and must not let a
+        client multiply the API reads."""
+        with self.detail_lock:
+            read_at, infos = self.detail_cache
+            if read_at is None or self.clock() - read_at >= DETAIL_CACHE_SECONDS:
+                infos = {}
+                for inst in self.config.instances:
+                    result, error = engine_info.info(self.api, inst.engine_params(inst.default_mode, "person",
+                                                                                  self.holder, 0))
+                    infos[inst.name] = dict(result, error=error) if error else result
+                self.detail_cache = (self.clock(), infos)
+            return infos
 
     def chill_available(self):
         models = []

@@ -4,7 +4,20 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The gateway's configuration file (JSON): defaults, validation, per-instance settings.
 
-Every key and its default is documented in gateway/README.md; the defaults live here.
+Every key and its default is documented in docs/gateway.md; the defaults live here.
+
+The HTTP edge's bounds follow nginx's defaults where nginx has one:
+  header_timeout         seconds to receive a request's line and headers (nginx client_header_timeout 60 s)
+  body_timeout           seconds between two reads of a request body, or two writes of an answer
+                         (nginx client_body_timeout / send_timeout 60 s)
+  keepalive_timeout      seconds an idle keep-alive connection stays open (nginx keepalive_timeout 75 s)
+  max_connections        client connections open at once, one thread each; more get 503 and are closed
+                         (nginx: 512 worker_connections, half of them for upstream connections)
+  max_body_memory_bytes  memory the request bodies held at once may take, counted with what parsing their JSON
+                         and renaming their model may cost (14 times the body, 64 bytes per JSON value): a body
+                         that can never fit gets 413, one that does not fit now 503 (150 MiB: one body of
+                         max_body_bytes fits; with the gateway's ~30 MiB and its threads the worst case stays
+                         under the role's 256 Mi memory limit)
 """
 
 import json
@@ -24,6 +37,11 @@ DEFAULTS = {
     "queue_limit": 256,
     "retry_after_seconds": 60,
     "upstream_timeout": 600,
+    "header_timeout": 60,
+    "body_timeout": 60,
+    "keepalive_timeout": 75,
+    "max_connections": 256,
+    "max_body_memory_bytes": 157286400,
 }
 INSTANCE_DEFAULTS = {
     "name": "vllm-server",
@@ -191,6 +209,12 @@ class Config(object):
         self.queue_limit = int(_number("config", "queue_limit", merged["queue_limit"], 1))
         self.retry_after_seconds = int(_number("config", "retry_after_seconds", merged["retry_after_seconds"], 1))
         self.upstream_timeout = float(_number("config", "upstream_timeout", merged["upstream_timeout"], 1))
+        self.header_timeout = float(_number("config", "header_timeout", merged["header_timeout"], 0.01))
+        self.body_timeout = float(_number("config", "body_timeout", merged["body_timeout"], 0.01))
+        self.keepalive_timeout = float(_number("config", "keepalive_timeout", merged["keepalive_timeout"], 0.01))
+        self.max_connections = int(_number("config", "max_connections", merged["max_connections"], 1))
+        self.max_body_memory_bytes = int(_number("config", "max_body_memory_bytes", merged["max_body_memory_bytes"],
+                                                 self.max_body_bytes))
         instances = raw.get("instances")
         if not isinstance(instances, list) or not instances:
             raise ConfigError("instances must be a non-empty list (one entry per vLLM Deployment).")

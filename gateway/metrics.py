@@ -28,15 +28,33 @@ def _number(value):
     return repr(value) if isinstance(value, float) else str(value)
 
 
+OTHER = "unknown"   # the label value of anything outside a label's closed set
+
+
 class Metric(object):
+    """A metric family. ``closed``: {label name: the values it may take}; any other value is counted
+    as ``unknown``, so what clients send cannot grow the series (nor the memory, nor /metrics)."""
+
     kind = "untyped"
 
-    def __init__(self, name, help_text, labels=()):
+    def __init__(self, name, help_text, labels=(), closed=None):
         self.name = name
         self.help = help_text
         self.label_names = tuple(labels)
         self.values = {}
         self.lock = threading.Lock()
+        self.closed = [(index, frozenset(closed[label])) for index, label in enumerate(self.label_names)
+                       if label in (closed or {})]
+
+    def key(self, labels):
+        """The series key of ``labels``, with values outside a closed set replaced by ``unknown``."""
+        if not self.closed:
+            return labels
+        out = list(labels)
+        for index, allowed in self.closed:
+            if index < len(out) and out[index] not in allowed:
+                out[index] = OTHER
+        return tuple(out)
 
     def header(self):
         return ["# HELP %s %s" % (self.name, self.help), "# TYPE %s %s" % (self.name, self.kind)]
@@ -46,11 +64,12 @@ class Counter(Metric):
     kind = "counter"
 
     def inc(self, *labels, amount=1):
+        labels = self.key(labels)
         with self.lock:
             self.values[labels] = self.values.get(labels, 0) + amount
 
     def get(self, *labels):
-        return self.values.get(labels, 0)
+        return self.values.get(self.key(labels), 0)
 
     def lines(self):
         out = self.header()
@@ -63,6 +82,7 @@ class Gauge(Counter):
     kind = "gauge"
 
     def set(self, *labels, value=0):
+        labels = self.key(labels)
         with self.lock:
             self.values[labels] = value
 
@@ -70,11 +90,12 @@ class Gauge(Counter):
 class Histogram(Metric):
     kind = "histogram"
 
-    def __init__(self, name, help_text, labels=(), buckets=SWITCH_BUCKETS):
-        super().__init__(name, help_text, labels)
+    def __init__(self, name, help_text, labels=(), buckets=SWITCH_BUCKETS, closed=None):
+        super().__init__(name, help_text, labels, closed)
         self.buckets = tuple(sorted(buckets))
 
     def observe(self, *labels, value):
+        labels = self.key(labels)
         with self.lock:
             entry = self.values.setdefault(labels, {"counts": [0] * len(self.buckets), "sum": 0.0, "count": 0})
             for index, bound in enumerate(self.buckets):
@@ -97,11 +118,13 @@ class Histogram(Metric):
 
 
 class Registry(object):
-    """The gateway's metrics."""
+    """The gateway's metrics. ``models``: every name a request may use (the catalog's served names,
+    mode names and aliases); other names are counted as ``unknown``."""
 
-    def __init__(self):
-        self.requests = Counter("vllm_gateway_requests_total", "OpenAI requests answered, by model and HTTP status.",
-                                ("model", "status"))
+    def __init__(self, models=()):
+        self.requests = Counter("vllm_gateway_requests_total", "OpenAI requests answered, by model and HTTP status "
+                                "(model: a name of the catalog, '' when none was sent, unknown for any other).",
+                                ("model", "status"), closed={"model": set(models) | {""}})
         self.in_flight = Gauge("vllm_gateway_requests_in_flight", "Requests being forwarded to vLLM now.",
                                ("instance",))
         self.queued = Gauge("vllm_gateway_queue_depth", "Requests waiting for a switch.", ("instance",))
@@ -117,8 +140,11 @@ class Registry(object):
         self.key_requests = Counter("vllm_gateway_key_requests_total",
                                     "OpenAI requests by API key name (invalid: no or a wrong key) and HTTP status.",
                                     ("key", "status"))
+        self.connections = Gauge("vllm_gateway_connections_open", "Client connections open now.")
+        self.connections_refused = Counter("vllm_gateway_connections_refused_total",
+                                           "Client connections refused (503) at max_connections.")
         self.all = [self.requests, self.in_flight, self.queued, self.switches, self.switch_seconds,
-                    self.wake_seconds, self.fallbacks, self.key_requests]
+                    self.wake_seconds, self.fallbacks, self.key_requests, self.connections, self.connections_refused]
 
     def render(self):
         """The exposition text."""

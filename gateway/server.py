@@ -8,12 +8,21 @@ Endpoints: the OpenAI API (``GET /v1/models``, any other ``/v1/*`` routed by the
 ``model``), the control API (``GET /gateway/status``, ``POST /gateway/switch``), the
 vllm-chill-compatible ``/proxy/models/{available,running,switch}``, ``GET /metrics`` and
 ``GET /health``. Errors are OpenAI-style: ``{"error": {"message", "type", "param", "code"}}``.
+
+The edge is bounded (docs/gateway.md, "The HTTP edge"): the request head is read by this module
+(RFC 9112 framing, no ``email`` parser) within ``header_timeout``, each body read within
+``body_timeout``, an idle keep-alive connection is closed after ``keepalive_timeout``, at most
+``max_connections`` are open (more get 503 and are closed), and the request bodies held at once
+(counted with what parsing their JSON costs) stay under ``max_body_memory_bytes``.
 """
 
 import http.server
 import json
 import logging
+import re
 import socket
+import sys
+import threading
 import time
 
 from ansible_collections.homelab.gpu.plugins.module_utils.transport import TransportError
@@ -25,12 +34,322 @@ LOG = logging.getLogger("vllm_gateway")
 PASS_HEADERS = ("content-type", "accept", "user-agent", "x-request-id", "openai-organization")
 JSON = "application/json"
 
+MAX_HEAD_BYTES = 32768      # request line + header fields (nginx: 4 buffers of 8k)
+MAX_HEADER_FIELDS = 100
+MAX_CHUNK_LINE = 1024       # a chunk-size line with its extensions
+MAX_TRAILER_LINES = 32
+RECV_SIZE = 65536
+TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+HEX = re.compile(rb"^[0-9A-Fa-f]{1,15}$")
+VERSION = re.compile(r"^HTTP/[0-9]\.[0-9]$")
+UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+HEXDIGITS = frozenset("0123456789abcdefABCDEF")
+# What a JSON body may cost in memory while the gateway holds it, parses it and writes it again with a
+# renamed model, measured with tracemalloc on CPython 3.11: up to 13 times its bytes (ASCII text with one
+# character outside the BMP: every str of it takes 4 bytes a character; 14 keeps a margin), plus per value
+# (each needs a ',', ':', '[' or '{'): an empty list or dict in 3 bytes holds 72 bytes, a short distinct
+# string in 8 bytes 62 (tests/unit/gateway/test_gateway_edge.py checks both against tracemalloc).
+JSON_BYTE_FACTOR = 14
+JSON_VALUE_COST = 64
+# Client errors that end a connection without a bug: one debug line each, no traceback.
+DISCONNECTS = (ConnectionError, socket.timeout, EOFError)
+
+
+class ClientClosed(EOFError):
+    """The client closed the connection in the middle of a request."""
+
+
+class HttpError(Exception):
+    """A request the framing rules refuse: answered with ``status`` and the connection closed."""
+
+    def __init__(self, status, message, code):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+
 
 def error_body(message, err_type="invalid_request_error", code=None, param=None, extra=None):
     """An OpenAI-style error object."""
     error = {"message": message, "type": err_type, "param": param, "code": code}
     error.update(extra or {})
     return {"error": error}
+
+
+# -- pure framing decisions (RFC 9112) ------------------------------------------------------------------
+class Headers(object):
+    """The request's header fields: ``get`` / ``[]`` by name in any case (repeated fields joined with
+    ", "), ``get_all``, ``items`` in arrival order. What ``email.message.Message`` offered the handlers."""
+
+    def __init__(self, fields):
+        self.fields = fields
+        self.joined = {}
+        for name, value in fields:
+            key = name.lower()
+            self.joined[key] = self.joined[key] + ", " + value if key in self.joined else value
+
+    def get(self, name, default=None):
+        return self.joined.get(name.lower(), default)
+
+    def __getitem__(self, name):
+        return self.joined.get(name.lower())
+
+    def __contains__(self, name):
+        return name.lower() in self.joined
+
+    def get_all(self, name):
+        key = name.lower()
+        return [v for n, v in self.fields if n.lower() == key]
+
+    def items(self):
+        return list(self.fields)
+
+    def keys(self):
+        return [n for n, _v in self.fields]
+
+
+def parse_head(head):
+    """(method, target, version, Headers) of a request head (bytes, without the blank line).
+    Raises HttpError: a malformed request line or field (400), an unknown HTTP version (505)."""
+    lines = head.split(b"\n")
+    try:
+        request_line = lines[0].rstrip(b"\r").decode("ascii")
+    except UnicodeDecodeError:
+        raise HttpError(400, "The request line is not ASCII; send METHOD /path HTTP/1.1.", "bad_request")
+    parts = request_line.split(" ")
+    if len(parts) != 3 or not TOKEN.match(parts[0]) or not parts[1]:
+        raise HttpError(400, "The request line %r is malformed; send METHOD /path HTTP/1.1." % request_line[:200],
+                        "bad_request")
+    method, target, version = parts
+    if not VERSION.match(version):
+        raise HttpError(400, "The request line %r is malformed; send METHOD /path HTTP/1.1." % request_line[:200],
+                        "bad_request")
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        raise HttpError(505, "HTTP version %s is not supported; send HTTP/1.1." % version, "http_version")
+    fields = []
+    for raw in lines[1:]:
+        line = raw.rstrip(b"\r")
+        if line[:1] in (b" ", b"\t"):
+            raise HttpError(400, "A header field is folded over several lines (obsolete); send each field on "
+                            "one line.", "bad_request")
+        name, sep, value = line.partition(b":")
+        name = name.decode("latin-1")
+        if not sep or not TOKEN.match(name):
+            raise HttpError(400, "The header field %r is malformed (RFC 9112: name, colon, value; no space "
+                            "before the colon)." % name[:100], "bad_request")
+        fields.append((name, value.strip(b" \t").decode("latin-1")))
+    if len(fields) > MAX_HEADER_FIELDS:
+        raise HttpError(431, "The request has more than %d header fields; send fewer." % MAX_HEADER_FIELDS,
+                        "headers_too_large")
+    return method, target, version, Headers(fields)
+
+
+def body_framing(headers, version):
+    """("none", 0), ("length", n) or ("chunked", None) for a request's headers (RFC 9112 6.3).
+    Raises HttpError: Content-Length with Transfer-Encoding, a Content-Length that is not one
+    non-negative number (400), a transfer coding other than chunked (501)."""
+    codings = headers.get_all("Transfer-Encoding")
+    lengths = headers.get_all("Content-Length")
+    if codings:
+        if lengths:
+            raise HttpError(400, "The request has both Content-Length and Transfer-Encoding; send only one of "
+                            "them.", "bad_framing")
+        names = [c.strip().lower() for value in codings for c in value.split(",") if c.strip()]
+        if names != ["chunked"]:
+            raise HttpError(501, "Transfer-Encoding %r is not supported; send the body with Content-Length or "
+                            "Transfer-Encoding: chunked." % ", ".join(codings)[:100], "not_implemented")
+        if version == "HTTP/1.0":
+            raise HttpError(400, "Transfer-Encoding is not allowed in an HTTP/1.0 request; send Content-Length.",
+                            "bad_framing")
+        return "chunked", None
+    if lengths:
+        values = set(v.strip() for value in lengths for v in value.split(","))
+        value = values.pop() if len(values) == 1 else ""
+        if not value or not value.isascii() or not value.isdigit():
+            raise HttpError(400, "Content-Length %r is not a non-negative number; send the body's size in bytes."
+                            % ", ".join(lengths)[:100], "bad_framing")
+        return "length", int(value)
+    return "none", 0
+
+
+def normalise_target(target):
+    """(path, query) of a request target: the origin form, or the path of the absolute form;
+    percent-encoded unreserved characters decoded and ``.``/``..`` segments removed (RFC 3986 6.2.2),
+    so a path can only name what it names once normalised. Raises HttpError (400) for a target that
+    is not a path, an encoded ``/`` or ``\\``, a backslash or a control character."""
+    if not target.startswith("/"):
+        scheme, sep, rest = target.partition("://")
+        if not sep or scheme.lower() not in ("http", "https"):
+            raise HttpError(400, "The request target %r is not a path; send an origin-form path such as "
+                            "/v1/models." % target[:200], "bad_request")
+        slash = rest.find("/")
+        target = rest[slash:] if slash >= 0 else "/"
+    path, _sep, query = target.partition("?")
+    if "#" in target or "\\" in path or any(ord(c) < 33 or ord(c) == 127 for c in target):
+        raise HttpError(400, "The request target %r has a character a path may not carry; send a plain "
+                        "path." % target[:200], "bad_request")
+    if "%" in path:
+        pieces = path.split("%")
+        out = [pieces[0]]
+        for piece in pieces[1:]:
+            code = piece[:2]
+            if len(code) < 2 or not set(code) <= HEXDIGITS:
+                raise HttpError(400, "The request path %r has a malformed percent-encoding." % path[:200],
+                                "bad_request")
+            char = chr(int(code, 16))
+            if char in UNRESERVED:
+                out.append(char + piece[2:])
+            elif char in "/\\" or ord(char) < 32 or ord(char) == 127:
+                raise HttpError(400, "The request path %r encodes a '/', '\\' or a control character; send a "
+                                "plain path." % path[:200], "bad_request")
+            else:
+                out.append("%" + code.upper() + piece[2:])
+        path = "".join(out)
+    segments = path.split("/")[1:]
+    if "." in segments or ".." in segments:
+        kept = []
+        for segment in segments:
+            if segment == "..":
+                if kept:
+                    kept.pop()
+            elif segment != ".":
+                kept.append(segment)
+        if segments[-1] in (".", ".."):
+            kept.append("")
+        path = "/" + "/".join(kept)
+    return path, query
+
+
+def json_cost(body):
+    """The most memory (bytes) holding ``body`` and the objects ``json.loads`` makes of it may take."""
+    values = body.count(b",") + body.count(b":") + body.count(b"[") + body.count(b"{") + 1
+    return JSON_BYTE_FACTOR * len(body) + JSON_VALUE_COST * values
+
+
+class Budget(object):
+    """The request-body bytes the gateway holds at once (``max_body_memory_bytes``)."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.used = 0
+        self.lock = threading.Lock()
+
+    def take(self, amount):
+        """True (and counted) when ``amount`` more bytes fit, else False."""
+        with self.lock:
+            if self.used + amount > self.limit:
+                return False
+            self.used += amount
+            return True
+
+    def give(self, amount):
+        with self.lock:
+            self.used -= amount
+
+
+# -- socket I/O ---------------------------------------------------------------------------------------------
+class Reader(object):
+    """Buffered reads from a client socket, each bounded in time: the head by one deadline, each body
+    read by a timeout between reads (``read``/``readline`` also serve as ``rfile``)."""
+
+    def __init__(self, sock, timeout):
+        self.sock = sock
+        self.timeout = timeout
+        self.buf = bytearray()
+
+    def _recv(self, timeout):
+        if timeout <= 0:
+            raise socket.timeout("timed out")
+        self.sock.settimeout(timeout)
+        data = self.sock.recv(RECV_SIZE)
+        if not data:
+            raise ClientClosed("the client closed the connection")
+        self.buf += data
+
+    def head(self, wait, header_timeout):
+        """The next request head (bytes up to the blank line), or None when the client closed the
+        connection or sent nothing for ``wait`` seconds. Raises socket.timeout when the head is not
+        complete ``header_timeout`` s after its first byte, HttpError 431 when it is too large."""
+        while True:
+            while self.buf[:1] in (b"\r", b"\n"):   # RFC 9112 2.2: empty lines before a request are ignored
+                del self.buf[:1]
+            if self.buf:
+                break
+            try:
+                self._recv(wait)
+            except (socket.timeout, ClientClosed, ConnectionError):
+                return None
+        deadline = time.monotonic() + header_timeout
+        scanned = 0
+        while True:
+            end = self.buf.find(b"\n", scanned)
+            while end >= 0:
+                if self.buf[end + 1:end + 2] == b"\n":
+                    head = bytes(self.buf[:end])
+                    del self.buf[:end + 2]
+                    return head
+                if self.buf[end + 1:end + 3] == b"\r\n":
+                    head = bytes(self.buf[:end])
+                    del self.buf[:end + 3]
+                    return head
+                end = self.buf.find(b"\n", end + 1)
+            scanned = max(0, len(self.buf) - 2)
+            if len(self.buf) > MAX_HEAD_BYTES:
+                raise HttpError(431, "The request head is larger than %d bytes; send shorter header fields."
+                                % MAX_HEAD_BYTES, "headers_too_large")
+            self._recv(deadline - time.monotonic())
+
+    def read(self, size, timeout=None):
+        """Exactly ``size`` bytes (raises ClientClosed or socket.timeout)."""
+        timeout = self.timeout if timeout is None else timeout
+        if len(self.buf) >= size:
+            data = bytes(self.buf[:size])
+            del self.buf[:size]
+            return data
+        out = bytearray(size)
+        view = memoryview(out)
+        have = len(self.buf)
+        view[:have] = self.buf
+        self.buf = bytearray()
+        while have < size:
+            self.sock.settimeout(timeout)
+            got = self.sock.recv_into(view[have:], min(size - have, 1 << 20))
+            if not got:
+                raise ClientClosed("the client closed the connection in the middle of the body")
+            have += got
+        view.release()
+        return bytes(out)
+
+    def readline(self, limit=MAX_CHUNK_LINE, timeout=None):
+        """One line with its LF; HttpError 400 when longer than ``limit``."""
+        timeout = self.timeout if timeout is None else timeout
+        scanned = 0
+        while True:
+            end = self.buf.find(b"\n", scanned)
+            if end >= 0:
+                line = bytes(self.buf[:end + 1])
+                del self.buf[:end + 1]
+                return line
+            if len(self.buf) > limit:
+                raise HttpError(400, "A line of the chunked body is longer than %d bytes." % limit, "bad_framing")
+            scanned = len(self.buf)
+            self._recv(timeout)
+
+
+class Writer(object):
+    """``wfile``: each write sent at once, within ``timeout`` (a client that stops reading is dropped)."""
+
+    def __init__(self, sock, timeout):
+        self.sock = sock
+        self.timeout = timeout
+
+    def write(self, data):
+        self.sock.settimeout(self.timeout)
+        self.sock.sendall(data)
+        return len(data)
+
+    def flush(self):
+        pass
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -41,15 +360,106 @@ class Handler(http.server.BaseHTTPRequestHandler):
     gateway = None   # set on the subclass by make_server
     api_key = None   # the keys.ApiKey of the current /v1 request (None: no keys configured)
 
+    # Routes: (method, path) -> the name of the method that answers; a GET route answers HEAD too.
+    # Paths are normalised first (normalise_target). A new endpoint is one line here and one method.
+    ROUTES = {
+        ("GET", "/health"): "route_health",
+        ("GET", "/healthz"): "route_health",
+        ("GET", "/gateway/status"): "route_status",
+        ("GET", "/metrics"): "route_metrics",
+        ("GET", "/proxy/models/available"): "route_chill_available",
+        ("GET", "/proxy/models/running"): "route_chill_running",
+        ("POST", "/gateway/switch"): "control_switch",
+        ("POST", "/proxy/models/switch"): "control_switch",
+    }
+    # Path prefixes -> the method that answers everything under them (any HTTP method).
+    PREFIXES = (("/v1", "openai"),)
+
     def setup(self):
-        super().setup()
+        config = self.gateway.config
+        self.connection = self.request
         # headers and body go out in separate writes: without this, Nagle's algorithm holds the body
         # until the client's delayed ACK (40 ms per answer)
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile = Reader(self.connection, config.body_timeout)
+        self.wfile = Writer(self.connection, config.body_timeout)
+        self.framing = ("none", 0)
+        self.body = None
+        self.held = 0
+
+    def finish(self):
+        pass
 
     def log_message(self, format, *args):  # pylint: disable=redefined-builtin
         if LOG.isEnabledFor(logging.DEBUG):
             LOG.debug("%s %s", self.address_string(), format % args)
+
+    def address_string(self):
+        return str(self.client_address[0])
+
+    # -- one request ---------------------------------------------------------------------------------------
+    def handle(self):
+        self.close_connection = True
+        first = True
+        while True:
+            self.handle_one_request(first)
+            first = False
+            if self.close_connection:
+                return
+
+    def handle_one_request(self, first=True):
+        config = self.gateway.config
+        self.close_connection = True
+        self.command, self.request_version, self.requestline = "GET", "HTTP/1.1", ""
+        try:
+            head = self.rfile.head(config.header_timeout if first else config.keepalive_timeout,
+                                   config.header_timeout)
+        except socket.timeout:
+            LOG.debug("%s: no complete request head within header_timeout (%s s); closing",
+                      self.address_string(), config.header_timeout)
+            self.refuse(408, "The request head did not arrive within %s s; send it at once." % config.header_timeout,
+                        "request_timeout")
+            return
+        except HttpError as exc:
+            self.refuse(exc.status, exc.message, exc.code)
+            return
+        except DISCONNECTS as exc:
+            LOG.debug("%s: the client went away: %s", self.address_string(), exc)
+            return
+        if head is None:
+            return
+        try:
+            method, target, version, headers = parse_head(head)
+            self.command, self.request_version, self.headers = method, version, headers
+            self.requestline = "%s %s %s" % (method, target[:200], version)
+            self.framing = body_framing(headers, version)
+            path, query = normalise_target(target)
+        except HttpError as exc:
+            self.refuse(exc.status, exc.message, exc.code)
+            return
+        self.path = path + ("?" + query if query else "")
+        tokens = [t.strip().lower() for t in (headers.get("Connection") or "").split(",")]
+        self.close_connection = "close" in tokens or (version == "HTTP/1.0" and "keep-alive" not in tokens)
+        self.body = None if self.framing[0] != "none" else b""
+        try:
+            self.dispatch(method, path)
+        finally:
+            if self.held:
+                self.server.budget.give(self.held)
+                self.held = 0
+            if self.body is None:
+                # the body was not read (a refusal before it): its bytes must not be taken for a request
+                self.close_connection = True
+            self.body = None
+
+    def refuse(self, status, message, code):
+        """Answer a request the edge refuses and close the connection (best effort: the client may be gone)."""
+        self.close_connection = True
+        try:
+            self.connection.settimeout(1)
+            self.send_json(status, error_body(message, code=code), {"Connection": "close"})
+        except OSError:
+            pass
 
     # -- answers ------------------------------------------------------------------------------------------
     def send_json(self, status, payload, headers=None):
@@ -70,7 +480,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
         return status
 
     def send_error_json(self, status, message, err_type="invalid_request_error", code=None, headers=None,
@@ -81,44 +492,64 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return self.send_error_json(exc.status, exc.message, exc.err_type, exc.code, exc.headers, exc.extra)
 
     # -- request bodies ---------------------------------------------------------------------------------------
-    def read_body(self):
-        """The request body (bytes) or raises RouteError (411/413/400). Reads nothing beyond the limit."""
-        limit = self.gateway.config.max_body_bytes
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            return self._read_chunked(limit)
-        length = self.headers.get("Content-Length")
-        if length is None:
-            return b""
-        try:
-            size = int(length)
-        except ValueError:
+    def hold(self, amount):
+        """Count ``amount`` more bytes against max_body_memory_bytes or raise RouteError (413 when they
+        can never fit, 503 while other requests hold the room)."""
+        budget = self.server.budget
+        if self.held + amount > budget.limit:
             self.close_connection = True
-            raise RouteError(400, "Content-Length %r is not a number." % length)
-        if size > limit:
+            raise RouteError(413, "The request body may take %d bytes of memory once parsed (%d times its size, more "
+                             "for many small JSON values), more than max_body_memory_bytes (%d); send a smaller "
+                             "request." % (self.held + amount, JSON_BYTE_FACTOR, budget.limit),
+                             code="request_too_large")
+        if not budget.take(amount):
+            self.close_connection = True
+            raise RouteError(503, "The gateway holds as many request bodies as max_body_memory_bytes allows; retry "
+                             "in a moment.", err_type="server_busy", code="server_busy",
+                             headers={"Retry-After": "1", "Connection": "close"})
+        self.held += amount
+
+    def read_body(self):
+        """The request body (bytes) or raises RouteError (413/503). Reads nothing beyond the limits."""
+        if self.body is not None:
+            return self.body
+        kind, size = self.framing
+        limit = self.gateway.config.max_body_bytes
+        if kind == "length" and size > limit:
             self.close_connection = True
             raise RouteError(413, "The request body has %d bytes, more than max_body_bytes (%d); send a smaller "
                              "request." % (size, limit), code="request_too_large")
-        return self.rfile.read(size)
+        if kind == "length":
+            self.hold(JSON_BYTE_FACTOR * size)
+        if (self.headers.get("Expect") or "").lower() == "100-continue" and self.request_version == "HTTP/1.1":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.body = self.rfile.read(size) if kind == "length" else self._read_chunked(limit)
+        return self.body
 
     def _read_chunked(self, limit):
-        data = b""
+        pieces = []
+        total = 0
         while True:
-            line = self.rfile.readline(1024)
-            try:
-                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
-            except ValueError:
-                self.close_connection = True
-                raise RouteError(400, "The chunked request body is malformed.")
+            line = self.rfile.readline(MAX_CHUNK_LINE).rstrip(b"\r\n")
+            size_text = line.split(b";", 1)[0].strip(b" \t")
+            if not HEX.match(size_text):
+                raise HttpError(400, "The chunked request body is malformed (chunk size %r); send a valid chunked "
+                                "body." % size_text[:20].decode("latin-1"), "bad_framing")
+            size = int(size_text, 16)
             if size == 0:
-                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                    pass
-                return data
-            if len(data) + size > limit:
+                for _index in range(MAX_TRAILER_LINES):
+                    if self.rfile.readline(MAX_CHUNK_LINE) in (b"\r\n", b"\n"):
+                        return b"".join(pieces)
+                raise HttpError(400, "The chunked request body has too many trailer fields.", "bad_framing")
+            if total + size > limit:
                 self.close_connection = True
                 raise RouteError(413, "The request body is larger than max_body_bytes (%d); send a smaller request."
                                  % limit, code="request_too_large")
-            data += self.rfile.read(size)
-            self.rfile.readline(1024)
+            self.hold(JSON_BYTE_FACTOR * size)
+            pieces.append(self.rfile.read(size))
+            total += size
+            if self.rfile.readline(2) not in (b"\r\n", b"\n"):
+                raise HttpError(400, "A chunk of the request body is longer than its size line says.", "bad_framing")
 
     def json_body(self, required=True):
         body = self.read_body()
@@ -126,10 +557,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if required:
                 raise RouteError(400, "The request has no JSON body; send a JSON object.")
             return {}, body
+        self.hold(max(0, json_cost(body) - self.held))
         try:
             payload = json.loads(body)
-        except ValueError as exc:
-            raise RouteError(400, "The request body is not valid JSON (%s); send a JSON object." % exc,
+        except (ValueError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise RouteError(400, "The request body is not valid JSON (%s); send a JSON object." % reason,
                              code="invalid_json")
         if not isinstance(payload, dict):
             raise RouteError(400, "The request body must be a JSON object, not %s." % type(payload).__name__,
@@ -137,50 +570,29 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return payload, body
 
     # -- dispatch -------------------------------------------------------------------------------------------------
-    def do_GET(self):  # pylint: disable=invalid-name
-        self.dispatch("GET")
-
-    def do_HEAD(self):  # pylint: disable=invalid-name
-        self.dispatch("HEAD")
-
-    def do_POST(self):  # pylint: disable=invalid-name
-        self.dispatch("POST")
-
-    def do_PUT(self):  # pylint: disable=invalid-name
-        self.dispatch("PUT")
-
-    def do_DELETE(self):  # pylint: disable=invalid-name
-        self.dispatch("DELETE")
-
-    def dispatch(self, method):
-        path = self.path.split("?", 1)[0]
-        gateway = self.gateway
+    def dispatch(self, method, path=None):
+        path = path if path is not None else self.path.split("?", 1)[0]
         try:
-            if path.startswith("/v1/") or path == "/v1":
-                return self.openai(method, path)
-            if method in ("GET", "HEAD"):
-                if path in ("/health", "/healthz"):
-                    return self.send_json(200, {"status": "ok"})
-                if path == "/gateway/status":
-                    query = self.path.split("?", 1)[1] if "?" in self.path else ""
-                    return self.send_json(200, gateway.status(detail="detail=1" in query.split("&")))
-                if path == "/metrics":
-                    return self.send_text(200, gateway.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
-                if path == "/proxy/models/available":
-                    return self.send_json(200, gateway.chill_available())
-                if path == "/proxy/models/running":
-                    return self.send_json(200, gateway.chill_running())
-            if method == "POST" and path in ("/gateway/switch", "/proxy/models/switch"):
-                return self.control_switch(path)
-            if path in ("/gateway/switch", "/proxy/models/switch", "/gateway/status", "/metrics",
-                        "/proxy/models/available", "/proxy/models/running"):
-                return self.send_error_json(405, "%s does not take %s." % (path, method), code="method_not_allowed")
+            for prefix, name in self.PREFIXES:
+                if path == prefix or path.startswith(prefix + "/"):
+                    return getattr(self, name)(method, path)
+            name = self.ROUTES.get(("GET" if method == "HEAD" else method, path))
+            if name is not None:
+                return getattr(self, name)(method, path)
+            allowed = sorted(m for m, p in self.ROUTES if p == path)
+            if allowed:
+                return self.send_error_json(405, "%s does not take %s; use %s." % (path, method, " or ".join(allowed)),
+                                            code="method_not_allowed", headers={"Allow": ", ".join(allowed)})
             return self.send_error_json(404, "No such endpoint %s; the gateway serves /v1/*, /gateway/status, "
                                         "/gateway/switch, /proxy/models/*, /metrics and /health." % path,
                                         code="not_found")
+        except HttpError as exc:
+            return self.refuse(exc.status, exc.message, exc.code)
         except RouteError as exc:
             return self.send_route_error(exc)
-        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+        except DISCONNECTS as exc:
+            LOG.debug("%s: the client went away during %s %s: %s", self.address_string(), method, path,
+                      exc or type(exc).__name__)
             self.close_connection = True
             return None
         except Exception as exc:  # a bug answers 500 instead of a dropped connection
@@ -191,6 +603,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                             "gateway_error")
             except OSError:
                 return None
+
+    # -- small endpoints ----------------------------------------------------------------------------------------
+    def route_health(self, _method, _path):
+        return self.send_json(200, {"status": "ok"})
+
+    def route_status(self, _method, _path):
+        query = self.path.split("?", 1)[1] if "?" in self.path else ""
+        return self.send_json(200, self.gateway.status(detail="detail=1" in query.split("&")))
+
+    def route_metrics(self, _method, _path):
+        return self.send_text(200, self.gateway.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
+
+    def route_chill_available(self, _method, _path):
+        return self.send_json(200, self.gateway.chill_available())
+
+    def route_chill_running(self, _method, _path):
+        return self.send_json(200, self.gateway.chill_running())
 
     # -- OpenAI ---------------------------------------------------------------------------------------------------
     def authenticate(self):
@@ -300,7 +729,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if model is None or model == payload.get("model"):
             return body
         payload["model"] = model
-        return json.dumps(payload).encode("utf-8")
+        try:   # the text as sent (escaping every non-ASCII character could make it 6 times larger)
+            return json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:   # a lone surrogate (\\ud800) is sent escaped, as it came
+            return json.dumps(payload).encode("utf-8")
 
     def forward(self, route, method, path, body):
         """Send the request to vLLM and pass the answer back chunk by chunk; returns the status."""
@@ -435,7 +867,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return resp.status
 
     # -- control --------------------------------------------------------------------------------------------------
-    def control_switch(self, path):
+    def control_switch(self, _method, path):
         gateway = self.gateway
         refusal = gateway.authorize(self.headers.get("Authorization"))
         if refusal is not None:
@@ -473,12 +905,71 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 class Server(http.server.ThreadingHTTPServer):
+    """One thread per connection, at most ``max_connections`` at once: a connection beyond them gets
+    a 503 and is closed by the accepting thread (no thread is started for it)."""
+
     daemon_threads = True
+    block_on_close = False
     request_queue_size = 1024
     allow_reuse_address = True
+
+    def __init__(self, address, handler, max_connections=256, metrics=None, max_body_memory_bytes=157286400):
+        self.max_connections = max_connections
+        self.budget = Budget(max_body_memory_bytes)
+        self.metrics = metrics
+        self.open_connections = 0
+        self.count_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def _counted(self, change):
+        with self.count_lock:
+            if change > 0 and self.open_connections >= self.max_connections:
+                return False
+            self.open_connections += change
+            if self.metrics is not None:
+                self.metrics.connections.set(value=self.open_connections)
+            return True
+
+    def process_request(self, request, client_address):
+        if not self._counted(1):
+            self.refuse(request, client_address)
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self._counted(-1)
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._counted(-1)
+
+    def refuse(self, request, client_address):
+        LOG.debug("%s: refused: %d connections are open (max_connections)", client_address[0], self.max_connections)
+        if self.metrics is not None:
+            self.metrics.connections_refused.inc()
+        data = json.dumps(error_body("The gateway has max_connections (%d) connections open; retry in a moment."
+                                     % self.max_connections, "server_busy", "too_many_connections")).encode()
+        try:
+            request.setblocking(False)
+            request.send(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                         b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data))
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    def handle_error(self, request, client_address):
+        exc = sys.exc_info()[1]
+        if isinstance(exc, DISCONNECTS):
+            LOG.debug("%s: the client went away: %s", client_address[0], exc or type(exc).__name__)
+            return
+        LOG.exception("the connection from %s failed", client_address[0])
 
 
 def make_server(gateway, host, port):
     """A Server bound to (host, port) that answers with ``gateway``."""
     handler = type("GatewayHandler", (Handler,), {"gateway": gateway})
-    return Server((host, port), handler)
+    return Server((host, port), handler, gateway.config.max_connections, gateway.metrics,
+                  gateway.config.max_body_memory_bytes)

@@ -418,6 +418,12 @@ class HttpTransport(Transport):
         def chunks():
             try:
                 while True:
+                    if resp.length == 0 and not resp.chunked:
+                        # every byte of a Content-Length answer is in; read1 does not mark the response
+                        # closed by itself, and an open one would cost the pool its connection
+                        resp.close()
+                        state["done"] = True
+                        return
                     data = resp.read1(READ_SIZE)
                     if not data:
                         state["done"] = True

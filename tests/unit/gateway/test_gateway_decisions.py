@@ -175,7 +175,7 @@ def test_deployment_ready_needs_the_current_generation():
 # -- metrics ---------------------------------------------------------------------------------------------------
 
 def test_metrics_text_format():
-    registry = Registry()
+    registry = Registry(["r1", 'we"ird'])
     registry.requests.inc("r1", "200")
     registry.requests.inc("r1", "200")
     registry.requests.inc('we"ird', "404")
