@@ -13,9 +13,11 @@ from tests.integration.test_playbooks import NS, ansible_playbook, recap, start_
 
 pytestmark = [pytest.mark.slow, pytest.mark.sim_only]
 
-# Kubernetes refuses a ConfigMap whose data exceeds 1 MiB; the code ConfigMap must stay far below.
+# Kubernetes refuses a ConfigMap whose data exceeds 1 MiB. The code ConfigMap fails this test at
+# three quarters of that (452 KiB stored on 2026-12-07, growing some 30 KiB per gateway feature):
+# a quarter of the limit is left for the change that splits it.
 CONFIGMAP_LIMIT = 1024 * 1024
-CODE_CONFIGMAP_BOUND = 512 * 1024
+CODE_CONFIGMAP_BOUND = 768 * 1024
 
 
 def free_port():
