@@ -63,6 +63,12 @@ ENTRY_SCHEMA = (
      "refuses requests (503) and writes nothing until a person switches away."),
     ("on_demand", "bool", "true when replicas > 0", "The gateway may switch to this mode by itself for a request."),
     ("wake_timeout", "int", "wait_timeout + 30", "Seconds a request waits while the gateway switches to this mode."),
+    ("resident", "bool", False, "Keep this serving mode's vLLM running asleep (sleep mode, its own Deployment "
+     "<name>-<mode>) while another resident mode is awake: a switch between resident modes wakes it in seconds."),
+    ("sleeping_vram_mib", "int", 1536, "GPU memory a sleeping engine of this resident mode still holds (CUDA "
+     "context, graph pool), in MiB, for the resident set's VRAM budget."),
+    ("weights_mib", "int", None, "Size of the model's weights in MiB: the host RAM they take while this resident "
+     "mode sleeps (unset: host RAM is not checked)."),
 )
 ENTRY_KEYS = tuple(row[0] for row in ENTRY_SCHEMA)
 IMAGE_CUDA_KEYS = ("cuda_version", "require_cuda")
@@ -181,6 +187,14 @@ def normalise_entry(mode, entry):
     out["on_demand"] = _as_bool(mode, "on_demand", entry.get("on_demand"), replicas > 0)
     wake = entry.get("wake_timeout")
     out["wake_timeout"] = out["wait_timeout"] + 30 if wake in (None, "") else _as_int(mode, "wake_timeout", wake, 1)
+    out["resident"] = _as_bool(mode, "resident", entry.get("resident"), False)
+    if out["resident"] and replicas != 1:
+        raise ProfileError("mode '%s': resident needs a serving mode with replicas 1 (it has %d): remove resident or "
+                           "set replicas to 1." % (mode, replicas))
+    residue = entry.get("sleeping_vram_mib")
+    out["sleeping_vram_mib"] = 1536 if residue in (None, "") else _as_int(mode, "sleeping_vram_mib", residue, 0)
+    weights = entry.get("weights_mib")
+    out["weights_mib"] = None if weights in (None, "") else _as_int(mode, "weights_mib", weights, 0)
     image_cuda = entry.get("image_cuda") or None
     if image_cuda is not None:
         if not isinstance(image_cuda, dict):

@@ -38,7 +38,7 @@ from typing import Optional, Tuple
 from ansible_collections.homelab.gpu.plugins.module_utils.api import KubeError, ns_path
 from ansible_collections.homelab.gpu.plugins.module_utils.catalog import MANAGER
 from ansible_collections.homelab.gpu.plugins.module_utils.lease import micro_time, parse_time, utcnow
-from ansible_collections.homelab.gpu.plugins.module_utils.readiness import PHASES
+from ansible_collections.homelab.gpu.plugins.module_utils.readiness import ALL_PHASES, PHASES
 
 RECORD_COMPONENT = "switch-record"   # label app.kubernetes.io/component of every record (the watch lists by it)
 PROGRESS_INTERVAL = 1.0   # seconds: the record's phase is written at most this often
@@ -46,7 +46,7 @@ FIRST_PHASE = PHASES[0]
 DONE = "done"
 ROLLBACK = "rollback"
 # Every phase a record can show, in order (rollback only after a failure).
-PROGRESS_PHASES = PHASES + (ROLLBACK, DONE)
+PROGRESS_PHASES = ALL_PHASES + (ROLLBACK, DONE)
 # The keys a run writes when it ends: a new record blanks them.
 END_KEYS = ("result", "finished_at", "closed_by", "note")
 

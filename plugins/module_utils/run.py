@@ -31,8 +31,8 @@ from collections import namedtuple
 from typing import Callable, List, Optional, Tuple
 
 from ansible_collections.homelab.gpu.plugins.module_utils import apply, catalog, options, plan, preflight, \
-    readiness, record, rollback, rollout
-from ansible_collections.homelab.gpu.plugins.module_utils.api import KubeError
+    readiness, record, resident, rollback, rollout, sleepwake
+from ansible_collections.homelab.gpu.plugins.module_utils.api import KubeError, ns_path
 from ansible_collections.homelab.gpu.plugins.module_utils.client_config import UNREAD, ClientConfig
 from ansible_collections.homelab.gpu.plugins.module_utils.lease import LeaseHeld, SwitchLease, micro_time
 from ansible_collections.homelab.gpu.plugins.module_utils.verify import Verifier
@@ -197,7 +197,26 @@ def refusal(run, profile, checks, refusals, result):
 
 def run_switch(run, profile, check_mode=False, want_diff=False):
     # type: (Run, dict, bool, bool) -> dict
-    """The switch, step by step (see the module docstring). Returns the result; raises SwitchFailed."""
+    """The switch, step by step (see the module docstring). Returns the result; raises SwitchFailed.
+    A catalog without resident modes takes exactly the path it always took (``plain_switch``)."""
+    residents = resident.resident_modes(run.catalog)
+    if not residents:
+        return plain_switch(run, profile, check_mode, want_diff)
+    if profile.get("resident"):
+        return resident_switch(run, profile, residents, check_mode, want_diff)
+    state = sleepwake.read_set(run.api, run.opts.namespace, run.opts.name, residents, {}, run.opts.pod["port"],
+                               ask=False)
+    if not sleepwake.running(state):
+        return plain_switch(run, profile, check_mode, want_diff)
+    # A non-resident mode, gaming and idle stop the resident set first: a sleeping vLLM still holds
+    # a CUDA context and GPU memory.
+    return plain_switch(run, profile, check_mode, want_diff, before=lambda: stop_set(run, state))
+
+
+def plain_switch(run, profile, check_mode=False, want_diff=False, before=None):
+    # type: (Run, dict, bool, bool, Optional[Callable[[], None]]) -> dict
+    """The switch of the Deployment ``<name>`` (every non-resident mode); ``before`` runs first
+    under the lease (stopping the resident set)."""
     wait_timeout = int(run.opts.wait_timeout or profile["wait_timeout"])
     live, the_plan = plan_switch(run, profile)                                   # 1. read and plan
     result = base_result(profile, the_plan, wait_timeout)
@@ -219,6 +238,9 @@ def run_switch(run, profile, check_mode=False, want_diff=False):
         return dict(result, elapsed=run.elapsed(),
                     would={"from": the_plan["live"]["mode"], "to": profile["mode"], "action": the_plan["action"],
                            "image": profile.get("image"), "model": profile.get("model")})
+    if before is not None:
+        return under_lease(run, lambda: (before(), execute(run, profile, the_plan, live, result, wait_timeout,
+                                                           nodes, nodes_rv))[1])
     return under_lease(run, lambda: execute(run, profile, the_plan, live, result, wait_timeout, nodes, nodes_rv))
 
 
@@ -437,6 +459,277 @@ def steps(run, profile, the_plan, live, result, wait_timeout, nodes, nodes_rv, t
                            dict(result, final_state={"mode": profile["mode"], "ready": False, "pod": failure.get("pod")}))
     run.progress.show(record.ROLLBACK)
     restored = rollback.rollback(run, target.mode, target.spec)
+    run.finish(restored.mode, restored.model, restored.names)
+    final = restored.final
+    raise SwitchFailed(message + " Rolled back to %s: %s." % (
+        final.get("mode") or "no Deployment", "ready and verified" if final.get("ready") else final.get("message")),
+        dict(result, rolled_back=True, final_state=final))
+
+# ---------------------------------------------------------------------------------------------
+# Resident modes (vLLM sleep mode): see resident.py for the objects and docs/vllm_mode.md
+# ---------------------------------------------------------------------------------------------
+
+
+def stop_set(run, state):
+    # type: (Run, dict) -> None
+    """Stop every pod of the resident set (take it off the Service, zero replicas) and wait until
+    they are gone, so the GPU is free (gaming, idle, a non-resident mode)."""
+    api, ns = run.api, run.opts.namespace
+    for mode in sleepwake.running(state):
+        member = state[mode]
+        if member["routed"] and member["pod"]:
+            try:
+                sleepwake.route(api, ns, member["pod"], False)
+            except KubeError as exc:
+                if exc.status != 404:
+                    raise
+        if member["deployment"] is not None and member["replicas"]:
+            sleepwake.scale(api, ns, resident.deployment_name(run.opts.name, mode), 0)
+    wait_gone(run, resident.set_selector(run.opts.name), 60)
+
+
+def wait_gone(run, selector, timeout):
+    # type: (Run, str, int) -> None
+    pods, rv = rollout.list_pods(run.api, run.opts.namespace, selector)
+    if not pods:
+        return
+    done = rollout.wait(run.api, run.opts.namespace, selector, 0, [readiness.uid(x) for x in pods], pods, rv, [],
+                        None, timeout, readiness.PhaseClock(run.now), run.opts.pod["gpu_resource"], run.now,
+                        renew=run.lease.renew, progress=run.progress.tick)
+    if done.state != "done":
+        raise sleepwake.EngineError("terminate", "Timeout", "the resident pods did not stop in %d s: %s"
+                                    % (timeout, done.tracker.describe()))
+
+
+def resident_checks(run, profile, residents, nodes):
+    # type: (Run, dict, List[str], List[dict]) -> Tuple[dict, List[dict]]
+    """The preflight over the resident set: CUDA, architecture and VRAM of every resident image,
+    whether its vLLM serves sleep mode over HTTP, the set's VRAM budget with ``profile`` awake and
+    the host RAM its parked weights take. Returns (checks, the verdicts that block)."""
+    policy = run.opts.cuda_check
+    checks, refusals = run.checks(profile, nodes)
+    checks = dict(checks)
+    for mode in residents:
+        if mode != profile["mode"]:
+            other, blocked = run.checks(run.catalog[mode], nodes)
+            checks["cuda_" + mode] = other.get("cuda")
+            refusals += [b for b in blocked if b not in refusals]
+        checks["sleep_" + mode] = resident.sleep_check(run.catalog[mode])
+    with_gpu, _matching = readiness.candidate_nodes(nodes, run.opts.pod["node_selector"], run.opts.pod["tolerations"],
+                                                    run.opts.pod["gpu_resource"])
+    facts = [preflight.node_gpu_facts(n) for n in with_gpu]
+    gpu = [f["gpu_memory_mib"] for f in facts if f.get("gpu_memory_mib")]
+    ram = [resident.parse_memory_mib(((n.get("status") or {}).get("allocatable") or {}).get("memory"))
+           for n in with_gpu]
+    ram = [r for r in ram if r is not None]
+    checks["resident_vram"] = resident.vram_budget(run.catalog, profile["mode"], min(gpu) if gpu else None)
+    checks["resident_ram"] = resident.ram_budget(run.catalog, profile["mode"], min(ram) if ram else None)
+    if policy != "skip":
+        for key in sorted(checks):
+            if key.startswith("sleep_") or key.startswith("resident_"):
+                if checks[key].get("verdict") == "fail" and (policy == "strict"):
+                    refusals.append(checks[key])
+                elif checks[key].get("verdict") in ("fail", "unknown"):
+                    run.warn("%s check: %s" % (key, checks[key].get("message")))
+    return checks, refusals
+
+
+def resident_switch(run, profile, residents, check_mode=False, want_diff=False):
+    # type: (Run, dict, List[str], bool, bool) -> dict
+    """A switch to resident mode ``profile``: read the main Deployment and the resident set, plan
+    (resident.plan), preflight the whole set, then under the lease and the switch record: stop the
+    main pod, start missing members (cold, then asleep), put every other member to sleep, wake the
+    target, warm it up, verify it and route the Service to it; a failure rolls back."""
+    opts = run.opts
+    ns, name, port = opts.namespace, opts.name, opts.pod["port"]
+    wait_timeout = int(opts.wait_timeout or profile["wait_timeout"])
+    live = run.read_deployment()
+    if live is None:
+        run.ensure_namespace()
+    info = catalog.read_live(live, run.catalog)
+    bodies = dict((m, resident.render(run.catalog[m], name, ns, opts.served_alias, opts.pod)) for m in residents)
+    wanted = dict((m, b["metadata"]["annotations"][catalog.ANN_FINGERPRINT]) for m, b in bodies.items())
+    pointer = resident.render_pointer(profile, name, ns, opts.served_alias, opts.pod,
+                                      selector=info["selector"] if info["exists"] else None)
+    pointer_ok = info["managed"] and info["replicas"] == 0 and \
+        info["fingerprint"] == pointer["metadata"]["annotations"][catalog.ANN_FINGERPRINT]
+    state = sleepwake.read_set(run.api, ns, name, residents, wanted, port)
+    the_plan = resident.plan(run.catalog, profile["mode"], info["mode"], info["replicas"] if info["exists"] else 0,
+                             pointer_ok, state)
+    names = catalog.served_names(profile, opts.served_alias)
+    result = base_result(profile, {"live": info, "expected_names": names, "action": the_plan["action"],
+                                   "reason": the_plan["reason"]}, wait_timeout)
+    result["phases"] = dict((ph, None) for ph in resident.PHASES)
+    result["resident"] = {"awake": profile["mode"], "asleep": [m for m in residents if m != profile["mode"]],
+                          "plan": dict((k, v) for k, v in the_plan.items() if k not in ("action", "reason"))}
+    if the_plan["action"] == "noop":
+        cms = record.instance_configmaps(run.api, ns, name) if run.client.cm_name else {}
+        client_cm = cms.get(run.client.cm_name, UNREAD)
+        if check_mode:
+            changed = run.client.pending(profile["mode"], profile["model"], names, client_cm)
+        else:
+            changed = run.client.update(profile["mode"], profile["model"], names, client_cm)
+        return dict(result, changed=changed, elapsed=run.elapsed(), within_budget=True)
+    nodes, _nodes_rv = run.list_nodes()
+    checks, refusals = resident_checks(run, profile, residents, nodes)
+    result = dict(result, checks=checks)
+    if want_diff or check_mode:
+        result["diff"] = apply.diff(live, {"action": "apply", "desired": pointer}, ns, name)
+    if refusals:
+        raise refusal(run, profile, checks, refusals, result)
+    result["changed"] = True
+    if check_mode:
+        return dict(result, elapsed=run.elapsed(),
+                    would={"from": info["mode"], "to": profile["mode"], "action": "resident",
+                           "image": profile.get("image"), "model": profile.get("model")})
+
+    def work():
+        prev_spec = apply.sanitize(live)
+        record.start(run.api, ns, name, profile["mode"], info["mode"], prev_spec, opts.holder, opts.trigger)
+        run.progress.begin()
+        return journal(run, lambda: resident_steps(run, profile, the_plan, live, info, state, bodies, pointer,
+                                                   result, wait_timeout))
+
+    return under_lease(run, work)
+
+
+def start_member(run, mode, body, member, timeout):
+    # type: (Run, str, dict, dict, float) -> str
+    """Apply resident mode ``mode``'s Deployment with one replica and wait until its pod is Ready;
+    returns the pod's name."""
+    api, ns = run.api, run.opts.namespace
+    selector = resident.pod_selector(run.opts.name, mode)
+    pods, rv = rollout.list_pods(api, ns, selector)
+    stale = [p for p in pods if not readiness.is_ready(p) and not readiness.is_terminating(p)]
+    for pod in stale:
+        # a pod that could not load (it restarted while another engine was awake): start it afresh
+        api.delete(ns_path(ns, "pods", readiness.name_of(pod)))
+    if stale:
+        pods, rv = rollout.list_pods(api, ns, selector)
+    annotations = dict(body["metadata"]["annotations"], **{catalog.ANN_SWITCHED_AT: micro_time()})
+    body = dict(body, metadata=dict(body["metadata"], annotations=annotations))
+    applied = api.apply(apply.deployment_path(ns, body["metadata"]["name"]), body, catalog.MANAGER, force=True)
+    old = apply.old_pod_uids(pods, applied, member.get("deployment"), 1) + [readiness.uid(p) for p in stale]
+    done = rollout.wait(api, ns, selector, 1, old, pods, rv, [], None, max(1, int(timeout)),
+                        readiness.PhaseClock(run.now), run.opts.pod["gpu_resource"], run.now, renew=run.lease.renew,
+                        progress=run.progress.tick)
+    if done.state != "done" or done.tracker.pod is None:
+        failure = done.tracker.failure or {}
+        why = failure.get("message") or done.tracker.describe()
+        raise sleepwake.EngineError("start", failure.get("reason") or "Timeout",
+                                    "resident mode %s did not start: %s" % (mode, why))
+    return readiness.name_of(done.tracker.pod)
+
+
+def resident_steps(run, profile, the_plan, live, info, state, bodies, pointer, result, wait_timeout):
+    # type: (Run, dict, dict, Optional[dict], dict, dict, dict, dict, dict, int) -> dict
+    """The writes of a switch to a resident mode, in phases (see resident_switch)."""
+    opts = run.opts
+    api, ns, name, port = run.api, opts.namespace, opts.name, opts.pod["port"]
+    target = profile["mode"]
+    clock = readiness.PhaseClock(run.now, resident.PHASES)
+    run.progress.follow(clock)
+    deadline = run.now() + wait_timeout
+    names = catalog.served_names(profile, opts.served_alias)
+    pods = dict((m, s["pod"]) for m, s in state.items())
+    woke = False
+    started = []
+    try:
+        if the_plan["pointer"] or the_plan["stop_main"]:
+            main_pods = []
+            if the_plan["stop_main"]:
+                main_pods = [p for p in rollout.list_pods(api, ns, rollout.pod_selector(live, name))[0]
+                             if resident.LABEL_RESIDENT not in ((p.get("metadata") or {}).get("labels") or {})]
+            body = dict(pointer, metadata=dict(pointer["metadata"], annotations=dict(
+                pointer["metadata"]["annotations"], **{catalog.ANN_SWITCHED_AT: micro_time()})))
+            api.apply(apply.deployment_path(ns, name), body, catalog.MANAGER, force=True)
+            if main_pods:
+                wait_gone(run, rollout.pod_selector(live, name), max(1, int(deadline - run.now())))
+        clock.mark("terminate")
+        run.progress.tick()
+        for mode in the_plan["unroute"]:
+            sleepwake.route(api, ns, pods[mode], False)
+        for mode in the_plan["sleep"]:
+            if pods.get(mode):
+                sleepwake.sleep(api, ns, pods[mode], port, max(1.0, deadline - run.now()))
+        for mode in the_plan["start"]:
+            started.append(mode)
+            pods[mode] = start_member(run, mode, bodies[mode], state[mode], deadline - run.now())
+            if mode != target:
+                sleepwake.sleep(api, ns, pods[mode], port, max(1.0, deadline - run.now()))
+        clock.mark("start")
+        clock.mark("sleep")
+        run.progress.tick()
+        if the_plan["wake"]:
+            woke = True
+            sleepwake.wake(api, ns, pods[target], port, max(1.0, deadline - run.now()))
+        clock.mark("wake")
+        run.progress.tick()
+        sleepwake.warmup(api, ns, pods[target], port, names[0], max(1.0, min(deadline - run.now(), 60)))
+        clock.mark("warmup")
+        run.progress.tick()
+        sleepwake.verify(api, ns, pods[target], port, names)
+        sleepwake.route(api, ns, pods[target], True)
+        clock.mark("verify")
+    except (sleepwake.EngineError, KubeError) as exc:
+        failure = exc.failure if isinstance(exc, sleepwake.EngineError) else \
+            {"phase": clock.current() or "verify", "reason": "ApiError", "message": exc.message}
+        return resident_failed(run, profile, info, live, state, pods, dict(failure, pod=pods.get(target)), clock,
+                               dict(result, woke=woke), the_start=started)
+    elapsed = run.elapsed()
+    result = dict(result, pod=pods[target], phases=clock.durations(), elapsed=elapsed, within_budget=True,
+                  within_target=within_target(None, elapsed, result["target_seconds"]))
+    run.finish(target, profile["model"], names)
+    return result
+
+
+def resident_failed(run, profile, info, live, state, pods, failure, clock, result, the_start=None):
+    # type: (Run, dict, dict, Optional[dict], dict, dict, dict, readiness.PhaseClock, dict, Optional[list]) -> dict
+    """A switch to a resident mode failed: diagnostics, then the rollback. The failed target's pod
+    is stopped (after a failed wake its memory state is unknown and vLLM may have leaked the blocks
+    it mapped; the next switch to it starts it cold), then the previous mode is put back: a resident
+    one woken, warmed up, verified and routed; a non-resident one restored from the record's spec.
+    Raises SwitchFailed."""
+    opts = run.opts
+    api, ns, name, port = run.api, opts.namespace, opts.name, opts.pod["port"]
+    target = profile["mode"]
+    result = dict(result)
+    result.pop("woke", None)
+    failure["logs"], failure["events"] = rollback.diagnostics(api, ns, failure.get("pod"), failure.get("reason"))
+    result = dict(result, failure=failure, phases=clock.durations(), elapsed=run.elapsed(), within_budget=False,
+                  within_target=False)
+    message = "Switch of %s/%s to resident mode %s failed in phase %s (%s): %s" % (
+        ns, name, target, failure.get("phase"), failure.get("reason"), failure.get("message"))
+    prev = info["mode"] if info["exists"] else None
+    if not opts.rollback:
+        raise SwitchFailed(message + " Not rolled back (rollback is off).",
+                           dict(result, final_state={"mode": target, "ready": False, "pod": failure.get("pod")}))
+    run.progress.show(record.ROLLBACK)
+    try:
+        if state[target]["deployment"] is not None or target in (the_start or []):
+            sleepwake.scale(api, ns, resident.deployment_name(name, target), 0)
+        wait_gone(run, resident.pod_selector(name, target), 60)
+        prev_entry = run.catalog.get(prev) or {}
+        if prev_entry.get("resident") and pods.get(prev):
+            back = resident.render_pointer(prev_entry, name, ns, opts.served_alias, opts.pod,
+                                           selector=info["selector"] if info["exists"] else None)
+            api.apply(apply.deployment_path(ns, name), back, catalog.MANAGER, force=True)
+            prev_names = catalog.served_names(prev_entry, opts.served_alias)
+            if sleepwake.is_sleeping(api, ns, pods[prev], port) is not False:
+                sleepwake.wake(api, ns, pods[prev], port, prev_entry["wait_timeout"])
+            sleepwake.warmup(api, ns, pods[prev], port, prev_names[0], 60)
+            sleepwake.verify(api, ns, pods[prev], port, prev_names)
+            sleepwake.route(api, ns, pods[prev], True)
+            restored = rollback.Restored({"mode": prev, "ready": True, "pod": pods[prev],
+                                          "message": "ready and verified"}, prev, prev_entry["model"], prev_names)
+        else:
+            stop_set(run, sleepwake.read_set(api, ns, name, resident.resident_modes(run.catalog), {}, port,
+                                             ask=False))
+            restored = rollback.rollback(run, prev, apply.sanitize(live))
+    except (sleepwake.EngineError, KubeError) as exc:
+        text = exc.failure["message"] if isinstance(exc, sleepwake.EngineError) else exc.message
+        restored = rollback.Restored({"mode": prev, "ready": False, "message": "the rollback failed: %s" % text},
+                                     None, None, None)
     run.finish(restored.mode, restored.model, restored.names)
     final = restored.final
     raise SwitchFailed(message + " Rolled back to %s: %s." % (

@@ -41,7 +41,7 @@ from ansible_collections.homelab.gpu.plugins.module_utils import record
 from ansible_collections.homelab.gpu.plugins.module_utils.api import Api, KubeError
 from ansible_collections.homelab.gpu.plugins.module_utils.http_transport import ConfigError, HttpTransport
 from ansible_collections.homelab.gpu.plugins.module_utils.lease import utcnow
-from ansible_collections.homelab.gpu.plugins.module_utils.readiness import PHASES
+from ansible_collections.homelab.gpu.plugins.module_utils.readiness import ALL_PHASES as PHASES
 
 PREFIX = "[switch] "
 INTERVAL = 0.5            # seconds between two reads of the records
@@ -53,6 +53,9 @@ WHAT = {
     "start": "creating the container",
     "ready": "loading the model",
     "verify": "asking the API for the served models",
+    "sleep": "putting the other resident models to sleep",
+    "wake": "waking the model (weights back from host RAM)",
+    "warmup": "a one-token warm-up completion",
 }
 
 

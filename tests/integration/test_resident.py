@@ -1,0 +1,179 @@
+"""Resident modes (vLLM sleep mode) through homelab.gpu.vllm_mode (ansible-playbook) and the switch
+engine over the standard-library transport, against the simulated cluster.
+
+The reference lab's GPU is shared by two pods here (time-slicing: nvidia.com/gpu 2). Resident
+modes keep a pod each: the current one awake and behind the Service, the others asleep.
+"""
+import copy
+import os
+import time
+
+import pytest
+from kubernetes import client
+
+from ansible_collections.homelab.gpu.plugins.module_utils.api import Api as EngineApi
+from ansible_collections.homelab.gpu.plugins.module_utils.http_transport import HttpTransport
+from ansible_collections.homelab.gpu.plugins.module_utils.run import switch as engine_switch
+
+NS = "ml"
+POD = {"node_selector": {"nvidia.com/gpu.present": "true"},
+       "tolerations": [{"key": "gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"}]}
+MODES = {
+    "ml": {"model": "Qwen/Qwen3-8B-AWQ", "image": "vllm/vllm-openai:v0.8.5.post1",
+           "args": ["--quantization", "awq_marlin", "--max-model-len", "8192", "--gpu-memory-utilization", "0.90"],
+           "vram_mib": 10820, "wait_timeout": 120, "resident": True, "sleeping_vram_mib": 1024, "weights_mib": 5700},
+    "r1": {"model": "casperhansen/deepseek-r1-distill-qwen-7b-awq", "image": "vllm/vllm-openai:v0.8.5.post1",
+           "args": ["--quantization", "awq_marlin", "--max-model-len", "8192", "--gpu-memory-utilization", "0.90"],
+           "vram_mib": 10650, "wait_timeout": 120, "resident": True, "sleeping_vram_mib": 1024, "weights_mib": 5600},
+    "gaming": {"replicas": 0, "wait_timeout": 30},
+}
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
+SPEED = float(os.environ.get("HOMELAB_GPU_SIM_SPEED") or 50)
+SERVICE_SELECTOR = {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": "vllm-server"}
+
+
+@pytest.fixture
+def kube_sim(kube_sim_factory):
+    cluster = kube_sim_factory(speed=SPEED)
+    cluster.patch_scenario({"nodes": [{"name": "k3s-gpu-worker", "gpu": {"count": 2}}]})
+    api = client.CoreV1Api(cluster.api_client())
+    api.create_namespace({"metadata": {"name": NS}})
+    api.create_namespaced_service(NS, {"metadata": {"name": "vllm-api"},
+                                       "spec": {"selector": SERVICE_SELECTOR,
+                                                "ports": [{"name": "http", "port": 8000, "targetPort": "http"}]}})
+    cluster.core = api
+    return cluster
+
+
+def engine(cluster, mode, modes=None, **options):
+    """One switch through the engine, as the gateway makes it (standard-library transport)."""
+    params = {"mode": mode, "modes": modes or MODES, "pod": POD, "registry": {"offline": True},
+              "holder": "test", "wait_timeout": None}
+    params.update(options)
+    api = EngineApi(HttpTransport.from_kubeconfig(cluster.kubeconfig))
+    result, error = engine_switch(api, params)
+    return dict(result, failed=error is not None, msg=error)
+
+
+def writes(cluster):
+    return [r for r in cluster.requests()["log"] if r["method"] in WRITES and not r["path"].startswith("/_sim")]
+
+
+def pods(cluster, selector="app.kubernetes.io/instance=vllm-server"):
+    return [p for p in cluster.core.list_namespaced_pod(NS, label_selector=selector).items
+            if p.metadata.deletion_timestamp is None]
+
+
+def proxy(cluster, pod, path):
+    return cluster.core.connect_get_namespaced_pod_proxy_with_path(pod + ":8000", NS, path.lstrip("/"))
+
+
+def sleeping(cluster, mode):
+    found = pods(cluster, "homelab.gpu/resident=%s" % mode)
+    assert len(found) == 1, [p.metadata.name for p in found]
+    text = proxy(cluster, found[0].metadata.name, "is_sleeping")
+    return "true" in str(text).lower()
+
+
+def behind_service(cluster):
+    """The resident modes whose pod the Service selects."""
+    selector = ",".join("%s=%s" % kv for kv in SERVICE_SELECTOR.items())
+    return sorted(p.metadata.labels.get("homelab.gpu/resident") or "main" for p in pods(cluster, selector))
+
+
+def models_through_service(cluster):
+    return str(cluster.core.connect_get_namespaced_service_proxy_with_path("vllm-api:8000", NS, "v1/models"))
+
+
+@pytest.mark.sim_only
+def test_ml_r1_ml_resident_through_the_module_wakes_instead_of_loading(playbook, kube_sim):
+    tasks = []
+    for index, mode in enumerate(("ml", "r1", "ml", "ml")):
+        tasks.append({"name": "switch%d" % index, "ignore_errors": True,
+                      "homelab.gpu.vllm_mode": {"mode": mode, "modes": MODES, "pod": POD,
+                                                "registry": {"offline": True}}})
+    run = playbook.run(tasks, kubeconfig=kube_sim.kubeconfig)
+    first, second, third, again = (run.result("switch%d" % i) for i in range(4))
+    for res in (first, second, third):
+        assert res.get("failed") is not True, res.get("msg")
+        assert res["changed"] is True
+    assert first["plan"] == "switch" and first["resident"]["plan"]["start"] == ["r1", "ml"]
+    # r1 and back: no pod starts, the target wakes, the other one sleeps
+    assert second["resident"]["plan"]["start"] == [] and second["resident"]["plan"]["wake"] is True
+    assert second["resident"]["plan"]["sleep"] == ["ml"]
+    for phase in ("wake", "warmup", "verify"):
+        assert isinstance(second["phases"][phase], float), second["phases"]
+    assert third["mode"] == "ml" and third["previous_mode"] == "r1" and third["served_model_names"] == [
+        "Qwen/Qwen3-8B-AWQ", "local-llm"]
+    assert again["changed"] is False and again["plan"] == "noop"
+    assert sleeping(kube_sim, "r1") is True and sleeping(kube_sim, "ml") is False
+    assert behind_service(kube_sim) == ["ml"]
+    assert "Qwen/Qwen3-8B-AWQ" in models_through_service(kube_sim)
+    cm = kube_sim.core.read_namespaced_config_map("llm-fallback-config", NS).data
+    assert cm["VLLM_MODE"] == "ml" and cm["VLLM_MODEL"] == "Qwen/Qwen3-8B-AWQ"
+    dep = client.AppsV1Api(kube_sim.api_client()).read_namespaced_deployment("vllm-server", NS)
+    assert dep.spec.replicas == 0 and dep.metadata.annotations["homelab.gpu/mode"] == "ml"
+
+
+@pytest.mark.sim_only
+def test_a_no_op_writes_nothing_and_a_refused_preflight_writes_nothing(kube_sim):
+    first = engine(kube_sim, "ml")
+    assert first["failed"] is False, first["msg"]
+    kube_sim.reset_requests()
+    res = engine(kube_sim, "ml")
+    assert res["failed"] is False and res["changed"] is False and res["plan"] == "noop"
+    assert writes(kube_sim) == []
+    heavy = copy.deepcopy(MODES)
+    heavy["ml"]["sleeping_vram_mib"] = 2048
+    res = engine(kube_sim, "r1", modes=heavy)
+    assert res["failed"] is True
+    assert "resident mode r1 awake needs 10650 MiB and the 1 sleeping mode(s) ml keep 2048 MiB, 12698 MiB in all, " \
+           "but the GPU has 12288 MiB: lower --gpu-memory-utilization and vram_mib of r1 by 410 MiB" in res["msg"]
+    assert writes(kube_sim) == []
+    assert sleeping(kube_sim, "ml") is False and behind_service(kube_sim) == ["ml"]
+
+
+@pytest.mark.sim_only
+def test_a_restarted_resident_pod_is_started_again_and_put_back_to_sleep(kube_sim):
+    assert engine(kube_sim, "ml")["failed"] is False
+    old = pods(kube_sim, "homelab.gpu/resident=r1")[0].metadata.name
+    kube_sim.core.delete_namespaced_pod(old, NS, grace_period_seconds=0)
+    deadline = time.monotonic() + 60
+    while not [p for p in pods(kube_sim, "homelab.gpu/resident=r1") if p.metadata.name != old]:
+        assert time.monotonic() < deadline, "no new r1 pod"
+        time.sleep(0.2)
+    # It comes back awake and cannot load beside the awake ml engine; it is not behind the Service.
+    assert behind_service(kube_sim) == ["ml"]
+    res = engine(kube_sim, "ml")
+    assert res["failed"] is False and res["changed"] is True, res["msg"]
+    assert res["resident"]["plan"]["start"] == ["r1"] and res["resident"]["plan"]["sleep"] == ["ml"]
+    assert sleeping(kube_sim, "r1") is True and sleeping(kube_sim, "ml") is False
+    assert behind_service(kube_sim) == ["ml"]
+
+
+@pytest.mark.sim_only
+def test_gaming_stops_every_resident_pod_and_leaving_it_starts_them_again(kube_sim):
+    assert engine(kube_sim, "r1")["failed"] is False
+    res = engine(kube_sim, "gaming")
+    assert res["failed"] is False, res["msg"]
+    assert pods(kube_sim) == []
+    res = engine(kube_sim, "ml")
+    assert res["failed"] is False, res["msg"]
+    assert res["resident"]["plan"]["start"] == ["r1", "ml"]
+    assert sleeping(kube_sim, "r1") is True and sleeping(kube_sim, "ml") is False
+    assert behind_service(kube_sim) == ["ml"]
+
+
+@pytest.mark.sim_only
+def test_a_wake_that_times_out_rolls_back_to_the_previous_mode_awake_and_verified(kube_sim):
+    kube_sim.patch_scenario({"models": {"casperhansen/deepseek-r1-distill-qwen-7b-awq": {"wake_seconds": 3000}}})
+    assert engine(kube_sim, "ml")["failed"] is False
+    res = engine(kube_sim, "r1", wait_timeout=10)
+    assert res["failed"] is True and res["rolled_back"] is True
+    assert res["failure"]["phase"] == "wake"
+    assert res["final_state"]["mode"] == "ml" and res["final_state"]["ready"] is True
+    assert "Rolled back to ml: ready and verified" in res["msg"]
+    assert sleeping(kube_sim, "ml") is False and behind_service(kube_sim) == ["ml"]
+    assert pods(kube_sim, "homelab.gpu/resident=r1") == []      # the failed engine is stopped
+    cm = kube_sim.core.read_namespaced_config_map("llm-fallback-config", NS).data
+    assert cm["VLLM_MODE"] == "ml"
