@@ -41,36 +41,59 @@ LABEL_MODE = "gpu-mode"
 CONTAINER = "vllm"
 HF_HOME = "/root/.cache/huggingface"
 
-# The one schema of a catalog entry: (key, type, default, what it means). Validation below
+# The one schema of a catalog entry: (key, type, default, what it means, bounds). Validation below
 # follows it; docs/architecture.md and the role's vllm_modes documentation describe the same keys
-# (a unit test keeps them in step).
+# (a unit test keeps them in step). ``bounds`` (lowest, highest) of every number: a catalog value
+# outside them is refused before anything is written, so nothing rendered from it (e.g. the
+# startupProbe's failureThreshold, 2 x wait_timeout) can overflow a Kubernetes int32.
+MAX_SECONDS = 86400       # a day: the longest wait_timeout, target_seconds and wake_timeout
+MAX_MIB = 1048576         # 1 TiB: the most vram_mib, sleeping_vram_mib and weights_mib
 ENTRY_SCHEMA = (
-    ("description", "str", "", "One line shown by the status report."),
-    ("model", "str", None, "Hugging Face model id; required when replicas > 0."),
-    ("image", "str", None, "vLLM container image; required when replicas > 0."),
-    ("served_model_names", "list", "[model]", "Names vLLM serves; the served alias is appended."),
-    ("args", "list", [], "Extra vLLM arguments (never --model, --served-model-name or --port)."),
-    ("env", "dict", {}, "Plain environment variables (never secrets: HF_TOKEN comes from pod.hf_token_secret)."),
-    ("vram_mib", "int", None, "GPU memory the mode needs in MiB, compared with nvidia.com/gpu.memory."),
-    ("wait_timeout", "int", "120 (replicas > 0) or 30", "Seconds a switch to this mode may take."),
+    ("description", "str", "", "One line shown by the status report.",
+     None),
+    ("model", "str", None, "Hugging Face model id; required when replicas > 0.",
+     None),
+    ("image", "str", None, "vLLM container image; required when replicas > 0.",
+     None),
+    ("served_model_names", "list", "[model]", "Names vLLM serves; the served alias is appended.",
+     None),
+    ("args", "list", [], "Extra vLLM arguments (never --model, --served-model-name or --port).",
+     None),
+    ("env", "dict", {}, "Plain environment variables (never secrets: HF_TOKEN comes from pod.hf_token_secret).",
+     None),
+    ("vram_mib", "int", None, "GPU memory the mode needs in MiB, compared with nvidia.com/gpu.memory.",
+     (0, MAX_MIB)),
+    ("wait_timeout", "int", "120 (replicas > 0) or 30", "Seconds a switch to this mode may take.",
+     (1, MAX_SECONDS)),
     ("target_seconds", "int", "wait_timeout", "Seconds a switch to this mode should take: every switch summary "
-     "shows its time against it (met / missed by N s) and the result has within_target. At most wait_timeout."),
-    ("replicas", "int", 1, "0 parks the GPU: no vLLM pod."),
-    ("image_cuda", "dict", None, "The image's CUDA when its registry cannot say: {cuda_version, require_cuda}."),
+     "shows its time against it (met / missed by N s) and the result has within_target. At most wait_timeout.",
+     (1, MAX_SECONDS)),
+    ("replicas", "int", 1, "1 serves (one vLLM pod holding the GPU); 0 parks the GPU: no vLLM pod.",
+     (0, 1)),
+    ("image_cuda", "dict", None, "The image's CUDA when its registry cannot say: {cuda_version, require_cuda}.",
+     None),
     ("image_arch", "str", None, "The GPU architectures the image carries kernels for when neither its config nor "
-     "the known-images table says, written like TORCH_CUDA_ARCH_LIST: \"7.0 7.5 8.0 8.9 9.0+PTX\"."),
+     "the known-images table says, written like TORCH_CUDA_ARCH_LIST: \"7.0 7.5 8.0 8.9 9.0+PTX\".",
+     None),
     ("lock", "bool", "true when replicas is 0", "A person who switched to this mode reserved the GPU: the gateway "
-     "refuses requests (503) and writes nothing until a person switches away."),
-    ("on_demand", "bool", "true when replicas > 0", "The gateway may switch to this mode by itself for a request."),
-    ("wake_timeout", "int", "wait_timeout + 30", "Seconds a request waits while the gateway switches to this mode."),
+     "refuses requests (503) and writes nothing until a person switches away.",
+     None),
+    ("on_demand", "bool", "true when replicas > 0", "The gateway may switch to this mode by itself for a request.",
+     None),
+    ("wake_timeout", "int", "wait_timeout + 30", "Seconds a request waits while the gateway switches to this mode.",
+     (1, MAX_SECONDS)),
     ("resident", "bool", False, "Keep this serving mode's vLLM running asleep (sleep mode, its own Deployment "
-     "<name>-<mode>) while another resident mode is awake: a switch between resident modes wakes it in seconds."),
+     "<name>-<mode>) while another resident mode is awake: a switch between resident modes wakes it in seconds.",
+     None),
     ("sleeping_vram_mib", "int", 1536, "GPU memory a sleeping engine of this resident mode still holds (CUDA "
-     "context, graph pool), in MiB, for the resident set's VRAM budget."),
+     "context, graph pool), in MiB, for the resident set's VRAM budget.",
+     (0, MAX_MIB)),
     ("weights_mib", "int", None, "Size of the model's weights in MiB: the host RAM they take while this resident "
-     "mode sleeps (unset: host RAM is not checked)."),
+     "mode sleeps (unset: host RAM is not checked).",
+     (0, MAX_MIB)),
 )
 ENTRY_KEYS = tuple(row[0] for row in ENTRY_SCHEMA)
+BOUNDS = dict((row[0], row[4]) for row in ENTRY_SCHEMA if row[4] is not None)
 IMAGE_CUDA_KEYS = ("cuda_version", "require_cuda")
 RESERVED_MODES = ("status", "list")
 # A mode name is written as the value of the gpu-mode label: Kubernetes' label value syntax.
@@ -93,11 +116,14 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _as_int(mode, key, value, minimum):
+def _as_int(mode, key, value):
+    """``value`` of the whole-number setting ``key``, within its schema bounds (BOUNDS)."""
+    lowest, highest = BOUNDS[key]
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value.strip())
-    if not _is_int(value) or value < minimum:
-        raise ProfileError("mode '%s': %s must be an integer >= %d, got %r." % (mode, key, minimum, value))
+    if not _is_int(value) or not lowest <= value <= highest:
+        raise ProfileError("mode '%s': %s must be a whole number from %d to %d, got %r."
+                           % (mode, key, lowest, highest, value))
     return value
 
 
@@ -129,7 +155,7 @@ def normalise_entry(mode, entry):
     if unknown:
         raise ProfileError("mode '%s' has unknown setting(s) %s; allowed: %s."
                            % (mode, ", ".join(unknown), ", ".join(ENTRY_KEYS)))
-    replicas = _as_int(mode, "replicas", entry.get("replicas", 1), 0)
+    replicas = _as_int(mode, "replicas", entry.get("replicas", 1))
     out = {
         "mode": mode,
         "description": str(entry.get("description") or ""),
@@ -172,13 +198,13 @@ def normalise_entry(mode, entry):
     if "HF_TOKEN" in out["env"]:
         raise ProfileError("mode '%s': put HF_TOKEN in a Secret (pod.hf_token_secret), not in env." % mode)
     vram = entry.get("vram_mib")
-    out["vram_mib"] = None if vram in (None, "") else _as_int(mode, "vram_mib", vram, 0)
+    out["vram_mib"] = None if vram in (None, "") else _as_int(mode, "vram_mib", vram)
     timeout = entry.get("wait_timeout")
     out["wait_timeout"] = (120 if replicas > 0 else 30) if timeout in (None, "") else \
-        _as_int(mode, "wait_timeout", timeout, 1)
+        _as_int(mode, "wait_timeout", timeout)
     target = entry.get("target_seconds")
     out["target_seconds"] = out["wait_timeout"] if target in (None, "") else \
-        _as_int(mode, "target_seconds", target, 1)
+        _as_int(mode, "target_seconds", target)
     if out["target_seconds"] > out["wait_timeout"]:
         raise ProfileError("mode '%s': target_seconds (%d) is longer than wait_timeout (%d), so it could never be "
                            "missed: lower target_seconds or raise wait_timeout."
@@ -186,15 +212,15 @@ def normalise_entry(mode, entry):
     out["lock"] = _as_bool(mode, "lock", entry.get("lock"), replicas == 0)
     out["on_demand"] = _as_bool(mode, "on_demand", entry.get("on_demand"), replicas > 0)
     wake = entry.get("wake_timeout")
-    out["wake_timeout"] = out["wait_timeout"] + 30 if wake in (None, "") else _as_int(mode, "wake_timeout", wake, 1)
+    out["wake_timeout"] = out["wait_timeout"] + 30 if wake in (None, "") else _as_int(mode, "wake_timeout", wake)
     out["resident"] = _as_bool(mode, "resident", entry.get("resident"), False)
     if out["resident"] and replicas != 1:
         raise ProfileError("mode '%s': resident needs a serving mode with replicas 1 (it has %d): remove resident or "
                            "set replicas to 1." % (mode, replicas))
     residue = entry.get("sleeping_vram_mib")
-    out["sleeping_vram_mib"] = 1536 if residue in (None, "") else _as_int(mode, "sleeping_vram_mib", residue, 0)
+    out["sleeping_vram_mib"] = 1536 if residue in (None, "") else _as_int(mode, "sleeping_vram_mib", residue)
     weights = entry.get("weights_mib")
-    out["weights_mib"] = None if weights in (None, "") else _as_int(mode, "weights_mib", weights, 0)
+    out["weights_mib"] = None if weights in (None, "") else _as_int(mode, "weights_mib", weights)
     image_cuda = entry.get("image_cuda") or None
     if image_cuda is not None:
         if not isinstance(image_cuda, dict):

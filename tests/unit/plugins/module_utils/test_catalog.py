@@ -48,7 +48,7 @@ def test_unknown_mode_lists_the_modes():
     ({"model": "m", "image": "x:1", "imgae": "typo"}, "unknown setting(s) imgae"),
     ({"model": "m", "image": "x:1", "args": "--foo"}, "args must be a list"),
     ({"model": "m", "image": "x:1", "args": ["--model", "other"]}, "must not contain --model"),
-    ({"model": "m", "image": "x:1", "replicas": -1}, "replicas must be an integer >= 0"),
+    ({"model": "m", "image": "x:1", "replicas": -1}, "replicas must be a whole number from 0 to 1, got -1"),
     ({"model": "m", "image": "x:1", "env": {"HF_TOKEN": "hf_x"}}, "Secret"),
     ({"model": "m", "image": "x:1", "image_cuda": {"cuda": "12.4"}}, "image_cuda has unknown key"),
     ({"model": "m", "image": "x:1", "image_arch": "7.0 sm-eight"}, "image_arch: 'sm-eight' in the architecture"),
@@ -272,6 +272,58 @@ def test_every_key_of_the_one_entry_schema_is_validated_and_documented():
     assert (entry["resident"], entry["sleeping_vram_mib"], entry["weights_mib"]) == (True, 1200, 5700)
 
 
+@pytest.mark.parametrize("key, value", [
+    ("replicas", 1000000), ("replicas", 2), ("wait_timeout", 99999999999), ("wait_timeout", 86401),
+    ("target_seconds", 2 ** 31), ("wake_timeout", 10 ** 12), ("vram_mib", 2 ** 40), ("vram_mib", -5), ("sleeping_vram_mib", 2 ** 33), ("weights_mib", 2 ** 21),
+    ("wait_timeout", "2147483648"),
+])
+def test_a_number_outside_its_schema_bounds_is_refused_naming_the_key_the_value_and_the_range(key, value):
+    entry = {"model": "m", "image": "x:1", key: value}
+    lowest, highest = cat.BOUNDS[key]
+    with pytest.raises(ProfileError) as err:
+        cat.validate_catalog({"x": entry})
+    assert str(err.value) == "mode 'x': %s must be a whole number from %d to %d, got %r." % (
+        key, lowest, highest, int(value) if isinstance(value, str) else value)
+
+
+def test_the_largest_values_the_schema_allows_render_nothing_beyond_int32():
+    entry = {"model": "m", "image": "x:1", "replicas": 1, "wait_timeout": cat.MAX_SECONDS,
+             "target_seconds": cat.MAX_SECONDS, "wake_timeout": cat.MAX_SECONDS, "vram_mib": cat.MAX_MIB}
+    profile_ = cat.validate_catalog({"x": entry})["x"]
+    rendered = cat.render_deployment(profile_, name="vllm-server", namespace="ml", served_alias="local-llm",
+                                     pod={})
+
+    def numbers(node):
+        if isinstance(node, dict):
+            for value in node.values():
+                yield from numbers(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from numbers(value)
+        elif isinstance(node, int) and not isinstance(node, bool):
+            yield node
+
+    assert max(numbers(rendered)) < 2 ** 31
+    assert all(bounds[1] < 2 ** 31 for bounds in cat.BOUNDS.values())
+
+
+def test_the_documented_catalog_states_every_bound():
+    """The role's vllm_modes documentation and docs/architecture.md give each number's range as the schema has it."""
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
+    with open(os.path.join(root, "roles", "vllm", "defaults", "main.yml")) as handle:
+        defaults = handle.read()
+    block = defaults[defaults.index("# The mode catalog"):defaults.index("vllm_modes:")]
+    with open(os.path.join(root, "docs", "architecture.md")) as handle:
+        arch = handle.read()
+    section = arch[arch.index("## The mode catalog"):arch.index("## `homelab.gpu.vllm_mode` options")]
+    for key, (lowest, highest) in cat.BOUNDS.items():
+        text = "%d-%d" % (lowest, highest)
+        doc = re.search(r"^#   %s .*?(?=^#   \w+ |^# Default)" % key, block, re.M | re.S).group(0)
+        assert text in doc, "roles/vllm/defaults/main.yml does not give %s's range %s" % (key, text)
+        line = re.search(r"^\s+%s:.*$" % key, section, re.M).group(0)
+        assert text in line, "docs/architecture.md does not give %s's range %s" % (key, text)
+
+
 def test_target_seconds_defaults_to_the_wait_timeout_and_may_not_exceed_it():
     modes = cat.validate_catalog({"ml": {"model": "m", "image": "i", "wait_timeout": 100},
                                   "r1": {"model": "m", "image": "i", "target_seconds": "90"},
@@ -282,7 +334,7 @@ def test_target_seconds_defaults_to_the_wait_timeout_and_may_not_exceed_it():
     with pytest.raises(ProfileError, match="mode 'ml': target_seconds .150. is longer than wait_timeout .120., so it "
                                            "could never be missed: lower target_seconds or raise wait_timeout"):
         cat.validate_catalog({"ml": {"model": "m", "image": "i", "target_seconds": 150}})
-    with pytest.raises(ProfileError, match="target_seconds must be an integer >= 1"):
+    with pytest.raises(ProfileError, match="target_seconds must be a whole number from 1 to 86400, got 0"):
         cat.validate_catalog({"ml": {"model": "m", "image": "i", "target_seconds": 0}})
 
 
