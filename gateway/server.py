@@ -320,6 +320,19 @@ class Reader(object):
         view.release()
         return bytes(out)
 
+    def discard(self, size, timeout=None):
+        """Read ``size`` bytes and drop them (a refused body: the client can then read the answer)."""
+        timeout = self.timeout if timeout is None else timeout
+        dropped = min(size, len(self.buf))
+        del self.buf[:dropped]
+        scratch = memoryview(bytearray(RECV_SIZE))
+        while dropped < size:
+            self.sock.settimeout(timeout)
+            got = self.sock.recv_into(scratch, min(size - dropped, RECV_SIZE))
+            if not got:
+                raise ClientClosed("the client closed the connection in the middle of the body")
+            dropped += got
+
     def readline(self, limit=MAX_CHUNK_LINE, timeout=None):
         """One line with its LF; HttpError 400 when longer than ``limit``."""
         timeout = self.timeout if timeout is None else timeout
@@ -520,7 +533,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise RouteError(413, "The request body has %d bytes, more than max_body_bytes (%d); send a smaller "
                              "request." % (size, limit), code="request_too_large")
         if kind == "length":
-            self.hold(JSON_BYTE_FACTOR * size)
+            try:
+                self.hold(JSON_BYTE_FACTOR * size)
+            except RouteError:
+                # no room for it: read it into nothing, so that the client, still sending, gets the answer
+                self.rfile.discard(size)
+                self.body = b""
+                raise
         if (self.headers.get("Expect") or "").lower() == "100-continue" and self.request_version == "HTTP/1.1":
             self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.body = self.rfile.read(size) if kind == "length" else self._read_chunked(limit)

@@ -164,6 +164,11 @@ def test_site_deploys_every_gateway_object_and_it_becomes_ready(lab):
     assert instance["default_mode"] == "ml" and sorted(instance["modes"]) == sorted(DEFAULTS["vllm_modes"])
     assert instance["switch"]["status_configmap"] == "llm-fallback-config"
     assert "password" not in json.dumps(config)
+    # the HTTP edge's bounds, as the role's defaults set them
+    assert [config[key] for key in ("header_timeout", "body_timeout", "keepalive_timeout", "max_connections",
+                                    "max_body_memory_bytes")] == [DEFAULTS["vllm_gateway_" + key] for key in (
+                                        "header_timeout", "body_timeout", "keepalive_timeout", "max_connections",
+                                        "max_body_memory_bytes")]
     state["token"] = token_of(cluster)
     assert len(state["token"]) >= 32
     assert state["token"] not in out
