@@ -12,7 +12,8 @@ import time
 from ansible_collections.homelab.gpu.plugins.module_utils import info as engine_info
 from ansible_collections.homelab.gpu.plugins.module_utils.api import ns_path
 from ansible_collections.homelab.gpu.plugins.module_utils.http_transport import HttpTransport
-from ansible_collections.homelab.gpu.gateway import fallback, keys as api_keys, routing
+from ansible_collections.homelab.gpu.gateway import fallback, history, keys as api_keys, routing
+from ansible_collections.homelab.gpu.gateway.page import Page
 from ansible_collections.homelab.gpu.gateway.metrics import Registry
 from ansible_collections.homelab.gpu.gateway.state import InstanceState, Tracker
 from ansible_collections.homelab.gpu.gateway.switcher import Switcher, holder_identity
@@ -52,6 +53,7 @@ class Gateway(object):
         self.trackers = {}
         self.switchers = {}
         self.upstreams = {}
+        self.page = Page(self)
         for inst in config.instances:
             state = InstanceState(inst, self.holder, clock=clock)
             tracker = Tracker(api, state)
@@ -59,6 +61,8 @@ class Gateway(object):
             self.trackers[inst.name] = tracker
             self.switchers[inst.name] = Switcher(api, config, inst, state, tracker, self.metrics, holder=self.holder,
                                                  clock=clock)
+            state.listeners.append(self.page.observe)
+            self.switchers[inst.name].listeners.append(self.page.switched)
             if config.upstream == "service":
                 self.upstreams[inst.name] = HttpTransport("http://%s.%s.svc:%d" % (inst.service_name, inst.namespace,
                                                                                    inst.port),
@@ -304,6 +308,8 @@ class Gateway(object):
                         "switching": view.switching, "in_flight": view.in_flight, "queued": view.queued,
                         "pending_switches": self.switchers[inst.name].pending(), "last_switch": view.last_switch,
                         "gateway_switch": self.switchers[inst.name].last,
+                        "progress": history.running(self.states[inst.name].record),
+                        "switches": self.page.history.of(inst.name),
                         "default_mode": inst.default_mode, "idle_seconds": inst.idle_seconds,
                         "idle_action": inst.idle_action,
                         "modes": dict((m.name, m.as_dict()) for m in inst.modes.values())})

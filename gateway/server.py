@@ -26,7 +26,7 @@ import threading
 import time
 
 from ansible_collections.homelab.gpu.plugins.module_utils.transport import TransportError
-from ansible_collections.homelab.gpu.gateway import fallback, keys as api_keys, progress
+from ansible_collections.homelab.gpu.gateway import fallback, keys as api_keys, page, progress
 from ansible_collections.homelab.gpu.gateway.routing import RouteError
 
 LOG = logging.getLogger("vllm_gateway")
@@ -385,6 +385,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         ("POST", "/gateway/switch"): "control_switch",
         ("POST", "/proxy/models/switch"): "control_switch",
     }
+    ROUTES.update((("GET", path), "route_page") for path in page.PATHS)   # the GPU page, its files and events
     # Path prefixes -> the method that answers everything under them (any HTTP method).
     PREFIXES = (("/v1", "openai"),)
 
@@ -602,8 +603,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if allowed:
                 return self.send_error_json(405, "%s does not take %s; use %s." % (path, method, " or ".join(allowed)),
                                             code="method_not_allowed", headers={"Allow": ", ".join(allowed)})
-            return self.send_error_json(404, "No such endpoint %s; the gateway serves /v1/*, /gateway/status, "
-                                        "/gateway/switch, /proxy/models/*, /metrics and /health." % path,
+            return self.send_error_json(404, "No such endpoint %s; the gateway serves / (the GPU page), /v1/*, "
+                                        "/gateway/status, /gateway/events, /gateway/switch, /proxy/models/*, /metrics "
+                                        "and /health." % path,
                                         code="not_found")
         except HttpError as exc:
             return self.refuse(exc.status, exc.message, exc.code)
@@ -624,6 +626,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return None
 
     # -- small endpoints ----------------------------------------------------------------------------------------
+    def route_page(self, method, path):
+        return self.gateway.page.serve(self, method, path)
+
     def route_health(self, _method, _path):
         return self.send_json(200, {"status": "ok"})
 

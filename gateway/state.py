@@ -95,6 +95,7 @@ class InstanceState(object):
         self._loaded_key = None
         self.override = None   # (mode, ready) the gateway knows before the watch shows it
         self.view = View()
+        self.listeners = []    # called as listener(name, record data) after every change (the page's feed)
 
     # -- updates --------------------------------------------------------------------------------
     def set_objects(self, deployment=False, record=False):
@@ -108,6 +109,11 @@ class InstanceState(object):
             self.synced = True
             self._recompute()
             self.cond.notify_all()
+            self._notify()
+
+    def _notify(self):
+        for listener in self.listeners:
+            listener(self.inst.name, self.record)
 
     def _recompute(self):
         inst = self.inst
@@ -182,6 +188,7 @@ class InstanceState(object):
                     self.override = override
                 self._recompute()
             self.cond.notify_all()
+            self._notify()
 
     def try_enter(self, mode, ignore_foreign=False):
         """Count a request in flight when ``mode`` serves now and no switch runs; True when entered."""
@@ -207,6 +214,7 @@ class InstanceState(object):
                 self.cond.wait(min(left, 0.5))
             self.switching = True
             self._recompute()
+            self._notify()
             return self.in_flight
 
     def snapshot(self):

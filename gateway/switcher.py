@@ -20,7 +20,7 @@ import threading
 import time
 
 from ansible_collections.homelab.gpu.plugins.module_utils.api import KubeError, ns_path
-from ansible_collections.homelab.gpu.gateway import routing
+from ansible_collections.homelab.gpu.gateway import history, routing
 from ansible_collections.homelab.gpu.gateway.state import now_text
 from ansible_collections.homelab.gpu.plugins.module_utils import lease
 from ansible_collections.homelab.gpu.plugins.module_utils.run import switch as engine_switch
@@ -100,6 +100,7 @@ class Switcher(threading.Thread):
         self.wakeup = threading.Condition()
         self.stop_event = threading.Event()
         self.last = None   # the last switch this gateway ran: target, trigger, outcome, elapsed, phases
+        self.listeners = []   # called as listener(name, history entry) after each switch it ran
 
     # -- the front end's side ---------------------------------------------------------------------
     def submit(self, target, trigger, timeout):
@@ -184,6 +185,7 @@ class Switcher(threading.Thread):
                         inst.name, still, self.config.drain_timeout)
         previous = self.state.snapshot().mode
         started = self.clock()
+        started_at = now_text()
         lock_timeout = max(1, job.deadline - self.clock())
         params = inst.engine_params(job.target, job.trigger, self.holder, lock_timeout)
         LOG.info("%s: switching %s -> %s (trigger %s)", inst.name, previous, job.target, job.trigger)
@@ -202,6 +204,10 @@ class Switcher(threading.Thread):
         self.last = {"from": previous, "to": job.target, "trigger": job.trigger, "outcome": outcome,
                      "elapsed": round(elapsed, 3), "phases": result.get("phases"), "finished_at": now_text(),
                      "message": message}
+        entry = history.from_run(previous, job.target, job.trigger, outcome, started_at, self.last["finished_at"],
+                                 result.get("phases"), message)
+        for listener in self.listeners:
+            listener(inst.name, entry)
         if message is None:
             self.state.change(switching=False, override=(job.target, True))
         else:

@@ -1,0 +1,77 @@
+"""The page's switch history: entries from the switch record and from the gateway's own runs, one
+switch seen through both kept once, at most 20 per instance, and a running switch's progress. No cluster."""
+import datetime
+
+from ansible_collections.homelab.gpu.gateway import history
+from ansible_collections.homelab.gpu.gateway.page import CSP, page_weight
+from ansible_collections.homelab.gpu.gateway.page_assets import SCRIPT
+
+
+def closed_record(mode="r1", previous="ml", started="2026-12-07T10:00:00.250000Z", finished="2026-12-07T10:00:40.750000Z",
+                  holder="console-host/4242", trigger="person", result="ok"):
+    return {"mode": mode, "previous_mode": previous, "in_progress": "false", "started_at": started,
+            "finished_at": finished, "holder": holder, "trigger": trigger, "result": result, "phase": "done",
+            "phases": '{"pull": 1.5, "ready": 30.25, "terminate": 2.0, "verify": 0.5}'}
+
+
+def test_a_closed_record_is_a_history_entry_and_an_open_one_is_not():
+    entry = history.from_record(closed_record())
+    assert entry["from"] == "ml" and entry["to"] == "r1" and entry["trigger"] == "person"
+    assert entry["by"] == "console" and entry["outcome"] == "ok" and entry["seconds"] == 40.5
+    assert entry["phases"] == {"pull": 1.5, "ready": 30.25, "terminate": 2.0, "verify": 0.5}
+    assert history.from_record(dict(closed_record(), in_progress="true")) is None
+    assert history.from_record({}) is None
+    assert history.from_record(closed_record(holder="vllm-gateway/pod/1", result="rolled back"))["by"] == "gateway"
+
+
+def test_a_switch_seen_in_the_record_and_in_the_gateways_run_is_kept_once_whichever_comes_first():
+    rec = history.from_record(closed_record(holder="vllm-gateway/pod/1"))
+    run = history.from_run("ml", "r1", "person", "ok", "2026-12-07T10:00:00Z", "2026-12-07T10:00:41Z",
+                           {"ready": 30.0}, None)
+    for first, second in ((rec, run), (run, rec)):
+        merged = history.merge(history.merge([], first), second)
+        assert len(merged) == 1, merged
+        assert merged[0]["seconds"] == 40.5 and merged[0]["by"] == "gateway"
+    # the same record seen twice (two watch events) is one entry too
+    assert len(history.merge(history.merge([], rec), dict(rec))) == 1
+
+
+def test_a_refused_run_keeps_the_engines_sentence_and_a_no_op_is_no_switch():
+    refused = history.from_run("ml", "r1", "person", "failed", "2026-12-07T10:00:00Z", "2026-12-07T10:00:01Z",
+                               {"terminate": None}, "CUDA 12.9 is newer than the driver's 12.4; nothing was changed.")
+    assert refused["outcome"] == "failed" and refused["phases"] == {} and "nothing was changed" in refused["message"]
+    assert history.from_run("ml", "ml", "person", "unchanged", "2026-12-07T10:00:00Z", "2026-12-07T10:00:00Z",
+                            {}, None) is None
+
+
+def test_the_history_keeps_the_last_twenty_switches_per_instance_newest_first():
+    kept = history.History()
+    start = datetime.datetime(2026, 12, 7, 10, 0, tzinfo=datetime.timezone.utc)
+    for index in range(25):
+        at = (start + datetime.timedelta(minutes=index)).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+        assert kept.add("vllm-server", history.from_record(closed_record(started=at, finished=at)))
+    assert not kept.add("vllm-server", None)
+    entries = kept.of("vllm-server")
+    assert len(entries) == 20
+    assert entries[0]["started_at"].startswith("2026-12-07T10:24") and entries[-1]["started_at"].startswith(
+        "2026-12-07T10:05")
+    assert kept.of("other") == []
+
+
+def test_a_running_switch_shows_its_phase_and_elapsed_time():
+    rec = {"mode": "r1", "previous_mode": "ml", "in_progress": "true", "started_at": "2026-12-07T10:00:00.000000Z",
+           "phase": "ready", "phase_started_at": "2026-12-07T10:00:05.000000Z", "phases": '{"terminate": 2.0}',
+           "holder": "vllm-gateway/pod/1", "trigger": "request"}
+    now = datetime.datetime(2026, 12, 7, 10, 0, 12, tzinfo=datetime.timezone.utc)
+    run = history.running(rec, now)
+    assert run == {"from": "ml", "to": "r1", "trigger": "request", "by": "gateway",
+                   "started_at": "2026-12-07T10:00:00.000000Z", "phase": "ready", "phase_elapsed_s": 7.0,
+                   "elapsed_s": 12.0, "phases": {"terminate": 2.0}}
+    assert history.running(dict(rec, in_progress="false"), now) is None
+
+
+def test_the_page_allows_no_inline_code_and_builds_no_html_from_text():
+    assert "'unsafe-inline'" not in CSP and "frame-ancestors 'none'" in CSP and "default-src 'self'" in CSP
+    assert "innerHTML" not in SCRIPT and "insertAdjacentHTML" not in SCRIPT and "eval(" not in SCRIPT
+    assert "document.cookie" not in SCRIPT and "localStorage" not in SCRIPT
+    assert page_weight() < 48 * 1024
