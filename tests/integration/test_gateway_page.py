@@ -44,6 +44,8 @@ SPEED = 20
 # simulated seconds: the old pod takes 40 s to stop (2 s real), R1 100 s to load (5 s real)
 SLOW = {"extends": "default", "images": {IMAGE: {"shutdown_seconds": 40}}, "models": {R1: {"load_seconds": 100}}}
 INSTANCE = "vllm-server"
+# the /v1 API keys are on in every test: the page works without them and never shows them
+API_KEY = "page-api-key-0c4e8b2a71"
 
 pytestmark = [pytest.mark.sim_only, pytest.mark.slow]
 
@@ -56,13 +58,14 @@ def role_modes():
 
 @pytest.fixture
 def lab(kube_sim_factory, tmp_path):
-    """(cluster, gateway): mode ml running, the gateway on it with the switch token."""
+    """(cluster, gateway): mode ml running, the gateway on it with the switch token and API keys for /v1."""
     cluster = kube_sim_factory(scenario=SLOW, speed=SPEED)
     setup_namespace(cluster)
     modes = role_modes()
     _result, error = engine_switch_to(cluster, "ml", modes=modes)
     assert error is None, error
-    gateway = start_gateway(tmp_path, cluster, gateway_config({"modes": modes, "pod": POD}), token=TOKEN)
+    gateway = start_gateway(tmp_path, cluster, gateway_config({"modes": modes, "pod": POD}), token=TOKEN,
+                            extra_env={"VLLM_GATEWAY_API_KEYS": json.dumps([{"name": "chat", "key": API_KEY}])})
     yield cluster, gateway
     gateway.stop()
 
@@ -162,6 +165,8 @@ def test_the_page_shows_the_mode_with_strict_headers_and_every_cluster_text_esca
     assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
     assert headers["x-content-type-options"] == "nosniff"
     assert "<script>" not in html and "style=" not in html and "http://" not in html and "https://" not in html
+    # API keys are on for /v1 (a request without one is refused), the page needs none
+    assert gateway.call("GET", "/v1/models")[0] == 401
     driver = browser()
     open_page(driver, gateway)
     assert shown_mode(driver) == "ml"
@@ -180,6 +185,7 @@ def test_the_page_shows_the_mode_with_strict_headers_and_every_cluster_text_esca
          what="the record's trigger as text")
     assert driver.execute_script("return document.getElementById('pwned');") is None
     assert driver.title != "pwned"
+    assert API_KEY not in driver.page_source and API_KEY not in json.dumps(gateway.status())
     severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and "favicon" not in e["message"]]
     assert severe == [], severe
 
