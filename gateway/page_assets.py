@@ -53,7 +53,7 @@ STYLE = r"""
   --accent-fg: #fff; --ok: #146c2e; --warn: #8a5300; --bad: #b3261e; --banner: #fff4d6; --banner-line: #b07b00;
   --info: #e8f0fe; --error: #fce8e6; --good: #e6f4ea;
   --ph-terminate: #6f7480; --ph-schedule: #7b61c9; --ph-pull: #1e7fd6; --ph-start: #00897b; --ph-ready: #3f9a43;
-  --ph-verify: #d99400; --ph-rollback: #d32f2f; }
+  --ph-verify: #d99400; --ph-rollback: #d32f2f; --ph-sleep: #5c6bc0; --ph-wake: #f57c00; --ph-warmup: #c2185b; }
 @media (prefers-color-scheme: dark) {
   :root { --bg: #121418; --fg: #eceef2; --muted: #b4bac6; --card: #1c1f26; --line: #3a3f4b; --accent: #8ab4f8;
     --accent-fg: #0b1a33; --ok: #81c995; --warn: #fdd663; --bad: #f28b82; --banner: #3b3113; --banner-line: #fdd663;
@@ -118,6 +118,9 @@ svg.chart .axis { stroke: var(--line); }
 .ph-ready { fill: var(--ph-ready); background: var(--ph-ready); }
 .ph-verify { fill: var(--ph-verify); background: var(--ph-verify); }
 .ph-rollback { fill: var(--ph-rollback); background: var(--ph-rollback); }
+.ph-sleep { fill: var(--ph-sleep); background: var(--ph-sleep); }
+.ph-wake { fill: var(--ph-wake); background: var(--ph-wake); }
+.ph-warmup { fill: var(--ph-warmup); background: var(--ph-warmup); }
 .ph-other { fill: var(--muted); background: var(--muted); }
 .legend { list-style: none; display: flex; flex-wrap: wrap; gap: 0.25rem 0.8rem; padding: 0; margin: 0.3rem 0; font-size: 0.85rem; }
 .swatch { display: inline-block; width: 0.8rem; height: 0.8rem; border-radius: 0.15rem; margin-right: 0.3rem; vertical-align: -0.1rem; }
@@ -137,7 +140,10 @@ SCRIPT = r"""'use strict';
   var KEY = 'homelab.gpu gateway token';
   var POLL_MS = 3000;
   var RECONNECT_MS = 15000;
+  // the engine's phases (readiness.PHASES; RESIDENT_PHASES for a switch between resident modes), in order
   var PHASES = ['terminate', 'schedule', 'pull', 'start', 'ready', 'verify'];
+  var RESIDENT_PHASES = ['terminate', 'start', 'sleep', 'wake', 'warmup', 'verify'];
+  var ORDER = ['terminate', 'schedule', 'pull', 'start', 'ready', 'sleep', 'wake', 'warmup', 'verify', 'rollback'];
   var page = { doc: null, text: '', receivedAt: 0, details: {}, detailKey: {}, detailBusy: false, busy: false,
                source: null, poll: null };
 
@@ -185,7 +191,8 @@ SCRIPT = r"""'use strict';
     if (verdict === 'refused' || verdict === 'fail' || verdict === 'too_large') { return 'v-bad'; }
     return 'v-warn';
   }
-  function phaseClass(name) { return PHASES.indexOf(name) >= 0 || name === 'rollback' ? 'ph-' + name : 'ph-other'; }
+  function phaseClass(name) { return ORDER.indexOf(name) >= 0 ? 'ph-' + name : 'ph-other'; }
+  function byOrder(a, b) { return ORDER.indexOf(a) - ORDER.indexOf(b); }
 
   // -- messages and the token -----------------------------------------------------------------------
   function say(kind, text) {
@@ -362,8 +369,10 @@ SCRIPT = r"""'use strict';
       el('span', { class: 'elapsed', 'data-base': run.phase_elapsed_s || 0, text: secs(run.phase_elapsed_s) }),
       '; ', el('span', { class: 'elapsed', 'data-base': run.elapsed_s || 0, text: secs(run.elapsed_s) }), ' in all.']));
     var list = el('ol', { class: 'phases', 'aria-label': 'Phases' });
-    var names = PHASES.slice();
-    if (run.phase === 'rollback' || (run.phases && run.phases.rollback !== undefined)) { names.push('rollback'); }
+    var seen = Object.keys(run.phases || {}).concat([run.phase]);
+    var resident = seen.some(function (name) { return name === 'sleep' || name === 'wake' || name === 'warmup'; });
+    var names = (resident ? RESIDENT_PHASES : PHASES).slice();
+    if (seen.indexOf('rollback') >= 0) { names.push('rollback'); }
     names.forEach(function (name) {
       var done = run.phases && run.phases[name] !== undefined;
       var current = run.phase === name;
@@ -434,7 +443,7 @@ SCRIPT = r"""'use strict';
       var names = Object.keys(phases);
       var sum = names.reduce(function (total, name) { return total + (phases[name] || 0); }, 0);
       var scale = barW / longest;
-      names.sort(function (a, b) { return PHASES.indexOf(a) - PHASES.indexOf(b); }).forEach(function (name) {
+      names.sort(byOrder).forEach(function (name) {
         var w = Math.max(1, (phases[name] || 0) * scale);
         root.appendChild(svg('rect', { x: x.toFixed(1), y: y, width: w.toFixed(1), height: rowH - 8, class: phaseClass(name) },
                              [svg('title', { text: name + ' ' + secs(phases[name]) })]));
@@ -452,9 +461,11 @@ SCRIPT = r"""'use strict';
     root.appendChild(svg('line', { x1: labelW, y1: height - 6, x2: labelW + barW, y2: height - 6, class: 'axis' }));
     return root;
   }
-  function legend() {
+  function legend(switches) {
     var list = el('ul', { class: 'legend', 'aria-label': 'Phases' });
-    PHASES.concat(['rollback', 'other']).forEach(function (name) {
+    var used = {};
+    switches.forEach(function (sw) { Object.keys(sw.phases || {}).forEach(function (name) { used[name] = true; }); });
+    ORDER.filter(function (name) { return used[name]; }).concat(['other']).forEach(function (name) {
       list.appendChild(el('li', {}, [el('span', { class: 'swatch ' + phaseClass(name), 'aria-hidden': 'true' }), name]));
     });
     return list;
@@ -463,7 +474,7 @@ SCRIPT = r"""'use strict';
     var body = el('tbody');
     switches.forEach(function (sw) {
       var phases = sw.phases || {};
-      var parts = Object.keys(phases).sort(function (a, b) { return PHASES.indexOf(a) - PHASES.indexOf(b); }).map(
+      var parts = Object.keys(phases).sort(byOrder).map(
         function (name) { return name + ' ' + secs(phases[name]); });
       var trigger = (sw.trigger || 'unknown') + (sw.by === 'console' ? ' (Ansible/gpu-mode)' : sw.by === 'gateway' &&
         sw.trigger === 'person' ? ' (this page or the API)' : '');
@@ -514,7 +525,7 @@ SCRIPT = r"""'use strict';
          function () { return modesTable(inst); });
     part(slot('history'), JSON.stringify(switches), function () {
       if (!switches.length) { return el('p', { class: 'hint', text: 'No switch since the gateway started.' }); }
-      return el('div', {}, [chart(switches), legend(), historyTable(switches)]);
+      return el('div', {}, [chart(switches), legend(switches), historyTable(switches)]);
     });
     return box;
   }
