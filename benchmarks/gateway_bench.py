@@ -24,6 +24,18 @@ Measures, one run each:
     number the load of the machine does not inflate as much as latencies;
 (d) the gateway's resident memory (VmRSS) at idle and with 200 streamed completions in flight at
     once (the simulated model slowed to 16 tokens in 4 s of real time).
+(f) nginx as a third path (when an ``nginx`` binary is installed, e.g. Debian's nginx-light): one
+    process (``master_process off``) on a loopback port, ``proxy_pass`` to the same proxy path with an
+    upstream keepalive pool, measured in the same run: its p50/p99, its CPU time per request and the
+    gateway's CPU per request as a multiple of nginx's; and the new upstream connections per request
+    of each path (the simulator counts the TCP connections it accepts);
+(g) ``--part edge``: the gateway's RSS and threads while 2000 clients hold a connection open with
+    half a request head, and while 24 clients send a 10 MiB body at once (ASCII text with one
+    character outside the BMP, a mode name the gateway renames: the body that costs it the most
+    memory). ``--gateway-root DIR`` runs the gateway of another checkout (a ``git worktree`` of an
+    older commit, with its ``.collections`` link) for a before/after comparison.
+
+``--part forward`` runs (a), (e) and (f) only; ``--part all`` (the default) everything but (g).
 
 Prints a table and writes benchmarks/results/gateway-<UTC time>.json (git-ignored).
 """
@@ -32,6 +44,8 @@ import datetime
 import http.client
 import json
 import os
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -80,18 +94,159 @@ class Sim(object):
         self.proc.wait(15)
 
 
-def start_gateway(directory, sim):
+    def connections(self):
+        """TCP connections the simulator accepted since its start (control requests included)."""
+        with urllib.request.urlopen(self.url + "/_sim/connections", timeout=30) as response:
+            return json.loads(response.read())["connections"]
+
+
+def start_gateway(directory, sim, root=ROOT, **overrides):
     path = os.path.join(directory, "gateway.json")
-    config = gateway_config(drain_timeout=30)
+    config = gateway_config(drain_timeout=30, **overrides)
     with open(path, "w") as handle:
         json.dump(config, handle)
     env = dict(os.environ, VLLM_GATEWAY_TOKEN="bench", VLLM_GATEWAY_LOG_LEVEL="WARNING")
-    env["PYTHONPATH"] = os.path.join(ROOT, ".collections") + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = os.path.join(root, ".collections") + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.Popen([sys.executable, "-m", "ansible_collections.homelab.gpu.gateway", "--config", path,
-                             "--kubeconfig", sim.kubeconfig, "--listen", "127.0.0.1:0"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, text=True)
+                             "--kubeconfig", sim.kubeconfig, "--listen", "127.0.0.1:0"], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     url = proc.stdout.readline().split()[1]
     return proc, url
+
+
+NGINX_CONF = """
+daemon off;
+master_process off;
+worker_processes 1;
+pid %(dir)s/nginx.pid;
+error_log %(dir)s/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path %(dir)s/client_body;
+    proxy_temp_path %(dir)s/proxy;
+    fastcgi_temp_path %(dir)s/fastcgi;
+    uwsgi_temp_path %(dir)s/uwsgi;
+    scgi_temp_path %(dir)s/scgi;
+    upstream sim {
+        server %(upstream)s;
+        keepalive 256;
+    }
+    server {
+        listen 127.0.0.1:%(port)d;
+        location /v1/ {
+            proxy_pass http://sim%(proxy)s/v1/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+"""
+
+
+def start_nginx(directory, sim):
+    """nginx in one process in front of the simulator's proxy path, or None without an nginx binary."""
+    binary = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if binary is None:
+        return None, None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    conf = os.path.join(directory, "nginx.conf")
+    with open(conf, "w") as handle:
+        handle.write(NGINX_CONF % {"dir": directory, "upstream": sim.url.split("//", 1)[1], "port": port,
+                                   "proxy": PROXY})
+    proc = subprocess.Popen([binary, "-c", conf, "-p", directory], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = "http://127.0.0.1:%d" % port
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    version = subprocess.run([binary, "-v"], capture_output=True, text=True).stderr.strip()
+    return proc, (url, version)
+
+
+def threads_of(pid):
+    with open("/proc/%d/status" % pid) as handle:
+        for line in handle:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    return 0
+
+
+def hwm_kib(pid):
+    with open("/proc/%d/status" % pid) as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def edge(directory, sim, root):
+    """(g): RSS and threads of the gateway under 2000 slow clients and under 24 concurrent 10 MiB bodies."""
+    out = {}
+    gateway, gw_url = start_gateway(directory, sim, root, max_body_bytes=10485760)
+    host, port = host_port(gw_url)
+    try:
+        out["idle"] = {"rss_mib": rss_kib(gateway.pid) / 1024.0, "threads": threads_of(gateway.pid)}
+        socks = []
+        for _index in range(2000):
+            sock = socket.create_connection((host, port), timeout=30)
+            sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: gateway\r\n")
+            socks.append(sock)
+        time.sleep(2)
+        still_open = 0
+        for sock in socks:
+            sock.setblocking(False)
+            try:
+                sock.recv(1)   # an answer (503) or the end: not held
+            except BlockingIOError:
+                still_open += 1
+            except OSError:
+                pass
+        out["slow_2000"] = {"rss_mib": rss_kib(gateway.pid) / 1024.0, "threads": threads_of(gateway.pid),
+                            "connections_held": still_open}
+        for sock in socks:
+            sock.close()
+    finally:
+        gateway.terminate()
+        gateway.wait(15)
+    gateway, gw_url = start_gateway(directory, sim, root, max_body_bytes=10485760)
+    try:
+        body = json.dumps({"model": "ml", "prompt": "a" * (10485760 - 200) + "\U0001F600", "max_tokens": 1},
+                          ensure_ascii=False).encode()
+        statuses = []
+        peak_threads = [0]
+
+        def client():
+            conn = http.client.HTTPConnection(*host_port(gw_url), timeout=300)
+            try:
+                conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                resp.read()
+                statuses.append(resp.status)
+            except OSError as exc:
+                statuses.append(type(exc).__name__)
+            finally:
+                conn.close()
+
+        threads = [threading.Thread(target=client) for _index in range(24)]
+        for thread in threads:
+            thread.start()
+        while any(t.is_alive() for t in threads):
+            peak_threads[0] = max(peak_threads[0], threads_of(gateway.pid))
+            time.sleep(0.05)
+        out["bodies_24x10mib"] = {"peak_rss_mib": hwm_kib(gateway.pid) / 1024.0, "peak_threads": peak_threads[0],
+                                  "statuses": dict((str(k), statuses.count(k)) for k in set(statuses))}
+    finally:
+        gateway.terminate()
+        gateway.wait(15)
+    return out
 
 
 def host_port(url):
@@ -173,9 +328,12 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--speed", type=float, default=50)
     parser.add_argument("--requests", type=int, default=400, help="requests per path and concurrency level")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 50, 200], help="concurrency levels")
+    parser.add_argument("--part", choices=("all", "forward", "edge"), default="all")
+    parser.add_argument("--gateway-root", default=ROOT, help="checkout whose gateway runs (before/after)")
     args = parser.parse_args()
     out = {"when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-           "speed": args.speed, "requests": args.requests}
+           "speed": args.speed, "requests": args.requests, "gateway_root": args.gateway_root}
     with tempfile.TemporaryDirectory() as directory:
         sim = Sim(directory, args.speed)
         gateway = None
@@ -183,24 +341,54 @@ def main():
             setup_namespace(sim)
             _result, error = engine_switch_to(sim, "ml")
             assert error is None, error
-            gateway, gw_url = start_gateway(directory, sim)
+            if args.part == "edge":
+                out["edge"] = edge(directory, sim, args.gateway_root)
+                return report_edge(out)
+            gateway, gw_url = start_gateway(directory, sim, args.gateway_root)
+            nginx, nginx_at = start_nginx(directory, sim)
+            out["nginx"] = nginx_at[1] if nginx_at else None
             token = None   # the simulator takes any token; the gateway sends the kubeconfig's
             out["rss_idle_kib"] = rss_kib(gateway.pid)
-            # warm both paths
+            # warm every path
             timed_requests(sim.url, PROXY + "/v1/completions", 20, token)
             timed_requests(gw_url, "/v1/completions", 20)
+            if nginx_at:
+                timed_requests(nginx_at[0], "/v1/completions", 20)
             out["latency"] = {}
-            for clients in (1, 50, 200):
+            for clients in args.clients:
+                # steady load: every path's pool of upstream connections has grown to the level first
+                for url, path in [(gw_url, "/v1/completions")] + ([(nginx_at[0], "/v1/completions")] if nginx_at else []):
+                    concurrent(url, path, clients, clients * 2)
                 direct = concurrent(sim.url, PROXY + "/v1/completions", clients, args.requests, token)
                 cpu = cpu_seconds(gateway.pid)
+                opened = sim.connections()
                 via = concurrent(gw_url, "/v1/completions", clients, args.requests)
+                opened = sim.connections() - opened - 1
                 cpu = cpu_seconds(gateway.pid) - cpu
                 row = {"direct_p50_ms": pct(direct, 50) * 1000, "direct_p99_ms": pct(direct, 99) * 1000,
                        "gateway_p50_ms": pct(via, 50) * 1000, "gateway_p99_ms": pct(via, 99) * 1000,
-                       "requests": len(via), "gateway_cpu_ms_per_request": cpu * 1000.0 / len(via)}
+                       "requests": len(via), "gateway_cpu_ms_per_request": cpu * 1000.0 / len(via),
+                       "gateway_new_upstream_per_request": opened / float(len(via))}
                 row["added_p50_ms"] = row["gateway_p50_ms"] - row["direct_p50_ms"]
                 row["added_p99_ms"] = row["gateway_p99_ms"] - row["direct_p99_ms"]
+                if nginx_at:
+                    cpu = cpu_seconds(nginx.pid)
+                    opened = sim.connections()
+                    ngx = concurrent(nginx_at[0], "/v1/completions", clients, args.requests)
+                    opened = sim.connections() - opened - 1
+                    cpu = cpu_seconds(nginx.pid) - cpu
+                    row.update({"nginx_p50_ms": pct(ngx, 50) * 1000, "nginx_p99_ms": pct(ngx, 99) * 1000,
+                                "nginx_cpu_ms_per_request": cpu * 1000.0 / len(ngx),
+                                "nginx_new_upstream_per_request": opened / float(len(ngx))})
+                    row["nginx_added_p50_ms"] = row["nginx_p50_ms"] - row["direct_p50_ms"]
+                    row["cpu_ratio_gateway_to_nginx"] = (row["gateway_cpu_ms_per_request"] /
+                                                         max(row["nginx_cpu_ms_per_request"], 1e-6))
                 out["latency"][clients] = row
+            if nginx is not None:
+                nginx.terminate()
+                nginx.wait(15)
+            if args.part == "forward":
+                return report_forward(out)
             direct = timed_requests(sim.url, PROXY + "/v1/completions", 100, token, first_byte=True, stream=True)
             via = timed_requests(gw_url, "/v1/completions", 100, first_byte=True, stream=True)
             out["first_byte"] = {"direct_p50_ms": statistics.median(direct) * 1000,
@@ -242,13 +430,7 @@ def main():
                 gateway.terminate()
                 gateway.wait(15)
             sim.stop()
-    print("gateway benchmark, speed %s, %d requests per path and level" % (args.speed, args.requests))
-    print("%-26s %10s %10s %10s %10s %10s %10s %10s" % ("non-streamed", "direct p50", "gw p50", "added p50",
-                                                        "direct p99", "gw p99", "added p99", "gw CPU/req"))
-    for clients, row in out["latency"].items():
-        print("%-26s %7.2f ms %7.2f ms %7.2f ms %7.2f ms %7.2f ms %7.2f ms %7.2f ms" % (
-            "%d concurrent client(s)" % clients, row["direct_p50_ms"], row["gateway_p50_ms"], row["added_p50_ms"],
-            row["direct_p99_ms"], row["gateway_p99_ms"], row["added_p99_ms"], row["gateway_cpu_ms_per_request"]))
+    report_forward(out)
     fb = out["first_byte"]
     print("first byte of a stream: direct %.2f ms, gateway %.2f ms, added %.2f ms" % (
         fb["direct_p50_ms"], fb["gateway_p50_ms"], fb["added_p50_ms"]))
@@ -257,12 +439,55 @@ def main():
         wake["cold_request_s"], wake["pod_ready_and_verified_s"], wake["overhead_s"], wake["switch_elapsed_s"]))
     print("gateway RSS: idle %.1f MiB, 200 streams in flight %.1f MiB (in flight seen: %d)" % (
         out["rss_idle_kib"] / 1024.0, out["rss_200_in_flight_kib"] / 1024.0, out["in_flight_seen"]))
+    write_results(out)
+
+
+def write_results(out):
     results = os.path.join(ROOT, "benchmarks", "results")
     os.makedirs(results, exist_ok=True)
     path = os.path.join(results, "gateway-%s.json" % out["when"].replace(":", ""))
     with open(path, "w") as handle:
         json.dump(out, handle, indent=2)
     print("written", path)
+
+
+def report_forward(out):
+    print("gateway benchmark, speed %s, %d requests per path and level, gateway of %s" % (
+        out["speed"], out["requests"], out["gateway_root"]))
+    print("%-26s %10s %10s %10s %10s %10s %10s %10s %8s" % ("non-streamed", "direct p50", "gw p50", "added p50",
+                                                             "direct p99", "gw p99", "added p99", "gw CPU/req",
+                                                             "gw new/r"))
+    for clients, row in out["latency"].items():
+        print("%-26s %7.2f ms %7.2f ms %7.2f ms %7.2f ms %7.2f ms %7.2f ms %7.2f ms %8.2f" % (
+            "%d concurrent client(s)" % clients, row["direct_p50_ms"], row["gateway_p50_ms"], row["added_p50_ms"],
+            row["direct_p99_ms"], row["gateway_p99_ms"], row["added_p99_ms"], row["gateway_cpu_ms_per_request"],
+            row["gateway_new_upstream_per_request"]))
+    if out.get("nginx"):
+        print("nginx (%s), same run:" % out["nginx"])
+        print("%-26s %10s %10s %10s %10s %8s %12s" % ("", "nginx p50", "added p50", "nginx p99", "CPU/req", "new/r",
+                                                      "gw/nginx CPU"))
+        for clients, row in out["latency"].items():
+            print("%-26s %7.2f ms %7.2f ms %7.2f ms %7.2f ms %8.2f %11.1fx" % (
+                "%d concurrent client(s)" % clients, row["nginx_p50_ms"], row["nginx_added_p50_ms"],
+                row["nginx_p99_ms"], row["nginx_cpu_ms_per_request"], row["nginx_new_upstream_per_request"],
+                row["cpu_ratio_gateway_to_nginx"]))
+    else:
+        print("nginx: not installed (apt-get install nginx-light), its path was skipped")
+    if "first_byte" not in out:
+        write_results(out)
+
+
+def report_edge(out):
+    edge_out = out["edge"]
+    print("gateway edge, gateway of %s" % out["gateway_root"])
+    print("idle: RSS %.1f MiB, %d threads" % (edge_out["idle"]["rss_mib"], edge_out["idle"]["threads"]))
+    slow = edge_out["slow_2000"]
+    print("2000 slow clients (half a head each, 2 s later): RSS %.1f MiB, %d threads, %d connections held open" % (
+        slow["rss_mib"], slow["threads"], slow["connections_held"]))
+    big = edge_out["bodies_24x10mib"]
+    print("24 concurrent 10 MiB bodies: peak RSS %.1f MiB, peak %d threads, answers %s" % (
+        big["peak_rss_mib"], big["peak_threads"], big["statuses"]))
+    write_results(out)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,11 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
+    connections = 0   # TCP connections accepted since the start (GET /_sim/connections)
+
+    def process_request(self, request, client_address):
+        self.connections += 1   # the accepting thread only: no lock needed
+        super().process_request(request, client_address)
 
 
 class ApiServer(object):
@@ -310,6 +315,8 @@ class _Handler(BaseHTTPRequestHandler):
             if self.command == "DELETE":
                 self.api.requests.reset()
                 return self.send_json(200, {"counts": {}, "total": 0, "log": []})
+        elif path == "/_sim/connections" and self.command == "GET":
+            return self.send_json(200, {"connections": self.server.connections})
         elif path == "/_sim/scenario":
             if world is None:
                 raise ApiError(404, "NotFound", "this simulator runs without a world")
