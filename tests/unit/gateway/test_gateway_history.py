@@ -1,9 +1,13 @@
 """The page's switch history: entries from the switch record and from the gateway's own runs, one
-switch seen through both kept once, at most 20 per instance, and a running switch's progress. No cluster."""
+switch seen through both kept once, at most 20 per instance, a running switch's progress, and the page's
+event stream (keep-alive, a bound on streams). No cluster."""
 import datetime
+import json
+import threading
+import time
 
 from ansible_collections.homelab.gpu.gateway import history
-from ansible_collections.homelab.gpu.gateway.page import CSP, page_weight
+from ansible_collections.homelab.gpu.gateway.page import CSP, Page, page_weight
 from ansible_collections.homelab.gpu.gateway.page_assets import SCRIPT
 
 
@@ -75,3 +79,85 @@ def test_the_page_allows_no_inline_code_and_builds_no_html_from_text():
     assert "innerHTML" not in SCRIPT and "insertAdjacentHTML" not in SCRIPT and "eval(" not in SCRIPT
     assert "document.cookie" not in SCRIPT and "localStorage" not in SCRIPT
     assert page_weight() < 48 * 1024
+
+
+class FakeGateway(object):
+    def __init__(self):
+        self.stop_event = threading.Event()
+        self.calls = 0
+
+    def status(self):
+        self.calls += 1
+        return {"instances": [{"name": "vllm-server", "mode": "ml", "calls": self.calls}]}
+
+
+class FakeHandler(object):
+    """What Page.serve uses of server.Handler: the status line, headers and a wfile."""
+
+    def __init__(self):
+        self.status = None
+        self.headers = {}
+        self.written = []
+        self.close_connection = False
+        self.wfile = self
+
+    def send_response(self, status):
+        self.status = status
+
+    def send_header(self, key, value):
+        self.headers[key] = value
+
+    def end_headers(self):
+        pass
+
+    def write(self, data):
+        self.written.append(data.decode("utf-8"))
+
+    def flush(self):
+        pass
+
+    def text(self):
+        return "".join(self.written)
+
+
+def wait_for(check, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_the_event_stream_sends_the_status_on_each_change_keeps_alive_and_is_bounded():
+    gateway = FakeGateway()
+    page = Page(gateway, max_clients=1, keepalive=0.05)
+    first = FakeHandler()
+    thread = threading.Thread(target=page.serve, args=(first, "GET", "/gateway/events"), daemon=True)
+    thread.start()
+    assert wait_for(lambda: ": keep-alive" in first.text())
+    assert first.status == 200 and first.headers["Content-Type"].startswith("text/event-stream")
+    assert first.headers["X-Content-Type-Options"] == "nosniff" and first.close_connection
+    assert first.text().startswith("retry: ")
+    events = [json.loads(line[6:]) for line in first.text().splitlines() if line.startswith("data: ")]
+    assert [e["instances"][0]["calls"] for e in events] == [1]
+    # a change (the watch, a counter, the history) sends the document again
+    page.observe("vllm-server", closed_record())
+    assert wait_for(lambda: first.text().count("event: status") == 2)
+    assert page.history.of("vllm-server")[0]["to"] == "r1"
+    # one stream more than the bound is refused and told what to do
+    second = FakeHandler()
+    other = threading.Thread(target=page.serve, args=(second, "GET", "/gateway/events"), daemon=True)
+    other.start()
+    other.join(5)
+    assert second.status == 503 and "polls /gateway/status" in second.text()
+    gateway.stop_event.set()
+    page.publish()
+    thread.join(5)
+    assert not thread.is_alive()
+    # the slot is free again
+    third = FakeHandler()
+    gateway.stop_event.clear()
+    gateway.stop_event.set()
+    page.serve(third, "GET", "/gateway/events")
+    assert third.status == 200
