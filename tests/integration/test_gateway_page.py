@@ -104,7 +104,7 @@ def wait(driver, check, timeout=60, what="the page"):
     """The first true value of ``check(driver)`` within ``timeout`` s (polled every 0.1 s)."""
     try:
         return WebDriverWait(driver, timeout, poll_frequency=0.1,
-                             ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: check(d))
+                             ignored_exceptions=(StaleElementReferenceException,)).until(check)
     except TimeoutException:
         body = text_of(driver, "body")
         raise AssertionError("%s never came; the page shows:\n%s" % (what, body[:3000]))
@@ -126,7 +126,7 @@ def message(driver):
 
 def open_page(driver, gateway):
     driver.get(gateway.url + "/")
-    wait(driver, lambda d: shown_mode(d), what="the current mode")
+    wait(driver, shown_mode, what="the current mode")
     wait(driver, lambda d: text_of(d, "#live") == "Live", what="the live connection")
 
 
@@ -173,8 +173,12 @@ def test_the_page_shows_the_mode_with_strict_headers_and_every_cluster_text_esca
     facts = text_of(driver, "section.instance dl.facts")
     assert "Qwen/Qwen3-8B-AWQ" in facts and "0 in flight, 0 queued" in facts
     # the catalog's modes with their verdicts and expected switch time (the role's target_seconds)
-    row = wait(driver, lambda d: (lambda t: t if t and "90 s" in t else None)(text_of(d, 'table.modes tr[data-mode="r1"]')),
-               what="r1's expected switch time")
+
+    def r1_row(d):
+        text = text_of(d, 'table.modes tr[data-mode="r1"]')
+        return text if text and "90 s" in text else None
+
+    row = wait(driver, r1_row, what="r1's expected switch time")
     assert "pass" in row and "unknown" not in row, row
     # text from the cluster (here the switch record's trigger) is shown as text, never run as HTML
     hostile = "<img src=x id=pwned onerror=\"document.title='pwned'\">"
