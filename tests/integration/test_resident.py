@@ -177,3 +177,22 @@ def test_a_wake_that_times_out_rolls_back_to_the_previous_mode_awake_and_verifie
     assert pods(kube_sim, "homelab.gpu/resident=r1") == []      # the failed engine is stopped
     cm = kube_sim.core.read_namespaced_config_map("llm-fallback-config", NS).data
     assert cm["VLLM_MODE"] == "ml"
+
+
+@pytest.mark.sim_only
+def test_a_wake_that_runs_out_of_memory_rolls_back_to_the_previous_mode(kube_sim):
+    # r1 really takes 95 % of the GPU awake while its catalog entry claims 10650 MiB: the budget passes,
+    # the wake does not fit beside sleeping ml's residue and vLLM answers 500 (CUDA out of memory).
+    greedy = copy.deepcopy(MODES)
+    greedy["r1"]["args"] = ["--quantization", "awq_marlin", "--max-model-len", "8192",
+                            "--gpu-memory-utilization", "0.95"]
+    first = engine(kube_sim, "ml", modes=greedy)
+    assert first["failed"] is False, first["msg"]
+    res = engine(kube_sim, "r1", modes=greedy)
+    assert res["failed"] is True and res["rolled_back"] is True, res["msg"]
+    assert res["failure"]["phase"] == "wake" and res["failure"]["reason"] in ("WakeFailed", "OutOfMemory")
+    assert any("out of memory" in line for line in res["failure"]["logs"]), res["failure"]["logs"]
+    assert "Rolled back to ml: ready and verified" in res["msg"]
+    assert sleeping(kube_sim, "ml") is False and behind_service(kube_sim) == ["ml"]
+    assert "Qwen/Qwen3-8B-AWQ" in models_through_service(kube_sim)
+    assert pods(kube_sim, "homelab.gpu/resident=r1") == []
