@@ -63,6 +63,8 @@ class Gateway(object):
                                                  clock=clock)
             state.listeners.append(self.page.observe)
             self.switchers[inst.name].listeners.append(self.page.switched)
+            tracker.on_restart = (lambda mode, sw=self.switchers[inst.name], inst=inst:
+                                  sw.submit(mode, "reconcile", inst.modes[mode].wake_timeout))
             if config.upstream == "service":
                 self.upstreams[inst.name] = HttpTransport("http://%s.%s.svc:%d" % (inst.service_name, inst.namespace,
                                                                                    inst.port),

@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 
-from ansible_collections.homelab.gpu.plugins.module_utils import catalog, record as journal
+from ansible_collections.homelab.gpu.plugins.module_utils import catalog, readiness, record as journal, resident
 from ansible_collections.homelab.gpu.plugins.module_utils.api import KubeError, Watcher, ns_path
 from ansible_collections.homelab.gpu.plugins.module_utils.lease import COORD, lease_state, parse_time
 
@@ -131,6 +131,11 @@ class InstanceState(object):
                 mode, ready = o_mode, o_ready
                 replicas = inst.modes[mode].replicas if mode in inst.modes else replicas
         entry = inst.modes.get(mode)
+        if entry is not None and entry.entry.get("resident") and live["exists"] and self.override is None:
+            # A resident mode's pointer: zero replicas on this Deployment, the awake resident pod behind
+            # the Service; it serves once the pointer's pod is gone and no switch to it is under way.
+            replicas = 1
+            ready = ready and not (self.record.get("in_progress") == "true" and self.record.get("mode") == mode)
         serving = replicas > 0
         annotations = live["annotations"]
         record = self.record
@@ -242,6 +247,10 @@ class Tracker(threading.Thread):
         self.queue = queue.Queue()
         self.recheck_at = None   # monotonic time to look at an open record again (its Lease expires)
         self.recheck_key = None  # (holder, started_at) of that record
+        entries = dict((m, e.entry) for m, e in state.inst.modes.items())
+        self.resident = resident.resident_modes(entries)   # non-empty: the resident pods are watched too
+        self.ready_pods = set()  # uids of resident pods seen Ready
+        self.on_restart = None   # called with the current mode when a resident pod of another mode turns Ready
 
     def stop(self):
         self.stop_event.set()
@@ -285,6 +294,30 @@ class Tracker(threading.Thread):
                     "as %s: mode %s serves", inst.name, rec.get("mode"), rec.get("started_at"), rec.get("holder"),
                     rec.get("phase"), closed["result"], serving)
 
+    def resident_pods(self, etype, obj):
+        """A resident pod that turns Ready while its mode is not the current one came back from a restart
+        (a crash, a node reboot) awake: ask for a reconcile of the current mode, which puts it back to
+        sleep (two awake engines that do not fit make the next wake run out of memory). The first list
+        only notes what is Ready."""
+        pods = obj if etype == "SYNC" else [obj]
+        if etype == "SYNC":
+            self.ready_pods = set(readiness.uid(p) for p in pods or [] if readiness.is_ready(p))
+            return
+        uid = readiness.uid(obj)
+        if etype == "DELETED" or not readiness.is_ready(obj) or readiness.is_terminating(obj):
+            self.ready_pods.discard(uid)
+            return
+        if uid in self.ready_pods:
+            return
+        self.ready_pods.add(uid)
+        view = self.state.snapshot()
+        mode = ((obj.get("metadata") or {}).get("labels") or {}).get(resident.LABEL_RESIDENT)
+        if view.mode in self.resident and mode != view.mode and view.ready and not view.switching \
+                and not view.foreign_switch and self.on_restart is not None:
+            LOG.warning("%s: resident pod %s of mode %s is Ready while %s is the current mode: putting it back to "
+                        "sleep", self.state.inst.name, readiness.name_of(obj), mode, view.mode)
+            self.on_restart(view.mode)
+
     def next_event(self):
         """The next watch event, or None when an open record is due for another look."""
         while True:
@@ -305,6 +338,9 @@ class Tracker(threading.Thread):
                 Watcher(self.api, "record", ns_path(inst.namespace, "configmaps"), self.queue,
                         field_selector="metadata.name=%s-switch" % inst.name),
             ]
+            if self.resident:
+                watchers.append(Watcher(self.api, "pods", ns_path(inst.namespace, "pods"), self.queue,
+                                        label_selector=resident.set_selector(inst.name)))
             for watcher in watchers:
                 watcher.start()
             failed = False
@@ -320,6 +356,9 @@ class Tracker(threading.Thread):
                     LOG.warning("watch of %s %s failed: %s; watching again", inst.name, kind,
                                 getattr(obj, "message", obj))
                     failed = True
+                    continue
+                if kind == "pods":
+                    self.resident_pods(etype, obj)
                     continue
                 if etype == "SYNC":
                     obj = obj[0] if obj else None

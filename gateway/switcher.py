@@ -163,7 +163,7 @@ class Switcher(threading.Thread):
             return
         self.tracker.refresh()
         view = self.state.snapshot()
-        if job.trigger != "person":
+        if job.trigger not in ("person", "reconcile"):
             if view.mode == job.target and view.ready:
                 return
             refusal = routing.lock_refusal(inst, view, self.config.retry_after_seconds)

@@ -24,8 +24,8 @@ import time
 PHASES = ("terminate", "schedule", "pull", "start", "ready", "verify")
 # The phases of a switch between resident modes (vLLM sleep mode), and every phase a record can
 # show in one order (each of the two lists keeps its order in it).
-RESIDENT_PHASES = ("terminate", "start", "sleep", "wake", "warmup", "verify")
-ALL_PHASES = ("terminate", "schedule", "pull", "start", "ready", "sleep", "wake", "warmup", "verify")
+RESIDENT_PHASES = ("terminate", "sleep", "start", "wake", "warmup", "verify")
+ALL_PHASES = ("terminate", "sleep", "schedule", "pull", "start", "ready", "wake", "warmup", "verify")
 
 PULL_ERRORS = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull",
                "RegistryUnavailable", "ImageInspectError")

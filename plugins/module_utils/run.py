@@ -652,13 +652,14 @@ def resident_steps(run, profile, the_plan, live, info, state, bodies, pointer, r
         for mode in the_plan["sleep"]:
             if pods.get(mode):
                 sleepwake.sleep(api, ns, pods[mode], port, max(1.0, deadline - run.now()))
+        clock.mark("sleep")
+        run.progress.tick()
         for mode in the_plan["start"]:
             started.append(mode)
             pods[mode] = start_member(run, mode, bodies[mode], state[mode], deadline - run.now())
             if mode != target:
                 sleepwake.sleep(api, ns, pods[mode], port, max(1.0, deadline - run.now()))
         clock.mark("start")
-        clock.mark("sleep")
         run.progress.tick()
         if the_plan["wake"]:
             woke = True

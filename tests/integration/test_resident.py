@@ -196,3 +196,70 @@ def test_a_wake_that_runs_out_of_memory_rolls_back_to_the_previous_mode(kube_sim
     assert sleeping(kube_sim, "ml") is False and behind_service(kube_sim) == ["ml"]
     assert "Qwen/Qwen3-8B-AWQ" in models_through_service(kube_sim)
     assert pods(kube_sim, "homelab.gpu/resident=r1") == []
+
+
+# --------------------------------------------------------------------------------------------
+# the gateway, a real process
+
+def gateway_modes():
+    """Both models fit awake together on a 24 GiB GPU at 45 % each: a restarted engine loads awake."""
+    modes = copy.deepcopy(MODES)
+    for mode in ("ml", "r1"):
+        modes[mode]["args"] = ["--quantization", "awq_marlin", "--max-model-len", "8192",
+                               "--gpu-memory-utilization", "0.45"]
+        modes[mode]["vram_mib"] = 11059
+        modes[mode]["wait_timeout"] = 60
+    modes["idle"] = {"replicas": 0, "lock": False}
+    return modes
+
+
+def chat(gw, model):
+    status, body, _headers = gw.call("POST", "/v1/chat/completions", {
+        "model": model, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]})
+    return status, body
+
+
+def wait_for(check, what, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+@pytest.mark.sim_only
+def test_the_gateway_routes_to_the_awake_engine_wakes_a_sleeping_one_and_puts_a_restarted_one_back_to_sleep(
+        tmp_path, kube_sim):
+    from tests.integration.gateway_helpers import gateway_config, start_gateway
+    kube_sim.patch_scenario({"nodes": [{"name": "k3s-gpu-worker", "gpu": {"count": 2, "memory_mib": 24576}}]})
+    modes = gateway_modes()
+    first = engine(kube_sim, "ml", modes=modes)
+    assert first["failed"] is False, first["msg"]
+    gw = start_gateway(tmp_path, kube_sim, gateway_config({"modes": modes}))
+    try:
+        assert gw.status()["mode"] == "ml" and gw.status()["ready"] is True
+        status, body = chat(gw, "Qwen/Qwen3-8B-AWQ")
+        assert status == 200, body
+        # a request for the sleeping r1 makes the gateway wake it (the engine's resident switch)
+        status, body = chat(gw, "casperhansen/deepseek-r1-distill-qwen-7b-awq")
+        assert status == 200, body
+        last = gw.status()["gateway_switch"]
+        assert last["to"] == "r1" and last["outcome"] == "ok", last
+        assert isinstance(last["phases"]["wake"], float) and last["phases"]["start"] == 0.0, last["phases"]
+        assert sleeping(kube_sim, "ml") is True and sleeping(kube_sim, "r1") is False
+        assert behind_service(kube_sim) == ["r1"]
+        # the sleeping ml engine restarts: it comes back awake, the gateway's watch puts it back to sleep
+        old = pods(kube_sim, "homelab.gpu/resident=ml")[0].metadata.name
+        kube_sim.core.delete_namespaced_pod(old, NS, grace_period_seconds=0)
+        wait_for(lambda: any(p.metadata.name != old for p in pods(kube_sim, "homelab.gpu/resident=ml")),
+                 "no new ml pod")
+
+        def reconciled():
+            last = gw.status()["gateway_switch"] or {}
+            return last.get("trigger") == "reconcile" and last.get("outcome") == "ok"
+        wait_for(reconciled, "the gateway did not reconcile: %s" % gw.log()[-2000:], timeout=90)
+        assert sleeping(kube_sim, "ml") is True and sleeping(kube_sim, "r1") is False
+        assert behind_service(kube_sim) == ["r1"]
+        status, body = chat(gw, "local-llm")
+        assert status == 200 and body["model"] == "local-llm", body
+    finally:
+        gw.stop()
