@@ -14,7 +14,8 @@ The HTTP edge's bounds follow nginx's defaults where nginx has one:
   max_connections        client connections open at once, one thread each; more get 503 and are closed
                          (nginx: 512 worker_connections, half of them for upstream connections)
   max_body_memory_bytes  memory the request bodies held at once may take, counted with what parsing their JSON
-                         and renaming their model may cost (14 times the body, 64 bytes per JSON value): a body
+                         and renaming their model may cost (14 times the body, 64 bytes per JSON value; once
+                         sent on, a request counts only its bytes as received and as sent): a body
                          that can never fit gets 413, one that does not fit now 503 (150 MiB: one body of
                          max_body_bytes fits; with the gateway's ~30 MiB and its threads the worst case stays
                          under the role's 256 Mi memory limit)

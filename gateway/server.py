@@ -523,6 +523,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                              headers={"Retry-After": "1", "Connection": "close"})
         self.held += amount
 
+    def keep_held(self, amount):
+        """Give back what is counted beyond ``amount`` bytes (the request no longer holds it)."""
+        if self.held > amount:
+            self.server.budget.give(self.held - amount)
+            self.held = amount
+
     def read_body(self):
         """The request body (bytes) or raises RouteError (413/503). Reads nothing beyond the limits."""
         if self.body is not None:
@@ -731,7 +737,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise
         gateway.metrics.in_flight.set(route.instance.name, value=gateway.states[route.instance.name].in_flight)
         if isinstance(body, tuple):
+            payload = body[0]
             body = self.rewrite(route, *body)
+            # what is sent on is bytes: free the parsed objects (other frames still name the dict) and keep
+            # counted only the bytes held while the answer streams, so long streams do not hold the room
+            payload.clear()
+            self.keep_held(len(self.body or b"") + (len(body) if body is not self.body else 0))
         try:
             if stream is not None and stream.started:
                 status = self.forward_into(stream, route, method, path, body)

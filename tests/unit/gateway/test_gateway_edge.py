@@ -338,3 +338,63 @@ def test_metrics_label_values_come_from_the_catalog(front):
 
 
 JSON_TYPE = "application/json"
+
+
+class _SlowStream(http.server.BaseHTTPRequestHandler):
+    """Answers a POST with the first event of a stream, then waits for ``server.release``."""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *_args):
+        pass
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.wfile.write(b"7\r\ndata: 1\r\n")
+        self.wfile.flush()
+        self.server.release.wait(20)
+        self.wfile.write(b"0\r\n\r\n")
+
+
+def test_streams_in_flight_hold_only_their_bytes_of_max_body_memory_bytes():
+    """Three 100 kB streamed requests at once under a budget that fits one of them while it is parsed and
+    two streams: once its body is sent on, a request keeps counted only the bytes it still holds (the body as
+    received and as sent), so the next ones get in."""
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowStream)
+    upstream.daemon_threads = True
+    upstream.release = threading.Event()
+    _serve(upstream)
+    transport = HttpTransport("http://127.0.0.1:%d" % upstream.server_address[1])
+    body = json.dumps({"model": "ml", "stream": True, "prompt": "p" * 100000}).encode()
+    # room for one body being parsed (14 times its size) and two streams holding 2 times theirs
+    config = Config({"upstream": "proxy", "max_body_bytes": len(body), "max_body_memory_bytes": 18 * len(body) + 4096,
+                     "instances": [{"modes": MODES}]})
+    gateway = Gateway(config, Api(transport), proxy_transport=transport)
+    deployment = catalog.render_deployment(catalog.validate_catalog(MODES)["ml"])
+    deployment["metadata"]["generation"] = 1
+    deployment["status"] = {"observedGeneration": 1, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1}
+    gateway.states["vllm-server"].set_objects(deployment, None)
+    server = _serve(make_server(gateway, "127.0.0.1", 0))
+    conns = []
+    try:
+        for _ in range(3):
+            conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+            conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": JSON_TYPE})
+            resp = conn.getresponse()
+            assert resp.status == 200, resp.read()
+            assert resp.read1(64).startswith(b"data: 1")
+            conns.append((conn, resp))
+        upstream.release.set()
+        for conn, resp in conns:
+            resp.read()
+            conn.close()
+        assert server.budget.used == 0
+    finally:
+        upstream.release.set()
+        server.shutdown()
+        server.server_close()
+        upstream.shutdown()
+        upstream.server_close()
