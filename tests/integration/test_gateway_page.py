@@ -9,6 +9,7 @@ With ``HOMELAB_GPU_PAGE_SCREENSHOTS=DIR`` the tests save ``gateway-page-desktop.
 import base64
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -265,6 +266,30 @@ def test_gaming_shows_the_reserved_banner_and_release_brings_the_default_back(la
     wait(driver, lambda d: "is now in mode ml" in message(d), what="the release's answer")
     status = gateway.status()
     assert status["mode"] == "ml" and status["locked"] is False
+
+
+def test_when_no_live_stream_is_left_the_page_polls_and_still_follows_a_switch(lab, browser):
+    cluster, gateway = lab
+    streams = []
+    try:
+        # every live stream the gateway allows (32) is taken: the page's EventSource gets 503
+        for _index in range(32):
+            sock = socket.create_connection((gateway.host, gateway.port), timeout=10)
+            sock.sendall(b"GET /gateway/events HTTP/1.1\r\nHost: gateway\r\n\r\n")
+            assert sock.recv(64).startswith(b"HTTP/1.1 200")
+            streams.append(sock)
+        driver = browser()
+        driver.get(gateway.url + "/")
+        wait(driver, lambda d: "checking every 3 s" in (text_of(d, "#live") or ""), what="the polling notice")
+        wait(driver, lambda d: shown_mode(d) == "ml", what="mode ml")
+        # a switch at the console shows up through /gateway/status
+        _result, error = engine_switch_to(cluster, "gaming", modes=role_modes())
+        assert error is None, error
+        wait(driver, lambda d: shown_mode(d) == "gaming" and text_of(d, "#reserved-" + INSTANCE),
+             what="gaming and the reserved banner")
+    finally:
+        for sock in streams:
+            sock.close()
 
 
 def playbook_env(cluster):
