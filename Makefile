@@ -4,9 +4,10 @@
 # Pieces:
 #   make setup    idempotent environment setup (scripts/setup)
 #   make lint     ansible-lint, production profile
+#   make test-fast  the developer loop: everything but Molecule and ansible-test sanity (scripts/test --fast)
 #   make sanity   ansible-test sanity for the venv's Python (scripts/sanity)
 #   make clean    remove the local environment and tool output
-.PHONY: setup demo test lint sanity clean
+.PHONY: setup demo test test-fast lint sanity clean
 setup:
 	scripts/setup
 demo:
@@ -14,6 +15,8 @@ demo:
 	scripts/demo
 test: setup
 	scripts/test
+test-fast: setup
+	scripts/test --fast
 lint: setup
 	. scripts/env.sh && ansible-lint --profile production
 sanity: setup
