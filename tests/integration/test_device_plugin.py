@@ -59,6 +59,9 @@ def test_the_plugin_shares_the_gpu_and_a_rerun_changes_nothing(lab, playbook):
     assert {(t.key, t.effect) for t in spec.tolerations} == {("nvidia.com/gpu", "NoSchedule"), ("gpu", "NoSchedule")}
     assert spec.containers[0].image == "nvcr.io/nvidia/k8s-device-plugin:v0.17.1"
     assert advertised(core) == ("3", "3")
+    # every field the role wrote is one Kubernetes 1.32 knows (the API server warns of unknown fields)
+    applies = [e for e in cluster.requests()["log"] if e["method"] == "PATCH" and "device-plugin" in e["path"]]
+    assert len(applies) == 2 and [e.get("warnings") for e in applies] == [None, None], applies
 
     # two vLLM pods that each ask for one GPU now both land on the one card
     core.create_namespace({"metadata": {"name": "ml"}})
