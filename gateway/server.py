@@ -51,6 +51,7 @@ HEXDIGITS = frozenset("0123456789abcdefABCDEF")
 # string in 8 bytes 62 (tests/unit/gateway/test_gateway_edge.py checks both against tracemalloc).
 JSON_BYTE_FACTOR = 14
 JSON_VALUE_COST = 64
+DATE = (0, "")   # (second, its Date header): one formatdate per second
 # Client errors that end a connection without a bug: one debug line each, no traceback.
 DISCONNECTS = (ConnectionError, socket.timeout, EOFError)
 
@@ -403,6 +404,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def finish(self):
         pass
+
+    def date_time_string(self, timestamp=None):
+        """The Date header, formatted once a second (email.utils.formatdate took 34 us a call on the build
+        machine, about a tenth of the gateway's CPU per forwarded request)."""
+        global DATE  # pylint: disable=global-statement
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        now = int(time.time())
+        second, text = DATE
+        if second != now:
+            text = super().date_time_string(now)
+            DATE = (now, text)
+        return text
 
     def log_message(self, format, *args):  # pylint: disable=redefined-builtin
         if LOG.isEnabledFor(logging.DEBUG):
