@@ -7,8 +7,8 @@
 A coordination.k8s.io Lease ``<name>-switch``: holder ``<host>/<pid>`` (or the front end's own
 identity), 30 s duration (``lease_seconds``), renewed every third of it while the switch waits and
 verifies. A lease held
-by a live run fails the switch at once naming the holder and since when (or waits up to
-``lock_timeout``); a lease not renewed for its duration (a killed run) is taken over with a
+by a live run fails the switch at once naming the holder and since when, or with ``lock_timeout``
+waits up to that long (saying once, as a warning, whom it waited for); a lease not renewed for its duration (a killed run) is taken over with a
 warning. Released (deleted) at the end. The vllm_mode module and the gateway use the same
 Lease, so a switch from Ansible and one from the gateway never overlap.
 """
@@ -119,7 +119,9 @@ class SwitchLease(object):
     def acquire(self, lock_timeout=0):
         # type: (int) -> None
         """Take the lease, waiting up to ``lock_timeout`` seconds for a live holder. Raises LeaseHeld."""
-        deadline = self.now() + max(0, int(lock_timeout or 0))
+        wait = max(0, int(lock_timeout or 0))
+        deadline = self.now() + wait
+        announced = False
         while True:
             lease = self.api.get(self.path())
             try:
@@ -138,11 +140,19 @@ class SwitchLease(object):
                     raise
                 continue  # somebody raced us: look again
             if self.now() >= deadline:
+                advice = ("It was still held after waiting %d s (lock_timeout): wait for that switch to finish or "
+                          "raise lock_timeout" % wait) if wait else \
+                    "Wait for it to finish, or set lock_timeout to wait"
                 raise LeaseHeld(
                     "Another switch of %s/%s is running: Lease %s is held by %s since %s (expires in %d s unless "
-                    "renewed). Wait for it to finish, or set lock_timeout to wait; nothing was changed."
-                    % (self.namespace, self.owner, self.lease_name, holder, since, max(0, int(left))),
-                    {"holder": holder, "since": since, "expires_in": int(left)})
+                    "renewed). %s; nothing was changed."
+                    % (self.namespace, self.owner, self.lease_name, holder, since, max(0, int(left)), advice),
+                    {"holder": holder, "since": since, "expires_in": int(left), "waited": wait})
+            if not announced:
+                announced = True
+                self.warn("another switch of %s/%s was running (Lease %s held by %s since %s): this switch waited "
+                          "for it to finish, up to %d s (lock_timeout)."
+                          % (self.namespace, self.owner, self.lease_name, holder, since, wait))
             self.sleep(min(1.0, max(0.05, deadline - self.now())))
         self.held = True
         self.renewed = self.now()

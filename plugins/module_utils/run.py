@@ -213,15 +213,44 @@ def run_switch(run, profile, check_mode=False, want_diff=False):
     return plain_switch(run, profile, check_mode, want_diff, before=lambda: stop_set(run, state))
 
 
-def plain_switch(run, profile, check_mode=False, want_diff=False, before=None):
-    # type: (Run, dict, bool, bool, Optional[Callable[[], None]]) -> dict
+class Superseded(Exception):
+    """A no-op found another holder's switch to another mode running (its record open, its Lease
+    live): what serves now will not serve once it ends. ``record``: that switch's record."""
+
+    def __init__(self, rec):
+        super(Superseded, self).__init__("superseded")
+        self.record = rec
+
+
+def wait_for_other(run, rec):
+    # type: (Run, dict) -> None
+    """Wait (up to lock_timeout) for the running switch ``rec`` describes to release its Lease."""
+    try:
+        run.lease.acquire(run.opts.lock_timeout)
+    except LeaseHeld as exc:
+        raise SwitchFailed("%s A switch to %s (trigger %s) is under way, so mode %s would not stay."
+                           % (exc.message, rec.get("mode"), rec.get("trigger") or "?", run.opts.mode),
+                           {"lock": exc.lock})
+    run.lease.release()
+
+
+def plain_switch(run, profile, check_mode=False, want_diff=False, before=None, again=False):
+    # type: (Run, dict, bool, bool, Optional[Callable[[], None]], bool) -> dict
     """The switch of the Deployment ``<name>`` (every non-resident mode); ``before`` runs first
-    under the lease (stopping the resident set)."""
+    under the lease (stopping the resident set). A no-op that finds another holder's switch to
+    another mode under way waits for it like a switch would (lock_timeout), then plans again."""
     wait_timeout = int(run.opts.wait_timeout or profile["wait_timeout"])
     live, the_plan = plan_switch(run, profile)                                   # 1. read and plan
     result = base_result(profile, the_plan, wait_timeout)
     if the_plan["action"] in ("noop", "absent_ok"):
-        return confirm(run, profile, the_plan, live, result, wait_timeout, check_mode)
+        try:
+            return confirm(run, profile, the_plan, live, result, wait_timeout, check_mode)
+        except Superseded as exc:
+            if again:
+                raise SwitchFailed("Another switch of %s/%s to %s started while this one waited; run it again."
+                                   % (run.opts.namespace, run.opts.name, exc.record.get("mode")))
+            wait_for_other(run, exc.record)
+            return plain_switch(run, profile, check_mode, want_diff, before, again=True)
     nodes, nodes_rv = run.list_nodes() if profile["replicas"] > 0 else ([], None)
     checks, refusals = run.checks(profile, nodes)                                # 2. preflight
     if run.opts.cuda_check == "warn":
@@ -292,8 +321,8 @@ def confirm(run, profile, the_plan, live, result, wait_timeout, check_mode):
     # instance's labels is then read by name).
     cms = record.instance_configmaps(run.api, run.opts.namespace, run.opts.name) \
         if settle or run.client.cm_name else {}
-    if settle:
-        close_reached(run, profile, (cms.get(record.record_name(run.opts.name)) or {}).get("data") or {})
+    if settle and close_reached(run, profile, (cms.get(record.record_name(run.opts.name)) or {}).get("data") or {}):
+        raise Superseded((cms.get(record.record_name(run.opts.name)) or {}).get("data") or {})
     client_cm = cms.get(run.client.cm_name, UNREAD)
     if check_mode:
         changed = run.client.pending(profile["mode"], model, names, client_cm)
@@ -304,16 +333,21 @@ def confirm(run, profile, the_plan, live, result, wait_timeout, check_mode):
 
 
 def close_reached(run, profile, rec):
-    # type: (Run, dict, dict) -> None
+    # type: (Run, dict, dict) -> bool
     """A no-op found ``profile``'s mode serving (verified): a record (``rec``, its data) a killed run
     left open is settled as that mode, unless a live run holds the lease (two requests, only when
-    the record is open)."""
+    the record is open). True when that live run switches to another mode (the no-op must wait)."""
     try:
-        if rec.get("in_progress") == "true" and not run.lease.held_by_another():
+        if rec.get("in_progress") != "true":
+            return False
+        if not run.lease.held_by_another():
             close_unfinished(run, rec, profile["mode"])
+            return False
+        return rec.get("mode") != profile["mode"]
     except KubeError as exc:
         run.warn("could not read or close the switch record %s: %s" % (record.record_name(run.opts.name),
                                                                        exc.message))
+    return False
 
 
 def resume(run, profile, the_plan, live, result, wait_timeout, check_mode):

@@ -89,8 +89,11 @@ options:
     default: models
     choices: [none, health, models, completion]
   lock_timeout:
-    description: Seconds to wait for another switch's Lease. 0 fails at once, naming the holder and since when.
-      A Lease whose holder stopped renewing it (a killed run) expires after 30 s and is taken over.
+    description: Seconds to wait for another switch's Lease (e.g. the gateway's), warning whom it waited for. 0 fails
+      at once, naming the holder and since when. A no-op that finds another holder's switch to another mode under way
+      waits the same way, then plans again. A Lease whose holder stopped renewing it (a killed run) expires after 30 s
+      and is taken over. The homelab.gpu.vllm role passes C(vllm_lock_timeout), by default twice the catalog's
+      longest wait_timeout.
     type: int
     default: 0
   status_configmap:

@@ -482,7 +482,10 @@ def test_a_no_op_settles_a_record_left_open_during_a_rollback_as_what_serves():
     assert error is None and result["api_requests"]["requests"] == 3 and cluster.writes() == []
 
 
-def test_a_no_op_leaves_an_open_record_alone_while_its_holder_renews_the_lease():
+def test_a_no_op_does_not_report_a_mode_that_a_running_switch_is_replacing():
+    """ml serves, but a live holder (the gateway) is switching to r1: "already in mode ml" would be
+    wrong a moment later, so the no-op waits for that switch like any switch (lock_timeout 0: it
+    fails at once naming the holder) and leaves the record alone."""
     cluster = deployed("ml")
     switch(cluster, "r1")
     switch(cluster, "ml")
@@ -491,7 +494,10 @@ def test_a_no_op_leaves_an_open_record_alone_while_its_holder_renews_the_lease()
     holder.acquire()
     cluster.log = []
     result, error, _w = switch(cluster, "ml")
-    assert error is None and result["changed"] is False
+    assert error.startswith("Another switch of ml/vllm-server is running: Lease vllm-server-switch is held by "
+                            "vllm-gateway/gw-0/1"), error
+    assert "A switch to r1 (trigger request) is under way, so mode ml would not stay." in error
+    assert result["changed"] is False and result["lock"]["holder"] == "vllm-gateway/gw-0/1"
     assert cluster.objects[RECORD]["data"]["in_progress"] == "true" and cluster.writes() == []
 
 
