@@ -11,6 +11,7 @@ import socket
 import struct
 import threading
 import time
+import urllib.request
 
 import pytest
 import yaml
@@ -241,3 +242,35 @@ def test_status_detail_reads_the_cluster_at_most_every_few_seconds(cluster, gate
         status, body, _headers = gw.call("GET", "/gateway/status?detail=1")
         assert status == 200 and body["instances"][0]["info"]
     assert info_reads() <= 1
+
+
+def test_forwarded_answers_reuse_the_connections_to_the_api_servers_proxy(cluster, gateway):
+    """Non-streamed completions through the gateway open no new upstream connection once the pool holds
+    one per client (the simulator counts the TCP connections it accepts)."""
+    gw = gateway()
+    body = json.dumps({"model": "ml", "prompt": "Hello", "max_tokens": 1})
+
+    def client(count):
+        conn = http.client.HTTPConnection(gw.host, gw.port, timeout=30)
+        for _ in range(count):
+            conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            assert resp.status == 200 and json.loads(resp.read())["object"] == "text_completion"
+        conn.close()
+
+    def run(clients, count):
+        threads = [threading.Thread(target=client, args=(count,)) for _ in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    run(4, 2)   # the pool grows to the concurrency
+    before = sim_connections(cluster)
+    run(4, 25)
+    assert sim_connections(cluster) - before <= 2   # the two control requests of this count
+
+
+def sim_connections(cluster):
+    with urllib.request.urlopen(cluster.url + "/_sim/connections", timeout=10) as response:
+        return json.loads(response.read())["connections"]
