@@ -1,11 +1,13 @@
 """Helpers of the gateway tests and benchmark: the catalog, the gateway as a subprocess, an HTTP
 client that shows what a user sees, and readers of what the gateway wrote to the cluster."""
 import http.client
+import http.server
 import json
 import os
 import select
 import subprocess
 import sys
+import threading
 import time
 
 from kubernetes import client
@@ -156,3 +158,60 @@ def start_gateway(tmp_path, cluster, config, token="", index=0, extra_env=None):
     while time.time() < deadline and gateway.status().get("mode") is None:
         time.sleep(0.05)
     return gateway
+
+
+class StandInFallback(http.server.ThreadingHTTPServer):
+    """An OpenAI-compatible CPU server (as Ollama's /v1): answers chat and completions, streamed or not."""
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), StandInHandler)
+        self.asked = []      # (path, body) of every request
+        self.arrived = []    # time.perf_counter() when each request arrived
+        self.url = "http://127.0.0.1:%d/v1" % self.server_address[1]
+
+    def start(self):
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+
+    def stop(self):
+        self.shutdown()
+        self.server_close()
+
+
+class StandInHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):  # pylint: disable=redefined-builtin
+        pass
+
+    def do_POST(self):  # pylint: disable=invalid-name
+        self.server.arrived.append(time.perf_counter())
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.asked.append((self.path, body))
+        chat = self.path.endswith("/chat/completions")
+        text = "answered on the CPU"
+        if not body.get("stream"):
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}} if chat else \
+                {"index": 0, "text": text}
+            data = json.dumps({"id": "cpu-1", "object": "chat.completion" if chat else "text_completion",
+                               "created": 1, "model": body["model"], "choices": [choice],
+                               "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for word in text.split():
+            delta = {"content": word + " "} if chat else None
+            choice = {"index": 0, "delta": delta, "finish_reason": None} if chat else \
+                {"index": 0, "text": word + " ", "finish_reason": None}
+            event = b"data: " + json.dumps({"id": "cpu-1", "object": "chat.completion.chunk", "created": 1,
+                                            "model": body["model"], "choices": [choice]}).encode() + b"\n\n"
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+        done = b"data: [DONE]\n\n"
+        self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))

@@ -2,14 +2,12 @@
 GPU is busy (reserved, slow to swap, failed) and API keys, seen as users see them.
 
 The gateway runs as a real process against the simulated cluster; the CPU fallback is a stand-in
-OpenAI-shaped server (stdlib HTTP, port 0) that records what it was asked; the `openai` package is
+OpenAI-shaped server (gateway_helpers.StandInFallback: stdlib HTTP, port 0) that records what it was asked; the `openai` package is
 the client where a real client matters.
 """
 import http.client
-import http.server
 import json
 import os
-import threading
 import time
 
 import openai
@@ -17,6 +15,7 @@ import pytest
 
 from tests.integration.gateway_helpers import (
     R1_MODEL,
+    StandInFallback,
     deployment_writes,
     engine_switch_to,
     gateway_config,
@@ -32,62 +31,12 @@ CPU_MODEL = "qwen2.5:3b"
 CHAT = {"model": "r1", "messages": [{"role": "user", "content": "Hello"}]}
 
 
-class StandIn(http.server.ThreadingHTTPServer):
-    """An OpenAI-compatible CPU server (as Ollama's /v1): answers chat and completions, streamed or not."""
-    daemon_threads = True
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), StandInHandler)
-        self.asked = []
-        self.url = "http://127.0.0.1:%d/v1" % self.server_address[1]
-
-
-class StandInHandler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format, *args):  # pylint: disable=redefined-builtin
-        pass
-
-    def do_POST(self):  # pylint: disable=invalid-name
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.asked.append((self.path, body))
-        chat = self.path.endswith("/chat/completions")
-        text = "answered on the CPU"
-        if not body.get("stream"):
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}} if chat else \
-                {"index": 0, "text": text}
-            data = json.dumps({"id": "cpu-1", "object": "chat.completion" if chat else "text_completion",
-                               "created": 1, "model": body["model"], "choices": [choice],
-                               "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        for word in text.split():
-            delta = {"content": word + " "} if chat else None
-            choice = {"index": 0, "delta": delta, "finish_reason": None} if chat else \
-                {"index": 0, "text": word + " ", "finish_reason": None}
-            event = b"data: " + json.dumps({"id": "cpu-1", "object": "chat.completion.chunk", "created": 1,
-                                            "model": body["model"], "choices": [choice]}).encode() + b"\n\n"
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
-        done = b"data: [DONE]\n\n"
-        self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
-
-
 @pytest.fixture
 def standin():
-    server = StandIn()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
+    server = StandInFallback()
+    server.start()
     yield server
-    server.shutdown()
-    server.server_close()
+    server.stop()
 
 
 @pytest.fixture
@@ -125,8 +74,8 @@ def raw_stream(gw, path, body, headers=None):
     """(status, headers, the whole body as text) of a streamed request, read as it arrives."""
     conn = http.client.HTTPConnection(gw.host, gw.port, timeout=120)
     try:
-        conn.request("POST", path, body=json.dumps(body), headers=dict({"Content-Type": "application/json"},
-                                                                        **(headers or {})))
+        all_headers = dict({"Content-Type": "application/json"}, **(headers or {}))
+        conn.request("POST", path, body=json.dumps(body), headers=all_headers)
         resp = conn.getresponse()
         text = resp.read().decode()
         return resp.status, dict((k.lower(), v) for k, v in resp.getheaders()), text

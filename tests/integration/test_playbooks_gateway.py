@@ -27,6 +27,7 @@ import pytest
 from kubernetes import client
 import yaml
 
+from ansible_collections.homelab.gpu.gateway import config as gateway_config_mod
 from tests.integration.test_playbooks import NS, ROOT, ansible_playbook, recap, start_sim, stop_sim
 
 pytestmark = [pytest.mark.slow, pytest.mark.sim_only]
@@ -266,6 +267,63 @@ def test_a_vault_token_replaces_the_generated_one_and_rolls_the_pod(lab):
     assert dep.metadata.generation == state["generation"] + 1
     assert dep.status.ready_replicas == 1
     assert [p.metadata.uid for p in gateway_pods(cluster)] != [state["pod_uid"]]
+
+
+API_KEYS = [{"name": "n8n", "key": "n8n-key-0123456789abcdef", "swap": False},
+            {"name": "webui", "key": "webui-key-0123456789abcdef"}]
+
+
+def test_api_keys_fallback_progress_and_network_policy_are_rendered_keys_only_into_the_secret(lab, tmp_path):
+    cluster, state = lab
+    vault_token = token_of(cluster)
+    generation = cluster.apps.read_namespaced_deployment("vllm-gateway", NS).metadata.generation
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"vllm_gateway_api_keys": [{"name": "n8n", "key": "too-short-key"}]}))
+    cluster.reset_requests()
+    rc, out = ansible_playbook(cluster, "site.yml", "-e", "@" + str(bad), check=False)
+    assert rc != 0 and "check the entries n8n; nothing was changed" in out and "too-short-key" not in out
+    assert cluster.writes() == []
+    extra = tmp_path / "extra.json"
+    extra.write_text(json.dumps({
+        "vllm_gateway_api_keys": API_KEYS, "vllm_gateway_progress": "reasoning",
+        "vllm_gateway_fallback_models": {"r1": "qwen2.5:3b", "ml": "qwen2.5:3b"},
+        "vllm_gateway_fallback_on": ["locked", "failed"], "vllm_gateway_fallback_wait_seconds": 5,
+        "vllm_gateway_network_policy": True, "vllm_gateway_network_policy_namespaces": ["open-webui", "n8n"]}))
+    rc, out = ansible_playbook(cluster, "site.yml", "--diff", "-e", "@" + str(extra))
+    assert rc == 0 and all(k["key"] not in out for k in API_KEYS)
+    secret = cluster.core.read_namespaced_secret("vllm-gateway-token", NS)
+    assert json.loads(base64.b64decode(secret.data["api-keys"])) == [
+        {"name": "n8n", "key": API_KEYS[0]["key"], "swap": False},
+        {"name": "webui", "key": API_KEYS[1]["key"], "swap": True}]
+    assert token_of(cluster) == vault_token
+    dep = cluster.apps.read_namespaced_deployment("vllm-gateway", NS)
+    env = {e.name: e for e in dep.spec.template.spec.containers[0].env}
+    ref = env["VLLM_GATEWAY_API_KEYS"].value_from.secret_key_ref
+    assert (ref.name, ref.key) == ("vllm-gateway-token", "api-keys")
+    assert dep.metadata.generation == generation + 1   # the new Secret rolls the pod
+    text = cluster.configmap("vllm-gateway-config")["config.json"]
+    assert all(k["key"] not in text for k in API_KEYS)
+    (instance,) = json.loads(text)["instances"]
+    assert instance["progress"] == "reasoning" and instance["progress_interval"] == 2
+    assert instance["fallback"] == {"endpoint": None, "models": {"r1": "qwen2.5:3b", "ml": "qwen2.5:3b"},
+                                    "on": ["locked", "failed"], "wait_seconds": 5, "timeout": 60,
+                                    "max_connections": 8}
+    # the gateway itself accepts what the role rendered (the default endpoint comes from the client ConfigMap's)
+    config = gateway_config_mod.Config(json.loads(text))
+    assert config.instances[0].fallback.enabled == bool(instance["switch"].get("cpu_fallback_endpoint"))
+    net = client.NetworkingV1Api(client.ApiClient(cluster.core.api_client.configuration))
+    policy = net.read_namespaced_network_policy("vllm-gateway", NS)
+    assert policy.spec.pod_selector.match_labels["app.kubernetes.io/name"] == "vllm-gateway"
+    (rule,) = policy.spec.ingress
+    assert rule.var_from[0].namespace_selector.match_expressions[0].values == [NS, "open-webui", "n8n"]
+    # back to the defaults: no keys, no policy, the pod rolls again
+    rc, out = ansible_playbook(cluster, "site.yml")
+    assert rc == 0
+    assert "api-keys" not in (cluster.core.read_namespaced_secret("vllm-gateway-token", NS).data or {})
+    assert [p.metadata.name for p in net.list_namespaced_network_policy(NS).items] == []
+    dep = cluster.apps.read_namespaced_deployment("vllm-gateway", NS)
+    assert "VLLM_GATEWAY_API_KEYS" not in {e.name for e in dep.spec.template.spec.containers[0].env}
+    state["generation"] = dep.metadata.generation
 
 
 def test_disabled_removes_every_gateway_object_and_status_says_so(lab):

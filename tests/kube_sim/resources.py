@@ -157,6 +157,8 @@ def builtin_types():
         ResourceType("networking.k8s.io", "v1", "Ingress", "ingresses", short_names=["ing"],
                      subresources={"status": _status("Ingress")}),
         ResourceType("networking.k8s.io", "v1", "IngressClass", "ingressclasses", namespaced=False),
+        # stored and served; the simulator has no network to enforce them on
+        ResourceType("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", short_names=["netpol"]),
         # RBAC objects are stored and served; the simulator does not enforce them (faults.forbid
         # stands in for a user without some rights).
         ResourceType("rbac.authorization.k8s.io", "v1", "Role", "roles"),
@@ -268,7 +270,7 @@ import re  # noqa: E402
 from .errors import invalid  # noqa: E402
 
 _GENERATION_KEYS = {"deployments.apps", "replicasets.apps", "statefulsets.apps", "daemonsets.apps",
-                    "poddisruptionbudgets.policy", "ingresses.networking.k8s.io",
+                    "poddisruptionbudgets.policy", "ingresses.networking.k8s.io", "networkpolicies.networking.k8s.io",
                     "customresourcedefinitions.apiextensions.k8s.io"}
 _BUILTIN_GROUPS = {"", "apps", "policy", "coordination.k8s.io", "node.k8s.io", "networking.k8s.io",
                    "apiextensions.k8s.io"}

@@ -42,8 +42,8 @@ def test_key_match_needs_the_bearer_scheme_and_the_exact_key():
     for header in (None, "", "a" * 16, "Basic " + "a" * 16, "Bearer " + "a" * 15, "Bearer " + "a" * 17, "Bearer "):
         assert keys.match(parsed, header) is None, header
     error = keys.unauthorized("Bearer nope")
-    assert (error.status, error.code, error.headers["WWW-Authenticate"]) == (401, "invalid_api_key",
-                                                                            'Bearer realm="vllm-gateway"')
+    expected = (401, "invalid_api_key", 'Bearer realm="vllm-gateway"')
+    assert (error.status, error.code, error.headers["WWW-Authenticate"]) == expected
     assert "didn't provide" in keys.unauthorized(None).message
 
 
