@@ -5,6 +5,7 @@ import http.server
 import json
 import os
 import select
+import socket
 import subprocess
 import sys
 import threading
@@ -180,6 +181,11 @@ class StandInFallback(http.server.ThreadingHTTPServer):
 
 class StandInHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+
+    def setup(self):
+        super().setup()
+        # headers and body are separate writes: without this, Nagle holds the body for the client's delayed ACK
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format, *args):  # pylint: disable=redefined-builtin
         pass
