@@ -47,7 +47,7 @@ class Gateway(object):
         self.proxy_transport = proxy_transport
         self.holder = holder_identity()
         self.table = routing.Table(config.instances)
-        self.metrics = Registry(self.table.known())
+        self.metrics = Registry(self.table.known(), [k.name for k in self.keys])
         self.instances = dict((i.name, i) for i in config.instances)
         self.states = {}
         self.trackers = {}

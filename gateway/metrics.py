@@ -119,9 +119,9 @@ class Histogram(Metric):
 
 class Registry(object):
     """The gateway's metrics. ``models``: every name a request may use (the catalog's served names,
-    mode names and aliases); other names are counted as ``unknown``."""
+    mode names and aliases); other names are counted as ``unknown``. ``key_names``: the API keys' names."""
 
-    def __init__(self, models=()):
+    def __init__(self, models=(), key_names=()):
         self.requests = Counter("vllm_gateway_requests_total", "OpenAI requests answered, by model and HTTP status "
                                 "(model: a name of the catalog, '' when none was sent, unknown for any other).",
                                 ("model", "status"), closed={"model": set(models) | {""}})
@@ -136,10 +136,11 @@ class Registry(object):
                                       "How long a request waited for the GPU to load its mode.", ("instance",))
         self.fallbacks = Counter("vllm_gateway_fallbacks_total",
                                  "Requests answered by the CPU fallback, by reason (locked, slow, failed) and outcome "
-                                 "(ok, error, busy).", ("instance", "reason", "outcome"))
+                                 "(ok, error, busy).", ("instance", "reason", "outcome"),
+                                 closed={"reason": {"locked", "slow", "failed"}, "outcome": {"ok", "error", "busy"}})
         self.key_requests = Counter("vllm_gateway_key_requests_total",
                                     "OpenAI requests by API key name (invalid: no or a wrong key) and HTTP status.",
-                                    ("key", "status"))
+                                    ("key", "status"), closed={"key": set(key_names) | {"invalid"}})
         self.connections = Gauge("vllm_gateway_connections_open", "Client connections open now.")
         self.connections_refused = Counter("vllm_gateway_connections_refused_total",
                                            "Client connections refused (503) at max_connections.")
