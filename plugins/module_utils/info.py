@@ -20,7 +20,7 @@ import time
 from typing import Callable, List, Optional, Tuple
 
 from ansible_collections.homelab.gpu.plugins.module_utils import catalog, options, preflight, readiness, record, \
-    rollout
+    resident, rollout
 from ansible_collections.homelab.gpu.plugins.module_utils.api import KubeError
 from ansible_collections.homelab.gpu.plugins.module_utils.lease import LEASE_SECONDS, parse_time, utcnow
 from ansible_collections.homelab.gpu.plugins.module_utils.run import Run, SwitchFailed
@@ -152,8 +152,17 @@ def report(run):
     nodes, _rv = run.list_nodes()
     if live is not None:
         pods, _prv = rollout.list_pods(run.api, opts.namespace, rollout.pod_selector(live, opts.name))
+        entry = run.catalog.get(state["mode"]) or {}
+        if entry.get("resident"):
+            # The Deployment is the pointer of a resident mode (zero replicas): the awake resident pod
+            # is the one behind the Service (it matches the selector), the others sleep.
+            result.update(model=entry["model"], served_model_names=catalog.served_names(entry, opts.served_alias),
+                          resident={"awake": state["mode"],
+                                    "asleep": [m for m in resident.resident_modes(run.catalog) if m != state["mode"]]})
         result["pods"] = pods_summary(pods)
         result.update(serving_pod(pods, state, switched_at))
+        if entry.get("resident") and result["pod"] is None:
+            result["ready"] = False     # no awake resident pod behind the Service (yet)
     lock_known = True
     try:
         lock = switch_lock(run.api.get(run.lease.path()))

@@ -23,6 +23,7 @@ from ansible_collections.homelab.gpu.plugins.module_utils.catalog import ANN_FIN
 from ansible_collections.homelab.gpu.plugins.module_utils.verify import served_ids, status_text
 
 ASK_TIMEOUT = 10          # seconds for /is_sleeping, /v1/models and labels
+RETRIES = 2               # a POST whose connection broke before any answer is sent again at most this often
 
 
 class EngineError(Exception):
@@ -104,12 +105,19 @@ def scale(api, namespace, dep_name, replicas):
 
 
 def _post(api, base, path, timeout, phase, query=None, body=None):
-    try:
-        status, answer = api.raw("POST", base + path, query=query, body=body, timeout=timeout)
-    except KubeError as exc:
-        reason = "Timeout" if "timed out" in exc.message.lower() else "ApiError"
-        raise EngineError(phase, reason, "POST %s did not answer: %s" % (path, exc.message))
-    return status, answer
+    """POST to the engine; a connection that broke before any answer is tried again (at most
+    ``RETRIES`` times: sleep, wake and a warm-up are safe to repeat), a timeout is not."""
+    attempt = 0
+    while True:
+        try:
+            return api.raw("POST", base + path, query=query, body=body, timeout=timeout)
+        except KubeError as exc:
+            timed_out = "timed out" in exc.message.lower()
+            if exc.transient and exc.status == 0 and not timed_out and attempt < RETRIES:
+                attempt += 1
+                continue
+            raise EngineError(phase, "Timeout" if timed_out else "ApiError",
+                              "POST %s did not answer: %s" % (path, exc.message))
 
 
 def sleep(api, namespace, pod_name, port, timeout):

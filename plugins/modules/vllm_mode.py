@@ -182,10 +182,18 @@ previous_mode:
   sample: ml
 plan:
   description: What the switch did - noop, apply, replace (first write over another tool's Deployment),
-    adopt (labels and annotations only), scale_down, resume (waited for an unfinished rollout), absent_ok.
+    adopt (labels and annotations only), scale_down, resume (waited for an unfinished rollout), absent_ok;
+    for a resident mode noop or switch (see RV(resident)).
   returned: when the Deployment was read
   type: str
   sample: apply
+resident:
+  description: A switch to a resident mode (catalog C(resident), vLLM sleep mode) - the mode awake, the modes
+    asleep, and the plan (stop_main, pointer, start, unroute, sleep, wake, route); its phases are terminate, sleep,
+    start, wake, warmup and verify.
+  returned: when the mode is resident
+  type: dict
+  sample: {awake: r1, asleep: [ml], plan: {start: [], sleep: [ml], wake: true, route: true}}
 reason:
   description: Why that action, one sentence.
   returned: when the Deployment was read

@@ -111,6 +111,12 @@ node:
   description: The node of that pod.
   returned: success
   type: str
+resident:
+  description: When the current mode is resident (vLLM sleep mode) - the mode awake and the resident modes asleep;
+    O(pod) is then the awake resident pod behind the Service.
+  returned: when the current mode is resident
+  type: dict
+  sample: {awake: ml, asleep: [r1]}
 pods:
   description: Every pod of the Deployment (name, node, phase, ready, terminating).
   returned: success

@@ -92,6 +92,8 @@ def test_ml_r1_ml_resident_through_the_module_wakes_instead_of_loading(playbook,
         tasks.append({"name": "switch%d" % index, "ignore_errors": True,
                       "homelab.gpu.vllm_mode": {"mode": mode, "modes": MODES, "pod": POD,
                                                 "registry": {"offline": True}}})
+    tasks.append({"name": "status", "homelab.gpu.vllm_mode_info": {"modes": MODES, "pod": POD,
+                                                                   "registry": {"offline": True}}})
     run = playbook.run(tasks, kubeconfig=kube_sim.kubeconfig)
     first, second, third, again = (run.result("switch%d" % i) for i in range(4))
     for res in (first, second, third):
@@ -106,6 +108,9 @@ def test_ml_r1_ml_resident_through_the_module_wakes_instead_of_loading(playbook,
     assert third["mode"] == "ml" and third["previous_mode"] == "r1" and third["served_model_names"] == [
         "Qwen/Qwen3-8B-AWQ", "local-llm"]
     assert again["changed"] is False and again["plan"] == "noop"
+    status = run.result("status")
+    assert status["mode"] == "ml" and status["ready"] is True and status["model"] == "Qwen/Qwen3-8B-AWQ"
+    assert status["pod"].startswith("vllm-server-ml-") and status["resident"] == {"awake": "ml", "asleep": ["r1"]}
     assert sleeping(kube_sim, "r1") is True and sleeping(kube_sim, "ml") is False
     assert behind_service(kube_sim) == ["ml"]
     assert "Qwen/Qwen3-8B-AWQ" in models_through_service(kube_sim)
