@@ -32,7 +32,7 @@ from typing import Callable, List, Optional, Tuple
 
 from ansible_collections.homelab.gpu.plugins.module_utils import apply, catalog, options, plan, preflight, \
     readiness, record, resident, rollback, rollout, sleepwake
-from ansible_collections.homelab.gpu.plugins.module_utils.api import KubeError, ns_path
+from ansible_collections.homelab.gpu.plugins.module_utils.api import KubeError
 from ansible_collections.homelab.gpu.plugins.module_utils.client_config import UNREAD, ClientConfig
 from ansible_collections.homelab.gpu.plugins.module_utils.lease import LeaseHeld, SwitchLease, micro_time
 from ansible_collections.homelab.gpu.plugins.module_utils.verify import Verifier
@@ -635,15 +635,16 @@ def start_member(run, mode, body, member, timeout):
     selector = resident.pod_selector(run.opts.name, mode)
     pods, rv = rollout.list_pods(api, ns, selector)
     stale = [p for p in pods if not readiness.is_ready(p) and not readiness.is_terminating(p)]
-    for pod in stale:
-        # a pod that could not load (it restarted while another engine was awake): start it afresh
-        api.delete(ns_path(ns, "pods", readiness.name_of(pod)))
-    if stale:
+    if stale and member.get("deployment") is not None:
+        # a pod that could not load (it restarted while another engine was awake): stop it, so that the
+        # new one is scheduled on the GPU it frees and loads now that the others sleep
+        sleepwake.scale(api, ns, body["metadata"]["name"], 0)
+        wait_gone(run, selector, max(1, int(timeout)))
         pods, rv = rollout.list_pods(api, ns, selector)
     annotations = dict(body["metadata"]["annotations"], **{catalog.ANN_SWITCHED_AT: micro_time()})
     body = dict(body, metadata=dict(body["metadata"], annotations=annotations))
     applied = api.apply(apply.deployment_path(ns, body["metadata"]["name"]), body, catalog.MANAGER, force=True)
-    old = apply.old_pod_uids(pods, applied, member.get("deployment"), 1) + [readiness.uid(p) for p in stale]
+    old = apply.old_pod_uids(pods, applied, member.get("deployment"), 1)
     done = rollout.wait(api, ns, selector, 1, old, pods, rv, [], None, max(1, int(timeout)),
                         readiness.PhaseClock(run.now), run.opts.pod["gpu_resource"], run.now, renew=run.lease.renew,
                         progress=run.progress.tick)
