@@ -211,6 +211,22 @@ def test_a_lock_without_a_fallback_for_the_model_is_refused_as_before(cluster, g
     assert "x-gateway-fallback" not in headers and standin.asked == [] and writes(cluster) == []
 
 
+@pytest.mark.sim_only
+def test_a_fallback_that_does_not_answer_gets_a_clear_502_and_nothing_changes(cluster, gateway, standin):
+    gone = standin.url
+    standin.stop()   # the port is closed now: the fallback is down
+    gw = gateway(instance={"fallback": {"endpoint": gone, "models": {"r1": CPU_MODEL}, "on": ["locked"],
+                                        "timeout": 2}})
+    assert gw.call("POST", "/gateway/switch", {"mode": "gaming"}, AUTH)[0] == 200
+    cluster.reset_requests()
+    status, body, _headers = gw.call("POST", "/v1/chat/completions", CHAT)
+    assert status == 502 and body["error"]["code"] == "fallback_error", body
+    assert body["error"]["fallback_reason"] == "locked" and gone in body["error"]["message"]
+    assert writes(cluster) == []
+    assert metric(gw, "vllm_gateway_fallbacks_total") == {
+        '{instance="vllm-server",reason="locked",outcome="error"}': 1.0}
+
+
 # -- API keys -------------------------------------------------------------------------------------------------------
 KEYS = [{"name": "n8n", "key": "n8n-key-0123456789abcdef", "swap": True},
         {"name": "webui", "key": "webui-key-0123456789abcdef", "swap": False}]
