@@ -191,6 +191,17 @@ def test_a_swap_slower_than_wait_seconds_is_answered_by_the_fallback_and_still_h
 
 
 @pytest.mark.sim_only
+def test_a_stream_that_waited_with_progress_goes_on_with_the_fallbacks_tokens(cluster, gateway, standin):
+    gw = gateway(instance=dict(with_fallback(standin, on=["slow"], wait_seconds=0.3), progress_interval=0.1))
+    status, headers, text = raw_stream(gw, "/v1/chat/completions", dict(CHAT, stream=True))
+    assert status == 200 and text.startswith(": loading r1")
+    assert ": the GPU cannot answer now (slow): the CPU fallback answers with %s" % CPU_MODEL in text
+    data = [block[6:] for block in text.split("\n\n") if block.startswith("data: ")]
+    assert {json.loads(d)["model"] for d in data[:-1]} == {CPU_MODEL} and data[-1] == "[DONE]"
+    assert "x-gateway-fallback" not in headers   # the headers left before the fallback was chosen
+
+
+@pytest.mark.sim_only
 def test_a_failed_switch_is_answered_by_the_fallback_and_ml_serves_again(cluster, gateway, standin):
     cluster.patch_scenario({"models": {R1_MODEL: {"crash": "RuntimeError: CUDA error: an illegal memory access"}}})
     gw = gateway(instance=with_fallback(standin, on=["failed"]))
