@@ -37,6 +37,10 @@ def kube_sim(kube_sim_factory):
     cluster = kube_sim_factory(speed=SPEED)
     cluster.patch_scenario({"nodes": [{"name": "k3s-gpu-worker", "gpu": {"count": 2}}]})
     api = client.CoreV1Api(cluster.api_client())
+    deadline = time.monotonic() + 30
+    while (api.read_node("k3s-gpu-worker").status.allocatable or {}).get("nvidia.com/gpu") != "2":
+        assert time.monotonic() < deadline, "the node does not advertise two GPU slots"
+        time.sleep(0.1)
     api.create_namespace({"metadata": {"name": NS}})
     api.create_namespaced_service(NS, {"metadata": {"name": "vllm-api"},
                                        "spec": {"selector": SERVICE_SELECTOR,
