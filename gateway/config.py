@@ -54,7 +54,7 @@ INSTANCE_DEFAULTS = {
     "served_alias": "local-llm",
     "pod": {},
     "switch": {},
-    "progress": "comment",
+    "progress": "off",
     "progress_interval": 2,
     "fallback": {},
 }

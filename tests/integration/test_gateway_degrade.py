@@ -116,7 +116,7 @@ def test_a_streamed_chat_shows_loading_progress_then_the_models_tokens_to_the_op
 
 @pytest.mark.sim_only
 def test_raw_stream_starts_with_progress_comments_and_ends_with_the_models_done(cluster, gateway):
-    gw = gateway(instance={"progress_interval": 0.1})   # the default form: SSE comments
+    gw = gateway(instance={"progress": "comment", "progress_interval": 0.1})
     status, headers, text = raw_stream(gw, "/v1/completions", {"model": "r1", "prompt": "Hello", "stream": True})
     assert status == 200 and headers["content-type"].startswith("text/event-stream")
     assert text.startswith(": loading r1: queued, 0 s") or text.startswith(": loading r1: starting, 0 s"), text[:200]
@@ -130,7 +130,7 @@ def test_raw_stream_starts_with_progress_comments_and_ends_with_the_models_done(
 
 @pytest.mark.sim_only
 def test_a_stream_that_needs_no_switch_and_a_non_streamed_request_carry_no_progress(cluster, gateway):
-    gw = gateway(instance={"progress_interval": 0.1})
+    gw = gateway(instance={"progress": "comment", "progress_interval": 0.1})
     _status, _headers, text = raw_stream(gw, "/v1/completions", {"model": "ml", "prompt": "Hello", "stream": True})
     assert text.startswith("data: ") and ": loading" not in text
     status, body, headers = gw.call("POST", "/v1/completions", {"model": "r1", "prompt": "Hello"})
@@ -140,7 +140,7 @@ def test_a_stream_that_needs_no_switch_and_a_non_streamed_request_carry_no_progr
 @pytest.mark.sim_only
 def test_a_switch_that_fails_mid_stream_ends_it_with_an_error_the_openai_client_raises(cluster, gateway):
     cluster.patch_scenario({"models": {R1_MODEL: {"crash": "RuntimeError: CUDA error: an illegal memory access"}}})
-    gw = gateway(instance={"progress_interval": 0.1})
+    gw = gateway(instance={"progress": "comment", "progress_interval": 0.1})
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", timeout=120, max_retries=0)
     with pytest.raises(openai.APIError) as caught:
         for _chunk in client.chat.completions.create(model="r1", messages=CHAT["messages"], stream=True):
@@ -192,7 +192,7 @@ def test_a_swap_slower_than_wait_seconds_is_answered_by_the_fallback_and_still_h
 
 @pytest.mark.sim_only
 def test_a_stream_that_waited_with_progress_goes_on_with_the_fallbacks_tokens(cluster, gateway, standin):
-    gw = gateway(instance=dict(with_fallback(standin, on=["slow"], wait_seconds=0.3), progress_interval=0.1))
+    gw = gateway(instance=dict(with_fallback(standin, on=["slow"], wait_seconds=0.3), progress="comment", progress_interval=0.1))
     status, headers, text = raw_stream(gw, "/v1/chat/completions", dict(CHAT, stream=True))
     assert status == 200 and text.startswith(": loading r1")
     assert ": the GPU cannot answer now (slow): the CPU fallback answers with %s" % CPU_MODEL in text

@@ -77,7 +77,7 @@ def test_fallback_choice_follows_the_reasons_and_the_map_by_name_then_mode_then_
 def test_only_an_explicit_target_seconds_is_shown_as_the_expected_time():
     inst = instance()
     assert inst.modes["r1"].target_seconds == 25 and inst.modes["ml"].target_seconds is None
-    assert inst.progress == "comment" and inst.progress_interval == 2
+    assert inst.progress == "off" and inst.progress_interval == 2   # off by default: streams as before
     with pytest.raises(config_mod.ConfigError):
         instance(progress="loud")
 
