@@ -3,11 +3,14 @@
 
     scripts/test --junitxml=/tmp/suite.xml            # the whole suite, or --fast
     .venv/bin/python benchmarks/suite_tiers.py /tmp/suite.xml [/tmp/serial.xml ...]
+    .venv/bin/python benchmarks/suite_tiers.py --units /tmp/suite.xml   # per unit of work, longest first
 
 For each report: per tier (quality with sanity apart, unit, sim, integration, molecule) the number
 of tests, the sum of their durations (what the tier costs run one after the other) and its
 longest test; then the run's wall time as pytest measured it. With parallel workers the wall time
-is below the sum: the difference is what running the units side by side saved.
+is below the sum: the difference is what running the units side by side saved. `--units` lists
+each unit of work (a test file, or a Molecule scenario) with its summed seconds, longest first: the
+figures conftest.py's EXPECTED_SECONDS orders the parallel run by.
 """
 import argparse
 import collections
@@ -46,11 +49,29 @@ def split(path):
     return rows, wall, failures
 
 
+def units(path):
+    """[(seconds, unit)] of one report, longest first; a unit is a test file or molecule:<scenario>."""
+    sums = collections.Counter()
+    for case in ET.parse(path).getroot().iter("testcase"):
+        classname, name = case.get("classname") or "", case.get("name") or ""
+        unit = classname.replace(".", "/") + ".py"
+        if classname == "tests.molecule.test_scenarios" and name.startswith("test_molecule_scenario["):
+            unit = "molecule:" + name[len("test_molecule_scenario["):-1]
+        sums[unit] += float(case.get("time") or 0)
+    return [(seconds, unit) for unit, seconds in sums.most_common()]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("reports", nargs="+", help="JUnit XML files written by pytest --junitxml")
+    parser.add_argument("--units", action="store_true", help="list each unit of work's seconds, longest first")
     args = parser.parse_args(argv)
     for path in args.reports:
+        if args.units:
+            print(path)
+            for seconds, unit in units(path):
+                print("%8.0f  %s" % (seconds, unit))
+            continue
         rows, wall, failures = split(path)
         print("%s: wall %.0f s (%.1f min), %d failed" % (path, wall, wall / 60, failures))
         print("| tier | tests | sum of durations | longest test |")
