@@ -174,6 +174,14 @@ def test_bolt_installed(host):
     assert host.package("bolt").is_installed
 
 
+def test_boltctl_left_alone_in_a_container(host):
+    # gpu_worker_manage_thunderbolt "auto": converge does not talk to boltd in a container, not even
+    # on the host whose inventory names an eGPU UUID. The stand-in boltctl (prepare.yml) logs every
+    # call; side_effect.yml's eGPU rounds, after verify, run the enrollment with the step forced on.
+    assert host.file("/usr/local/bin/boltctl").exists
+    assert not host.file("/var/lib/homelab-bolt-standin/calls.log").exists
+
+
 # ------------------------------------------------------ container toolkit
 
 
