@@ -32,6 +32,7 @@ import yaml  # noqa: E402
 from kubernetes import client, config  # noqa: E402
 
 from tests.kube_sim.__main__ import Cluster  # noqa: E402
+from tests.kube_sim.pki import client_context  # noqa: E402
 
 NS = "ml"
 WORKER = "k3s-gpu-worker"
@@ -124,7 +125,7 @@ def result_of(stdout):
 def patch_scenario(cluster, patch):
     req = urllib.request.Request(cluster.url + "/_sim/scenario", data=json.dumps(patch).encode(), method="PATCH",
                                  headers={"Content-Type": "application/merge-patch+json"})
-    urllib.request.urlopen(req, timeout=10).read()
+    urllib.request.urlopen(req, timeout=10, context=client_context()).read()
 
 
 def wait_for(predicate, timeout=120):

@@ -73,8 +73,11 @@ class Sim(object):
 
     def __init__(self, directory, speed):
         self.kubeconfig = os.path.join(directory, "kubeconfig")
+        # Plain HTTP (--insecure-http): the three paths compared (direct, gateway, nginx) reach the
+        # simulator alike, and the numbers stay comparable with the earlier runs; the gateway's TLS
+        # transport is tested in tests/integration/test_api_tls.py.
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.kube_sim", "serve", "--kubeconfig",
-                                      self.kubeconfig, "--port", "0", "--speed", str(speed)],
+                                      self.kubeconfig, "--port", "0", "--speed", str(speed), "--insecure-http"],
                                      cwd=ROOT, stdout=subprocess.PIPE, text=True)
         self.url = self.proc.stdout.readline().split()[1]
         self.is_real = False
@@ -347,7 +350,7 @@ def main():
             gateway, gw_url = start_gateway(directory, sim, args.gateway_root)
             nginx, nginx_at = start_nginx(directory, sim)
             out["nginx"] = nginx_at[1] if nginx_at else None
-            token = None   # the simulator takes any token; the gateway sends the kubeconfig's
+            token = None   # the simulator (plain HTTP) takes any token; the gateway sends the kubeconfig's
             out["rss_idle_kib"] = rss_kib(gateway.pid)
             # warm every path
             timed_requests(sim.url, PROXY + "/v1/completions", 20, token)

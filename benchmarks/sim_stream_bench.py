@@ -35,6 +35,7 @@ sys.path[:0] = [ROOT]
 
 from kubernetes import client, config  # noqa: E402
 
+from tests.kube_sim.kubeconfig import ssl_context  # noqa: E402
 from tests.kube_sim.world_testing import QWEN, vllm_container, vllm_deployment, vllm_service  # noqa: E402
 
 PATH = "/api/v1/namespaces/ml/services/vllm-api:8000/proxy"
@@ -65,11 +66,16 @@ def deploy(kubeconfig, seqs):
     return api
 
 
+SSL = {}   # the kubeconfig's TLS context (CA, admin client certificate), set by main()
+
+
 def request(url, path, body):
     parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=300)
-    conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json",
-                                                               "Authorization": "Bearer bench"})
+    if parts.scheme == "https":
+        conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=300, context=SSL["context"])
+    else:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=300)
+    conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
     return conn, conn.getresponse()
 
 
@@ -135,6 +141,7 @@ def main():
     token = 1.0 / args.rate
     kubeconfig = os.path.join(tempfile.mkdtemp(prefix="sim-stream-bench-"), "kubeconfig")
     proc, url = start_simulator(kubeconfig, args.rate)
+    SSL["context"] = ssl_context(kubeconfig)
     rows = []
     try:
         deploy(kubeconfig, max(counts) + 1)

@@ -36,6 +36,7 @@ import yaml  # noqa: E402
 from kubernetes import client, config, watch  # noqa: E402
 
 from tests.kube_sim.__main__ import Cluster  # noqa: E402
+from tests.kube_sim.pki import client_context  # noqa: E402
 
 NS = "ml"
 POD = {"node_selector": {"nvidia.com/gpu.present": "true"},
@@ -131,13 +132,14 @@ def setup(cluster):
 
 def sim_requests(cluster):
     import urllib.request
-    with urllib.request.urlopen(cluster.url + "/_sim/requests", timeout=10) as resp:
+    with urllib.request.urlopen(cluster.url + "/_sim/requests", timeout=10, context=client_context()) as resp:
         return json.loads(resp.read())
 
 
 def reset_requests(cluster):
     import urllib.request
-    urllib.request.urlopen(urllib.request.Request(cluster.url + "/_sim/requests", method="DELETE"), timeout=10).read()
+    urllib.request.urlopen(urllib.request.Request(cluster.url + "/_sim/requests", method="DELETE"), timeout=10,
+                           context=client_context()).read()
 
 
 def bench_module(args, tmpdir):

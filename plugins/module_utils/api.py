@@ -95,6 +95,8 @@ class Api(object):
             return self.transport.send(method, path, query=query, body=data, headers=headers,
                                        timeout=timeout or self.timeout, stream=stream)
         except TransportError as exc:
+            if getattr(exc, "tls", False):
+                raise KubeError(exc.message, status=0, reason="TLSError", transient=False)
             raise KubeError("Cannot reach the Kubernetes API at %s: %s. Check that the API server runs (on the "
                             "k3s server: systemctl status k3s) and that this address is the right one and reachable "
                             "from here (the server: line of the kubeconfig, or the host option)."
@@ -143,7 +145,8 @@ class Api(object):
         message = status_message(body)
         if status == 401:
             text = ("The Kubernetes API at %s rejected the credentials (401 Unauthorized): the token or client "
-                    "certificate of the kubeconfig is wrong or expired." % self.host)
+                    "certificate of %s is wrong or expired." % (self.host, getattr(self.transport, "source", None)
+                                                                or "the kubeconfig"))
         elif status == 403:
             text = ("No permission: %s %s was forbidden (%s). Grant the user of this kubeconfig the RBAC rights "
                     "to manage Deployments, Pods, ConfigMaps and Leases in the namespace." % (method, path, message))

@@ -9,7 +9,10 @@ server and implements ``transport.Transport``: whole bodies, or with ``stream=Tr
 piece by piece as it arrives (http.client undoes the chunked encoding). Credentials come from
 the arguments, from a kubeconfig (``from_kubeconfig``; a small reader of the YAML subset
 kubeconfigs use, no PyYAML) or from the pod's service account (``in_cluster``; the token file
-is read again every minute, the kubelet rotates it).
+is read again every minute, the kubelet rotates it, and at once when the API server answers 401,
+the request then going once more with the new token). A TLS failure (a server certificate the CA
+does not vouch for, a client certificate the server refuses) is a TransportError with ``tls`` set
+and one sentence that says which certificate to fix.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -38,6 +41,13 @@ READ_SIZE = 65536      # the most one streamed chunk carries
 
 class ConfigError(Exception):
     """A kubeconfig or in-cluster configuration that cannot be used; the message says what to fix."""
+
+
+# OpenSSL's reasons for the alert a server sends when it refuses the client certificate
+_CERT_EXPIRED = "SSLV3_ALERT_CERTIFICATE_EXPIRED"
+_CERT_REFUSED = ("TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_BAD_CERTIFICATE", "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+                 "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE", "SSLV3_ALERT_CERTIFICATE_REVOKED", "TLSV1_ALERT_DECRYPT_ERROR",
+                 "TLSV13_ALERT_CERTIFICATE_REQUIRED", "TLSV1_ALERT_ACCESS_DENIED")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,7 +238,7 @@ class HttpTransport(Transport):
     """Requests to one HTTP(S) server over pooled keep-alive connections (standard library only)."""
 
     def __init__(self, base_url, token=None, token_file=None, ca_file=None, cert_file=None, key_file=None,
-                 insecure=False, timeout=30, pool_size=POOL_SIZE):
+                 insecure=False, timeout=30, pool_size=POOL_SIZE, source=None):
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError("the server URL %r is not http(s)://host[:port]" % base_url)
@@ -245,14 +255,22 @@ class HttpTransport(Transport):
         self._pool = []
         self._lock = threading.Lock()
         self._temp_files = []
+        # where the credentials come from, for messages: "the kubeconfig PATH" or the token file
+        self.source = source or ("the token file %s" % token_file if token_file else "the client configuration")
+        self.ca_source = "the CA file %s" % ca_file if ca_file else "the system's CA certificates"
         self.ssl_context = None
+        self.has_client_certificate = bool(cert_file)
         if self.scheme == "https":
             context = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
             if insecure:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
             if cert_file:
-                context.load_cert_chain(cert_file, key_file)
+                try:
+                    context.load_cert_chain(cert_file, key_file)
+                except (OSError, ssl.SSLError) as exc:
+                    raise ConfigError("cannot load the client certificate %s and key %s: %s"
+                                      % (cert_file, key_file, getattr(exc, "strerror", None) or exc))
             self.ssl_context = context
 
     # -- construction from configuration ------------------------------------------------------
@@ -299,8 +317,11 @@ class HttpTransport(Transport):
                         token_file=os.path.join(base, token_file) if token_file else None,
                         ca_file=file_of("certificate-authority"),
                         cert_file=file_of("client-certificate"), key_file=file_of("client-key"),
-                        insecure=bool(cluster.get("insecure-skip-tls-verify")), timeout=timeout)
+                        insecure=bool(cluster.get("insecure-skip-tls-verify")), timeout=timeout,
+                        source="the kubeconfig %s" % path)
         transport._temp_files = temp
+        if cluster.get("certificate-authority-data") or cluster.get("certificate-authority"):
+            transport.ca_source = "the certificate-authority of the kubeconfig %s" % path
         return transport
 
     @classmethod
@@ -319,12 +340,14 @@ class HttpTransport(Transport):
             host = "[%s]" % host
         ca_file = os.path.join(directory, "ca.crt")
         return cls("https://%s:%s" % (host, port), token_file=token_file,
-                   ca_file=ca_file if os.path.exists(ca_file) else None, timeout=timeout)
+                   ca_file=ca_file if os.path.exists(ca_file) else None, timeout=timeout,
+                   source="the service-account token %s" % token_file)
 
     # -- plumbing -----------------------------------------------------------------------------
-    def token(self):
-        """The bearer token (the token file is read again at most once a minute)."""
-        if self._token_file and (self._token is None or time.monotonic() - self._token_read > TOKEN_REREAD_SECONDS):
+    def token(self, force=False):
+        """The bearer token (the token file is read again at most once a minute, or now with ``force``)."""
+        if self._token_file and (force or self._token is None
+                                 or time.monotonic() - self._token_read > TOKEN_REREAD_SECONDS):
             try:
                 with open(self._token_file) as handle:
                     self._token = handle.read().strip()
@@ -343,11 +366,37 @@ class HttpTransport(Transport):
             conn.connect()
         except socket.timeout:
             raise TransportError("connecting to %s timed out after %s s" % (self.host, timeout), timeout=True)
+        except ssl.SSLError as exc:
+            raise self.tls_error(exc)
         except OSError as exc:
             raise TransportError("cannot connect to %s: %s" % (self.host, exc.strerror or exc))
         # small requests in two writes (headers, body) must not wait for a delayed ACK (Nagle)
         conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn
+
+    def tls_error(self, exc):
+        """The TransportError (``tls`` set) that says in one sentence which certificate to fix."""
+        reason = getattr(exc, "reason", None) or ""
+        detail = getattr(exc, "verify_message", None) or reason or str(exc)
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            text = ("The API server at %s presented a certificate that %s does not trust (%s): use the CA of this "
+                    "cluster (k3s: the certificate-authority-data of /etc/rancher/k3s/k3s.yaml; in a pod "
+                    "%s/ca.crt)." % (self.host, self.ca_source, detail, SA_DIR))
+        elif reason == _CERT_EXPIRED:
+            text = ("The API server at %s refused the client certificate of %s: it has expired; copy a fresh "
+                    "kubeconfig from the server (k3s: /etc/rancher/k3s/k3s.yaml)." % (self.host, self.source))
+        elif reason in _CERT_REFUSED:
+            text = ("The API server at %s refused the client certificate of %s (%s): it was not signed by this "
+                    "cluster's client CA; copy the kubeconfig from the server (k3s: /etc/rancher/k3s/k3s.yaml)."
+                    % (self.host, self.source, reason))
+        elif isinstance(exc, ssl.SSLEOFError) and self.has_client_certificate:
+            text = ("The API server at %s closed the connection during the TLS handshake: it refused the client "
+                    "certificate of %s (not signed by this cluster's client CA); copy the kubeconfig from the server "
+                    "(k3s: /etc/rancher/k3s/k3s.yaml)." % (self.host, self.source))
+        else:
+            text = ("The TLS handshake with the API server at %s failed (%s): check that the server: URL of %s is "
+                    "the HTTPS address of the API server." % (self.host, detail, self.source))
+        return TransportError(text, tls=True)
 
     def _take(self, timeout):
         with self._lock:
@@ -377,6 +426,17 @@ class HttpTransport(Transport):
         return out
 
     def send(self, method, path, query=None, body=None, headers=None, timeout=None, stream=False):
+        response = self._send(method, path, query, body, headers, timeout, stream)
+        if response.status == 401 and self._token_file:
+            # The token may have been rotated (or the account made again) since the last read:
+            # read the file now and, when it holds another token, ask once more.
+            before = self._token
+            response.close()
+            if self.token(force=True) != before:
+                response = self._send(method, path, query, body, headers, timeout, stream)
+        return response
+
+    def _send(self, method, path, query, body, headers, timeout, stream):
         timeout = timeout or self.timeout
         url = self.prefix + path + encode_query(query)
         all_headers = self._headers(headers, body)
@@ -386,6 +446,9 @@ class HttpTransport(Transport):
                 conn.request(method, url, body=body, headers=all_headers)
                 resp = conn.getresponse()
                 break
+            except ssl.SSLError as exc:
+                conn.close()
+                raise self.tls_error(exc)
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
                 conn.close()
                 # A pooled connection the server closed while idle: once more on a fresh one.

@@ -29,10 +29,11 @@ from urllib.parse import urlencode
 class TransportError(Exception):
     """No HTTP answer: the connection failed, was reset, or timed out."""
 
-    def __init__(self, message, timeout=False):
+    def __init__(self, message, timeout=False, tls=False):
         super(TransportError, self).__init__(message)
         self.message = message
         self.timeout = timeout
+        self.tls = tls      # the TLS handshake failed: the message says which certificate to fix
 
 
 def decode_body(data):

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 
 import kubernetes_validate
 import pytest
@@ -249,13 +248,13 @@ def test_what_site_and_a_switch_leave_in_the_cluster_validates(tmp_path):
     try:
         ansible_playbook(cluster, "site.yml")
         ansible_playbook(cluster, "switch_mode.yml", "-e", "mode=r1")
-        with urllib.request.urlopen(cluster.url + "/_sim/requests", timeout=10) as resp:
+        with cluster.urlopen(cluster.url + "/_sim/requests", timeout=10) as resp:
             log = json.loads(resp.read())["log"]
         warned = [(e["method"], e["path"], e["warnings"]) for e in log if e.get("warnings")]
         assert warned == [], "the collection sent fields the API server dropped: %s" % warned
         kinds = []
         for path in WRITTEN:
-            with urllib.request.urlopen(cluster.url + path, timeout=10) as resp:
+            with cluster.urlopen(cluster.url + path, timeout=10) as resp:
                 listing = json.loads(resp.read())
             for item in listing["items"]:
                 item = dict(item, kind=listing["kind"][:-len("List")], apiVersion=listing["apiVersion"])

@@ -17,6 +17,8 @@ import urllib.request
 import pytest
 from kubernetes import client, config
 
+from tests.kube_sim.kubeconfig import ssl_context as kube_sim_ssl_context
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
 REAL = os.environ.get("HOMELAB_GPU_KUBECONFIG")
@@ -29,6 +31,7 @@ class Cluster(object):
     def __init__(self, kubeconfig, url=None):
         self.kubeconfig = kubeconfig
         self.url = url  # the simulator's base URL (None for a real cluster)
+        self._ssl_context = None
         api = config.new_client_from_config(config_file=kubeconfig)
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
@@ -39,9 +42,15 @@ class Cluster(object):
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.url + path, data=data, method=method,
                                      headers={"Content-Type": "application/merge-patch+json"})
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with self.urlopen(req, timeout=10) as resp:
             body = resp.read()
         return json.loads(body) if body else None
+
+    def urlopen(self, request, timeout=10):
+        """urllib's urlopen over the simulator's TLS with the kubeconfig's CA and client certificate."""
+        if self._ssl_context is None:
+            self._ssl_context = kube_sim_ssl_context(self.kubeconfig)
+        return urllib.request.urlopen(request, timeout=timeout, context=self._ssl_context)
 
     def reset_requests(self):
         self._sim("DELETE", "/_sim/requests")

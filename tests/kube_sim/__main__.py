@@ -1,8 +1,9 @@
-"""Entry point: ``python -m tests.kube_sim serve --kubeconfig PATH [--port N] [--scenario FILE] [--speed F]``.
+"""Entry point: ``python -m tests.kube_sim serve --kubeconfig PATH [--port N] [--scenario FILE] [--speed F]
+[--tls-san NAME]... [--insecure-http]``.
 
-Starts the simulated k3s cluster on 127.0.0.1, writes a kubeconfig whose current context reaches
-it, prints ``ready <url>`` once it accepts requests and runs until SIGTERM or SIGINT (exit 0).
-:class:`Cluster` is the same wiring for in-process use (the pytest fixtures).
+Starts the simulated k3s cluster on 127.0.0.1 (HTTPS, as k3s), writes the admin kubeconfig as k3s
+writes it (kubeconfig.py), prints ``ready <url>`` once it accepts requests and runs until SIGTERM
+or SIGINT (exit 0). :class:`Cluster` is the same wiring for in-process use (the pytest fixtures).
 """
 
 import argparse
@@ -23,12 +24,12 @@ class Cluster(object):
 
     ``scenario`` is a scenario file path (None: the reference home lab) or a scenario dict."""
 
-    def __init__(self, scenario=None, speed=1.0, port=0, kubeconfig=None):
+    def __init__(self, scenario=None, speed=1.0, port=0, kubeconfig=None, tls=True, extra_sans=()):
         self.clock = Clock(speed)
         self.scenario = load_scenario(scenario) if not isinstance(scenario, dict) else _scenario_from_dict(scenario)
         self.store = Store(self.clock)
         self.world = World(self.store, self.scenario, self.clock)
-        self.server = ApiServer(self.store, self.world, host="127.0.0.1", port=port)
+        self.server = ApiServer(self.store, self.world, host="127.0.0.1", port=port, tls=tls, extra_sans=extra_sans)
         self.kubeconfig = kubeconfig
         self._started = False
 
@@ -40,7 +41,7 @@ class Cluster(object):
         self.server.start()
         self.world.start()
         if self.kubeconfig:
-            write_kubeconfig(self.kubeconfig, self.url)
+            write_kubeconfig(self.kubeconfig, self.url, self.server.authority)
         self._started = True
         return self
 
@@ -76,6 +77,11 @@ def main(argv=None):
     serve.add_argument("--scenario", default=None, help="scenario YAML file (default: the reference home lab)")
     serve.add_argument("--speed", type=float, default=1.0,
                        help="simulated delays run this many times faster (default 1)")
+    serve.add_argument("--tls-san", action="append", default=[], metavar="NAME",
+                       help="one more name or IP address the serving certificate is valid for (repeatable), "
+                            "as k3s's --tls-san")
+    serve.add_argument("--insecure-http", action="store_true",
+                       help="serve plain HTTP without authentication or RBAC (default: HTTPS as k3s)")
     args = parser.parse_args(argv)
     if args.command != "serve":
         parser.print_help()
@@ -83,7 +89,8 @@ def main(argv=None):
     if args.speed <= 0:
         parser.error("--speed must be greater than 0, e.g. --speed 20")
     try:
-        cluster = Cluster(scenario=args.scenario, speed=args.speed, port=args.port, kubeconfig=args.kubeconfig)
+        cluster = Cluster(scenario=args.scenario, speed=args.speed, port=args.port, kubeconfig=args.kubeconfig,
+                          tls=not args.insecure_http, extra_sans=args.tls_san)
     except (OSError, ValueError) as exc:  # ScenarioError is a ValueError
         print("kube_sim: cannot start: %s" % exc, file=sys.stderr)
         return 1

@@ -6,6 +6,10 @@
   returns a :class:`SimCluster` handle. Every cluster it started is stopped at teardown.
 * ``kube_sim``: one cluster with the default scenario for the test function.
 
+The clusters serve HTTPS as k3s does; the kubeconfig is the admin's (client certificate).
+``handle.service_account_kubeconfig(namespace, name)`` writes one that authenticates as a
+ServiceAccount instead (its token and the CA), for a client that RBAC should hold to its Role.
+
 With ``HOMELAB_GPU_KUBECONFIG`` set, both yield a :class:`RealCluster` handle for that cluster
 instead, and tests marked ``sim_only`` are deselected.
 """
@@ -45,10 +49,11 @@ class _Handle(object):
         self.kubeconfig = kubeconfig
         self._clients = []
 
-    def api_client(self):
-        """A kubernetes.client.ApiClient for this cluster (closed at teardown)."""
+    def api_client(self, kubeconfig=None):
+        """A kubernetes.client.ApiClient for this cluster (closed at teardown); ``kubeconfig``: another
+        kubeconfig of it (e.g. a service account's) instead of the admin's."""
         from kubernetes import config
-        api = config.new_client_from_config(config_file=self.kubeconfig)
+        api = config.new_client_from_config(config_file=kubeconfig or self.kubeconfig)
         self._clients.append(api)
         return api
 
@@ -71,12 +76,34 @@ class SimCluster(_Handle):
         self.cluster = cluster
         self.url = cluster.url
 
+    @property
+    def ca_pem(self):
+        """The server CA (PEM bytes) as a pod's ca.crt carries it (None over plain HTTP)."""
+        server = self.cluster.server
+        return server.authority.server_ca_pem if server.tls else None
+
+    def service_account_token(self, namespace, name, expiration_seconds=3600):
+        """A bearer token of the ServiceAccount ``namespace/name`` as TokenRequest issues it (it must exist)."""
+        from .auth import issue_token
+        account = self.cluster.store.get("serviceaccounts", name, namespace)
+        return issue_token(namespace, name, account["metadata"]["uid"], expiration_seconds)[0]
+
+    def service_account_kubeconfig(self, namespace, name, path=None, expiration_seconds=3600):
+        """Write a kubeconfig that authenticates as the ServiceAccount (its token + the CA); returns
+        its path (default: next to the admin's)."""
+        from .kubeconfig import service_account_kubeconfig_dict, write_config
+        path = path or os.path.join(os.path.dirname(self.kubeconfig), "kubeconfig-%s-%s" % (namespace, name))
+        token = self.service_account_token(namespace, name, expiration_seconds)
+        return write_config(path, service_account_kubeconfig_dict(self.url, token, self.ca_pem))
+
     def _control(self, method, path, body=None):
+        from .pki import client_context
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, method=method,
                                          headers={"Content-Type": "application/json"})
+        context = client_context() if self.url.startswith("https:") else None
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
+            with urllib.request.urlopen(request, timeout=30, context=context) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
             raise RuntimeError("kube_sim %s %s failed: %s %s" % (method, path, exc.code,

@@ -4,19 +4,24 @@
 (chunked newline-delimited JSON), pod logs, service/pod proxy, the scale and status
 subresources, and the simulator's control endpoints under ``/_sim/``. Requests to the
 Kubernetes API are counted and logged and may get faults injected (``World.faults()``).
-Bearer tokens are accepted without being checked.
+
+It serves HTTPS as k3s does (pki.py: the serving certificate, client certificates checked
+against the client CA) and authenticates every Kubernetes API request (auth.py: a client
+certificate or a service-account token, else 401). With ``tls=False`` it serves plain HTTP and
+lets every request in, as before TLS came (the ``--insecure-http`` option).
 """
 
 import hashlib
 import json
 import random
 import socket
+import ssl
 import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from . import errors, openapi, protobuf, schema, tables
+from . import auth, errors, openapi, pki, protobuf, schema, tables
 from .clock import epoch_of
 from .errors import ApiError
 from .patch import json_patch, merge_patch, strategic_merge_patch
@@ -79,12 +84,23 @@ class _HTTPServer(ThreadingHTTPServer):
         self.connections += 1   # the accepting thread only: no lock needed
         super().process_request(request, client_address)
 
+    ssl_context = None
+
+    def get_request(self):
+        """Accept a connection; over TLS the handshake is left to the handler's thread."""
+        sock, address = self.socket.accept()
+        if self.ssl_context is not None:
+            sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
+
 
 class ApiServer(object):
     """The simulated kube-apiserver on 127.0.0.1."""
 
-    def __init__(self, store, world=None, host="127.0.0.1", port=0):
+    def __init__(self, store, world=None, host="127.0.0.1", port=0, tls=True, extra_sans=()):
         self.store = store
+        self.tls = tls
+        self.authority = pki.authority() if tls else None
         self.world = world
         self.requests = RequestLog()
         self.rest = RestHandler(self)
@@ -96,12 +112,15 @@ class ApiServer(object):
         self._sockets_lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"api": self})
         self.httpd = _HTTPServer((host, port), handler)
+        if tls:
+            self.httpd.ssl_context = self.authority.server_context(extra_sans)
+            store.set_root_ca(self.authority.server_ca_pem.decode())
         self.host, self.port = self.httpd.server_address[:2]
         self._thread = None
 
     @property
     def url(self):
-        return "http://%s:%d" % (self.host, self.port)
+        return "%s://%s:%d" % ("https" if self.tls else "http", self.host, self.port)
 
     @property
     def stopping(self):
@@ -160,9 +179,32 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 300
     api = None  # set on the subclass made by ApiServer
     warnings = ()
+    tls_failed = False
+    user = None
 
     def setup(self):
+        if isinstance(self.request, ssl.SSLSocket):
+            # A client that does not trust the server CA, or whose certificate the client CA did
+            # not sign (or that expired), fails here: the connection closes, as kube-apiserver's.
+            self.request.settimeout(10)
+            try:
+                self.request.do_handshake()
+            except (ssl.SSLError, OSError):
+                self.tls_failed = True
+                self._drain()
         super().setup()
+
+    def _drain(self):
+        """After a refused handshake: close the sending side and read what the client still sends,
+        so that closing does not reset the connection before the client has read the TLS alert."""
+        try:
+            self.request.settimeout(1)
+            self.request.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + 1
+            while time.monotonic() < deadline and self.request.recv(65536):
+                pass
+        except OSError:
+            pass
         with self.api._sockets_lock:
             self.api._sockets.add(self.connection)
 
@@ -176,6 +218,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, fmt, *args):  # quiet
         pass
+
+    def handle(self):
+        if self.tls_failed:
+            self.close_connection = True
+            return
+        super().handle()
+
+    def _authenticate(self):
+        """The request's User (auth.User); 401 unless its certificate or token is valid."""
+        if not self.api.tls:
+            return auth.User(pki.ADMIN_USER, [pki.ADMIN_GROUP, "system:authenticated"])
+        peer = self.connection.getpeercert() if isinstance(self.connection, ssl.SSLSocket) else None
+        return auth.authenticate(peer, self.headers.get("Authorization"), self.api.store)
 
     # ------------------------------------------------------------------ plumbing
     def _body(self):
@@ -266,6 +321,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._entry = self.api.requests.begin(self.command, parsed.path, parsed.query)
         try:
             try:
+                self.user = self._authenticate()
                 self._inject_faults()
                 self.api.rest.handle(self, self.command, path, params, body)
             except ApiError as exc:
@@ -475,6 +531,10 @@ class RestHandler(object):
             return self.logs(ctx)
         if sub == "scale":
             return self.scale(ctx)
+        if sub == "token":
+            if method != "POST":
+                raise errors.method_not_allowed()
+            return req.send_json(201, auth.token_request(self.store, ctx.namespace, ctx.name, _parse_body(ctx.body)))
         if sub in ("exec", "attach", "portforward"):
             raise errors.bad_request("Upgrade request required")
         if sub == "finalize":

@@ -37,6 +37,7 @@ class Store(object):
 
     def __init__(self, clock, registry=None):
         self.clock = clock
+        self.root_ca = ROOT_CA   # the CA in kube-root-ca.crt (set_root_ca: the API server's)
         self.registry = registry or Registry()
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
@@ -236,7 +237,18 @@ class Store(object):
                                              "when using internal endpoints such as the internal service IP or "
                                              "kubernetes.default.svc. No other usage is guaranteed across "
                                              "distributions of Kubernetes clusters."}},
-            "data": {"ca.crt": ROOT_CA}}, namespace)
+            "data": {"ca.crt": self.root_ca}}, namespace)
+
+    def set_root_ca(self, pem):
+        """Publish the API server's CA (PEM text) in every namespace's kube-root-ca.crt, as k3s does."""
+        self.root_ca = pem
+        for namespace in [ns["metadata"]["name"] for ns in self.list("namespaces")[0]]:
+            try:
+                found = self.get("configmaps", "kube-root-ca.crt", namespace)
+            except errors.ApiError:
+                continue
+            found["data"] = {"ca.crt": pem}
+            self.replace("configmaps", found, namespace)
 
     def replace(self, resource, obj, namespace=None, subresource=None, dry_run=False, manager=None):
         """PUT semantics: 409 on a stale resourceVersion; status subresource changes only .status."""

@@ -88,7 +88,7 @@ class _ApiOnly(object):
 
     def start(self):
         self.server.start()
-        write_kubeconfig(self.kubeconfig, self.url)
+        write_kubeconfig(self.kubeconfig, self.url, self.server.authority)
         return self
 
     def stop(self):
@@ -132,8 +132,39 @@ def ns(api):
         pass
 
 
+def client_ssl_context(api):
+    """The ssl.SSLContext of a kubernetes client's configuration (its CA, client certificate and key)."""
+    import ssl
+    conf = api.configuration
+    if not conf.host.startswith("https:"):
+        return None
+    context = ssl.create_default_context(cafile=conf.ssl_ca_cert)
+    if not conf.verify_ssl:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if conf.cert_file:
+        context.load_cert_chain(conf.cert_file, conf.key_file)
+    return context
+
+
+def raw_request(api, request, timeout=30):
+    """urllib's urlopen of ``request`` with the client's TLS settings."""
+    import urllib.request
+    return urllib.request.urlopen(request, timeout=timeout, context=client_ssl_context(api))
+
+
+def raw_connection(api, timeout=30):
+    """An http.client connection to the client's cluster with its TLS settings."""
+    import http.client
+    import urllib.parse
+    url = urllib.parse.urlsplit(api.configuration.host)
+    if url.scheme == "https":
+        return http.client.HTTPSConnection(url.hostname, url.port, timeout=timeout, context=client_ssl_context(api))
+    return http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
+
+
 def raw_get(api, path):
-    """GET a path of the client's cluster (the client's host and token) and return the decoded JSON."""
+    """GET a path of the client's cluster (the client's host, credentials and CA) and return the decoded JSON."""
     import json
     import urllib.request
     headers = {"Accept": "application/json"}
@@ -141,5 +172,5 @@ def raw_get(api, path):
     if token:
         headers["Authorization"] = token if token.startswith("Bearer") else "Bearer " + token
     request = urllib.request.Request(api.configuration.host + path, headers=headers)
-    with urllib.request.urlopen(request, timeout=30) as response:
+    with urllib.request.urlopen(request, timeout=30, context=client_ssl_context(api)) as response:
         return json.loads(response.read())

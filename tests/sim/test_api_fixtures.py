@@ -15,7 +15,7 @@ pytestmark = pytest.mark.sim_only
 
 def test_kube_sim_handle_reaches_its_cluster(kube_sim):
     assert kube_sim.is_real is False
-    assert kube_sim.url.startswith("http://127.0.0.1:")
+    assert kube_sim.url.startswith("https://127.0.0.1:")
     assert os.path.exists(kube_sim.kubeconfig)
     api = kube_sim.api_client()
     assert api.configuration.host == kube_sim.url

@@ -10,6 +10,8 @@ import json
 import urllib.error
 import urllib.request
 
+from tests.kube_sim.pki import urlopen as kube_sim_urlopen
+
 import pytest
 
 pytestmark = pytest.mark.sim_only
@@ -18,7 +20,7 @@ pytestmark = pytest.mark.sim_only
 def request(cluster, path, accept="application/json"):
     req = urllib.request.Request(cluster.url + path, headers={"Accept": accept})
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
+        with kube_sim_urlopen(req, timeout=30) as resp:
             return resp.status, resp.headers.get("Content-Type"), resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers.get("Content-Type"), exc.read()

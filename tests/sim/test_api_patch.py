@@ -6,6 +6,8 @@ import pytest
 from kubernetes import client
 from kubernetes.dynamic import DynamicClient
 
+from .conftest import raw_request
+
 
 def _deployment(name="web", env=None, ports=None, replicas=None):
     container = {"name": "main", "image": "nginx:1.27", "env": env or [{"name": "A", "value": "1"}],
@@ -183,7 +185,7 @@ def test_apply_requires_a_field_manager(api, ns):
         data=json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}).encode(),
         headers={"Content-Type": "application/apply-patch+yaml"})
     with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(request, timeout=10)
+        raw_request(api, request, timeout=10)
     assert err.value.code == 422
     assert "fieldManager: Required value" in json.loads(err.value.read())["message"]
 
@@ -194,7 +196,7 @@ def test_apply_accepts_yaml(api, ns):
     request = urllib.request.Request(
         api.configuration.host + "/api/v1/namespaces/%s/configmaps/from-yaml?fieldManager=yaml" % ns,
         method="PATCH", data=body.encode(), headers={"Content-Type": "application/apply-patch+yaml"})
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with raw_request(api, request, timeout=10) as response:
         assert response.status == 201
         assert json.loads(response.read())["data"] == {"a": "b"}
 

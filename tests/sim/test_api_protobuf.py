@@ -9,6 +9,8 @@ import json
 import urllib.error
 import urllib.request
 
+from tests.kube_sim.pki import urlopen as kube_sim_urlopen
+
 import pytest
 from kubernetes import client
 
@@ -45,7 +47,7 @@ def request(cluster, method, path, body=None, content_type=CONTENT_TYPE, accept=
     req = urllib.request.Request(cluster.url + path, data=body, method=method,
                                  headers={"Content-Type": content_type, "Accept": accept})
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
+        with kube_sim_urlopen(req, timeout=30) as resp:
             return resp.status, resp.headers.get("Content-Type"), resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers.get("Content-Type"), exc.read()

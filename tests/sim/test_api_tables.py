@@ -10,6 +10,7 @@ import urllib.request
 import pytest
 from kubernetes import client
 
+from tests.kube_sim.pki import urlopen as kube_sim_urlopen
 from tests.kube_sim.tables import human_duration
 
 pytestmark = pytest.mark.sim_only
@@ -20,7 +21,7 @@ TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;
 
 def get(cluster, path, accept=TABLE):
     req = urllib.request.Request(cluster.url + path, headers={"Accept": accept})
-    with urllib.request.urlopen(req, timeout=30) as resp:
+    with kube_sim_urlopen(req, timeout=30) as resp:
         return json.loads(resp.read())
 
 

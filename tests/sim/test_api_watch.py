@@ -1,6 +1,5 @@
 """Contract tests: watches as the kubernetes client's Watch helper and raw HTTP see them."""
 
-import http.client
 import json
 import threading
 import time
@@ -9,6 +8,8 @@ import urllib.parse
 import pytest
 from kubernetes import client, watch
 
+from .conftest import raw_connection, raw_request
+
 
 def _cm(name, labels=None):
     return {"metadata": {"name": name, "labels": labels or {}}, "data": {"k": "v"}}
@@ -16,8 +17,7 @@ def _cm(name, labels=None):
 
 def _raw_watch(api, path, **params):
     """Read a watch with plain http.client: (response, list of decoded events)."""
-    url = urllib.parse.urlsplit(api.configuration.host)
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    conn = raw_connection(api)
     params["watch"] = "1"
     conn.request("GET", path + "?" + urllib.parse.urlencode(params))
     response = conn.getresponse()
@@ -141,7 +141,7 @@ def _stream(api, path, limit):
     import urllib.request
     req = urllib.request.Request(api.configuration.host + path, headers={"Accept": "application/json"})
     events = []
-    with urllib.request.urlopen(req, timeout=30) as resp:
+    with raw_request(api, req) as resp:
         for line in resp:
             events.append(json.loads(line))
             if len(events) == limit:

@@ -44,7 +44,7 @@ def test_serve_prints_ready_writes_kubeconfig_and_exits_0_on_sigterm(tmp_path):
     try:
         url = line.split()[1]
         assert line == "ready %s\n" % url
-        assert url.startswith("http://127.0.0.1:")
+        assert url.startswith("https://127.0.0.1:")
         api = config.new_client_from_config(config_file=str(kubeconfig))
         assert api.configuration.host == url
         assert client.VersionApi(api).get_code().git_version.endswith("+k3s1")

@@ -7,6 +7,7 @@ import urllib.request
 import pytest
 from kubernetes import client
 
+from tests.kube_sim.pki import urlopen as kube_sim_urlopen
 from tests.kube_sim.world_testing import condition, container_status, is_ready, plain_pod, wait_for, wait_until
 
 pytestmark = pytest.mark.sim_only
@@ -96,7 +97,7 @@ def test_crash_loop_back_off_with_logs(lab):
     assert v1.read_namespaced_pod_log("crasher", "apps", previous=True, since_seconds=3600) == previous
     path = "/api/v1/namespaces/apps/pods/crasher/log?previous=true&sinceTime="
     for moment, expected in ((time.time() - 3600, previous), (time.time() + 3600, "")):
-        with urllib.request.urlopen(cluster.url + path + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment)),
+        with kube_sim_urlopen(cluster.url + path + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment)),
                                     timeout=10) as response:
             assert response.read().decode() == expected
     backoff = events(v1, "crasher", "BackOff")

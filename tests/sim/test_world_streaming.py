@@ -15,6 +15,7 @@ import urllib.parse
 import pytest
 from kubernetes import client
 
+from tests.kube_sim.pki import https_connection
 from tests.kube_sim.world_testing import (QWEN, R1, condition, gpu_pod_spec, proxy, vllm_container,
                                           vllm_deployment, vllm_service, wait_for, wait_until)
 
@@ -102,12 +103,11 @@ def events_of(chunks):
 
 def raw_connection(cluster):
     parts = urllib.parse.urlsplit(cluster.url)
-    return http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    return https_connection(parts.hostname, parts.port, timeout=30)
 
 
 def post_raw(conn, path, body):
-    conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json",
-                                                               "Authorization": "Bearer test"})
+    conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
     return conn.getresponse()
 
 
