@@ -11,6 +11,7 @@ import re
 import subprocess
 
 import pytest
+import yaml
 
 from tests.integration.test_playbooks import NS, ROOT, ansible_playbook, start_sim, stop_sim
 
@@ -40,7 +41,7 @@ def gpu_mode(args, cwd, kubeconfig, timeout=600):
 def other_cluster_kubeconfig(cluster, tmp_path):
     """The simulator's kubeconfig under another context name: to gpu-mode, a lab's cluster."""
     with open(cluster.kubeconfig) as handle:
-        config = json.load(handle)
+        config = yaml.safe_load(handle)
     config["contexts"][0]["name"] = config["current-context"] = "homelab"
     path = tmp_path / "lab-kubeconfig"
     path.write_text(json.dumps(config))

@@ -1,9 +1,10 @@
 """Write the kubeconfig that points the kubernetes client, kubernetes.core and kubectl at the simulator.
 
-Over TLS (the default) it is the kubeconfig k3s writes to ``/etc/rancher/k3s/k3s.yaml``: cluster,
-context and user all named ``default``, the server CA as ``certificate-authority-data`` and the
-admin's client certificate and key (``system:admin``, group ``system:masters``) as
-``client-certificate-data`` / ``client-key-data``. :func:`service_account_kubeconfig_dict` is
+Over TLS (the default) it is the kubeconfig k3s writes to ``/etc/rancher/k3s/k3s.yaml``: cluster
+and user named ``default``, the server CA as ``certificate-authority-data`` and the admin's client
+certificate and key (``system:admin``, group ``system:masters``) as ``client-certificate-data`` /
+``client-key-data``. Only the context is named ``kube-sim`` instead of ``default``: scripts/gpu-mode
+tells the simulator from a real k3s (whose context is ``default``) by it. :func:`service_account_kubeconfig_dict` is
 the same cluster reached with a service account's bearer token. With plain HTTP
 (``--insecure-http``) the user carries a token the simulator does not check.
 """
@@ -11,7 +12,8 @@ the same cluster reached with a service account's bearer token. With plain HTTP
 import base64
 import os
 
-CONTEXT = "default"
+CONTEXT = "kube-sim"
+NAME = "default"     # the cluster's and the user's, as in k3s.yaml
 TOKEN = "kube-sim-token"
 
 
@@ -24,9 +26,9 @@ def _config(url, cluster, user, context=CONTEXT):
         "apiVersion": "v1",
         "kind": "Config",
         "preferences": {},
-        "clusters": [{"name": context, "cluster": dict(cluster, server=url)}],
-        "users": [{"name": context, "user": user}],
-        "contexts": [{"name": context, "context": {"cluster": context, "user": context}}],
+        "clusters": [{"name": NAME, "cluster": dict(cluster, server=url)}],
+        "users": [{"name": NAME, "user": user}],
+        "contexts": [{"name": context, "context": {"cluster": NAME, "user": NAME}}],
         "current-context": context,
     }
 

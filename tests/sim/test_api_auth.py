@@ -35,8 +35,10 @@ def _plain_request(cluster, method, path, token=None, body=None):
 def test_the_admin_kubeconfig_is_the_one_k3s_writes(kube_api):
     with open(kube_api.kubeconfig) as handle:
         config = yaml.safe_load(handle)
-    assert config["current-context"] == "default"
-    assert config["contexts"] == [{"name": "default", "context": {"cluster": "default", "user": "default"}}]
+    # k3s.yaml's layout; only the context is kube-sim (scripts/gpu-mode tells the simulator by it)
+    assert config["current-context"] == "kube-sim"
+    assert config["contexts"] == [{"name": "kube-sim", "context": {"cluster": "default", "user": "default"}}]
+    assert config["clusters"][0]["name"] == "default"
     cluster = config["clusters"][0]["cluster"]
     assert cluster["server"] == kube_api.url and kube_api.url.startswith("https://127.0.0.1:")
     assert base64.b64decode(cluster["certificate-authority-data"]) == kube_api.ca_pem
