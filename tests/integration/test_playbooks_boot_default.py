@@ -9,10 +9,12 @@ file, leaves the cluster in r1 as before a reboot, runs the installed script
 with the real kubectl, and checks that vLLM is back in mode ml in a way the
 vllm_mode module recognises (a following switch to ml changes nothing).
 """
+import base64
 import json
 import os
 import stat
 import subprocess
+import time
 
 import pytest
 
@@ -90,15 +92,15 @@ def install(cluster, tmp, paths, *extra, enabled=True, check=True):
 
 
 def give_token(cluster):
-    """The boot account's token Secret as k3s' token controller fills it. The simulator has
-    neither RBAC nor a token controller (and the demo inventory turns the boot account off,
-    see inventory/demo/group_vars/all.yml), so the test puts the filled Secret in itself."""
-    cluster.core.create_namespaced_secret(NS, {
-        "metadata": {"name": "vllm-boot-default-token",
-                     "annotations": {"kubernetes.io/service-account.name": "vllm-boot-default"}},
-        "type": "Opaque",
-        "data": {"token": "c2ltLXRva2Vu"},
-    })
+    """What site.yml does with the boot account on: the ServiceAccount, its Role and RoleBinding and
+    the token Secret, which the simulator's token controller fills as k3s's does. Returns the token."""
+    ansible_playbook(cluster, "site.yml", "-e", "vllm_boot_default_mode_enabled=true")
+    for _attempt in range(300):
+        data = cluster.core.read_namespaced_secret("vllm-boot-default-token", NS).data or {}
+        if data.get("token"):
+            return base64.b64decode(data["token"]).decode()
+        time.sleep(0.1)
+    raise AssertionError("the token controller did not fill Secret vllm-boot-default-token")
 
 
 def test_check_mode_before_the_token_exists_writes_nothing_and_does_not_wait(env):
@@ -114,13 +116,13 @@ def test_check_mode_before_the_token_exists_writes_nothing_and_does_not_wait(env
 
 def test_install_writes_scoped_kubeconfig_manifests_script_and_unit(env):
     cluster, tmp, paths = env
-    give_token(cluster)
+    token = give_token(cluster)
     rc, out = install(cluster, tmp, paths)
     kubeconfig = paths["config"] / "gpu-mode-default.kubeconfig"
     assert stat.S_IMODE(kubeconfig.stat().st_mode) == 0o600
     text = kubeconfig.read_text()
-    assert "sim-token" in text and cluster.url in text
-    assert "sim-token" not in out  # no_log: the token never reaches the output
+    assert token in text and cluster.url in text
+    assert token not in out  # no_log: the token never reaches the output
     manifest = json.loads((paths["config"] / "gpu-mode-default" / "vllm-server.deployment.json").read_text())
     assert manifest["metadata"]["labels"]["gpu-mode"] == "ml"
     assert "status" not in manifest and "resourceVersion" not in manifest["metadata"]

@@ -3,7 +3,8 @@
 As kube-apiserver authenticates: a client certificate the client CA signed names the user
 (subject CN) and its groups (subject O); a bearer token must be one the simulator issued for a
 ServiceAccount (TokenRequest, ``POST .../serviceaccounts/<name>/token``) that still exists with
-the same uid, and not expired. Anything else is 401 Unauthorized. Service-account tokens are
+the same uid, and not expired; a long-lived token that the token controller wrote into a Secret of
+type ``kubernetes.io/service-account-token`` (controllers.py) is valid while that Secret exists. Anything else is 401 Unauthorized. Service-account tokens are
 JWTs as k3s issues them (claims ``iss``, ``sub``, ``aud``, ``exp``, ``kubernetes.io``), signed
 with a key of the simulator process (HS256; only the simulator reads them).
 """
@@ -54,13 +55,19 @@ def _unb64(text):
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def issue_token(namespace, name, uid, expiration_seconds=DEFAULT_EXPIRATION, now=None, audiences=None):
-    """A signed service-account token: (token, expiry epoch seconds)."""
+def issue_token(namespace, name, uid, expiration_seconds=DEFAULT_EXPIRATION, now=None, audiences=None, secret=None):
+    """A signed service-account token: (token, expiry epoch seconds). With ``secret`` (the name of a
+    service-account-token Secret) a long-lived token, as the token controller writes: no expiry,
+    valid while the Secret exists."""
     now = int(now if now is not None else time.time())
-    exp = now + int(expiration_seconds)
-    claims = {"aud": list(audiences or AUDIENCES), "exp": exp, "iat": now, "nbf": now, "iss": ISSUER,
+    claims = {"aud": list(audiences or AUDIENCES), "iat": now, "nbf": now, "iss": ISSUER,
               "sub": "system:serviceaccount:%s:%s" % (namespace, name),
               "kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": name, "uid": uid}}}
+    exp = None
+    if secret is not None:
+        claims["kubernetes.io"]["secret"] = {"name": secret}
+    else:
+        exp = claims["exp"] = now + int(expiration_seconds)
     header = _b64(json.dumps({"alg": "HS256", "kid": "kube-sim", "typ": "JWT"}, separators=(",", ":")).encode())
     payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
     signature = _b64(hmac.new(_KEY, ("%s.%s" % (header, payload)).encode(), hashlib.sha256).digest())
@@ -110,11 +117,17 @@ def _token_user(token, store):
     try:
         info = claims["kubernetes.io"]
         namespace, name, uid = info["namespace"], info["serviceaccount"]["name"], info["serviceaccount"]["uid"]
-        exp = float(claims["exp"])
+        secret = (info.get("secret") or {}).get("name")
+        exp = float(claims["exp"]) if secret is None else None
     except (KeyError, TypeError, ValueError):
         raise unauthorized() from None
-    if exp <= time.time():
+    if exp is not None and exp <= time.time():
         raise unauthorized()
+    if secret is not None:
+        try:
+            store.get("secrets", secret, namespace)
+        except ApiError:
+            raise unauthorized() from None
     try:
         account = store.get("serviceaccounts", name, namespace)
     except ApiError:

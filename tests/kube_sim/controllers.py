@@ -6,12 +6,14 @@ the world lock held and writes through ``store.mutate`` / ``store.create`` so th
 changes nothing writes nothing.
 """
 
+import base64
 import copy
 import hashlib
 import json
 import math
 import random
 
+from .auth import issue_token
 from .errors import ApiError
 from .selectors import labels_match, selector_from_label_selector
 
@@ -21,6 +23,9 @@ DEPLOYMENT_COMPONENT = "deployment-controller"
 RS_COMPONENT = "replicaset-controller"
 SCHEDULER = "default-scheduler"
 ENDPOINT_COMPONENT = "endpoint-controller"
+SA_TOKEN_TYPE = "kubernetes.io/service-account-token"
+SA_NAME_ANNOTATION = "kubernetes.io/service-account.name"
+SA_UID_ANNOTATION = "kubernetes.io/service-account.uid"
 UNREADABLE_NODE = "node(s) the simulated scheduler could not evaluate (see their Warning events)"
 
 
@@ -651,6 +656,32 @@ class Controllers(object):
         return [], False
 
     # ------------------------------------------------------------------ Endpoints
+    def sync_token_secrets(self):
+        """The token controller: a Secret of type kubernetes.io/service-account-token whose
+        ``kubernetes.io/service-account.name`` annotation names an existing ServiceAccount gets its
+        long-lived ``token``, the API server's ``ca.crt`` and ``namespace``, as k3s fills it."""
+        for secret in self.store.list("secrets")[0]:
+            meta = secret["metadata"]
+            account_name = (meta.get("annotations") or {}).get(SA_NAME_ANNOTATION)
+            if secret.get("type") != SA_TOKEN_TYPE or not account_name or (secret.get("data") or {}).get("token"):
+                continue
+            try:
+                account = self.store.get("serviceaccounts", account_name, meta["namespace"])
+            except ApiError:
+                continue
+            token = issue_token(meta["namespace"], account_name, account["metadata"]["uid"],
+                                secret=meta["name"])[0]
+
+            def fill(obj, token=token, uid=account["metadata"]["uid"]):
+                if (obj.get("data") or {}).get("token"):
+                    return None
+                obj.setdefault("metadata", {}).setdefault("annotations", {})[SA_UID_ANNOTATION] = uid
+                obj["data"] = dict(obj.get("data") or {}, **{
+                    key: base64.b64encode(value.encode()).decode() for key, value in (
+                        ("token", token), ("ca.crt", self.store.root_ca), ("namespace", meta["namespace"]))})
+                return obj
+            self.store.mutate("secrets", meta["name"], meta["namespace"], fill)
+
     def sync_endpoints(self):
         services = self.store.list("services")[0]
         pods = self.store.list("pods")[0]

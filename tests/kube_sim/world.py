@@ -156,7 +156,8 @@ class World(object):
                                 ("replicaset-controller", self.controllers.sync_replicasets),
                                 ("default-scheduler", self.controllers.schedule),
                                 ("kubelet", self.kubelet.sync),
-                                ("endpoint-controller", self.controllers.sync_endpoints)):
+                                ("endpoint-controller", self.controllers.sync_endpoints),
+                                ("tokens-controller", self.controllers.sync_token_secrets)):
             try:
                 step()
             except Exception as exc:  # pylint: disable=broad-except

@@ -5,6 +5,7 @@ import base64
 import http.client
 import json
 import ssl
+import time
 import urllib.parse
 
 import pytest
@@ -92,3 +93,28 @@ def test_a_service_account_kubeconfig_reaches_the_cluster_with_the_ca_and_token(
     assert set(user) == {"token"}
     as_account = kube_api.api_client(path)
     assert client.CoreV1Api(as_account).read_namespaced_service_account("reader", ns).metadata.name == "reader"
+
+
+def test_the_token_controller_fills_a_service_account_token_secret(kube_sim):
+    """A Secret of type kubernetes.io/service-account-token gets a long-lived token, the CA and the
+    namespace once its account exists; the token is void once the Secret is gone."""
+    v1 = client.CoreV1Api(kube_sim.api_client())
+    v1.create_namespaced_secret("default", {
+        "metadata": {"name": "boot-token", "annotations": {"kubernetes.io/service-account.name": "boot"}},
+        "type": "kubernetes.io/service-account-token"})
+    v1.create_namespaced_service_account("default", {"metadata": {"name": "boot"}})
+    data = None
+    for _attempt in range(200):
+        data = v1.read_namespaced_secret("boot-token", "default").data
+        if data and data.get("token"):
+            break
+        time.sleep(0.05)
+    assert data and set(data) == {"token", "ca.crt", "namespace"}, data
+    assert base64.b64decode(data["ca.crt"]) == kube_sim.ca_pem
+    assert base64.b64decode(data["namespace"]) == b"default"
+    token = base64.b64decode(data["token"]).decode()
+    status, body = _plain_request(kube_sim, "GET", "/version", token)
+    assert status == 200 and body["gitVersion"].endswith("+k3s1")
+    v1.delete_namespaced_secret("boot-token", "default")
+    status, body = _plain_request(kube_sim, "GET", "/version", token)
+    assert (status, body["reason"]) == (401, "Unauthorized")
