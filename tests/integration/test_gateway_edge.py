@@ -11,12 +11,12 @@ import socket
 import struct
 import threading
 import time
-import urllib.request
 
 import pytest
 import yaml
 
 from tests.integration.gateway_helpers import ROOT, engine_switch_to, gateway_config, setup_namespace, start_gateway
+from tests.kube_sim.pki import urlopen as kube_sim_urlopen
 
 SPEED = float(os.environ.get("HOMELAB_GPU_SIM_SPEED") or 50)
 ROLE_DEFAULTS = os.path.join(ROOT, "roles", "vllm", "defaults", "main.yml")
@@ -272,5 +272,5 @@ def test_forwarded_answers_reuse_the_connections_to_the_api_servers_proxy(cluste
 
 
 def sim_connections(cluster):
-    with urllib.request.urlopen(cluster.url + "/_sim/connections", timeout=10) as response:
+    with kube_sim_urlopen(cluster.url + "/_sim/connections", timeout=10) as response:
         return json.loads(response.read())["connections"]
