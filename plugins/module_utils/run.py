@@ -243,8 +243,14 @@ def plain_switch(run, profile, check_mode=False, want_diff=False, before=None, a
     live, the_plan = plan_switch(run, profile)                                   # 1. read and plan
     result = base_result(profile, the_plan, wait_timeout)
     if the_plan["action"] in ("noop", "absent_ok"):
+        stopped = False
+        if before is not None and not check_mode:
+            # the Deployment already is in this mode, but resident pods still run (a stop that was cut off)
+            under_lease(run, before)
+            stopped = True
         try:
-            return confirm(run, profile, the_plan, live, result, wait_timeout, check_mode)
+            out = confirm(run, profile, the_plan, live, result, wait_timeout, check_mode)
+            return dict(out, changed=True) if stopped or (before is not None and check_mode) else out
         except Superseded as exc:
             if again:
                 raise SwitchFailed("Another switch of %s/%s to %s started while this one waited; run it again."

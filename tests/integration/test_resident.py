@@ -174,6 +174,19 @@ def test_gaming_stops_every_resident_pod_and_leaving_it_starts_them_again(kube_s
 
 
 @pytest.mark.sim_only
+def test_gaming_stops_resident_pods_left_running_even_when_the_deployment_already_is_in_gaming(kube_sim):
+    assert engine(kube_sim, "ml")["failed"] is False
+    assert engine(kube_sim, "gaming")["failed"] is False
+    # a resident Deployment that runs again behind the switch's back (a stop that was cut off, kubectl scale)
+    client.AppsV1Api(kube_sim.api_client()).patch_namespaced_deployment_scale(
+        "vllm-server-r1", NS, {"spec": {"replicas": 1}})
+    wait_for(lambda: pods(kube_sim, "homelab.gpu/resident=r1"), "the r1 pod did not come back")
+    res = engine(kube_sim, "gaming")
+    assert res["failed"] is False and res["changed"] is True, res["msg"]
+    assert pods(kube_sim) == []
+
+
+@pytest.mark.sim_only
 def test_a_wake_that_times_out_rolls_back_to_the_previous_mode_awake_and_verified(kube_sim):
     kube_sim.patch_scenario({"models": {"casperhansen/deepseek-r1-distill-qwen-7b-awq": {"wake_seconds": 3000}}})
     assert engine(kube_sim, "ml")["failed"] is False
