@@ -4,11 +4,19 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The Ansible modules' connection to the Kubernetes API: the switch engine's transport.
 
-The connection is configured exactly as kubernetes.core configures it (its auth options,
-K8S_AUTH_* environment variables, kubeconfig file or dict, context, in-cluster config),
-through kubernetes.core's helpers; requests then go through the kubernetes client's urllib3
-pool (``Urllib3Transport``). Everything above the transport (retries, verbs, watches: api.py)
-is the engine's and imports neither Ansible nor the kubernetes client.
+Two paths, one behaviour. When the connection options name nothing but a kubeconfig file (the
+``kubeconfig`` option, K8S_AUTH_KUBECONFIG, one $KUBECONFIG file or ~/.kube/config) and perhaps a
+``context``, and that file's cluster and user need only what the standard library does (a server,
+a CA, a token or token file, a client certificate, insecure-skip-tls-verify), the modules use the
+engine's own transport (``http_transport.HttpTransport``, the gateway's): no kubernetes client to
+import, which is most of a module's start-up (about 1.5 s of a no-op on a small box).
+
+Every other connection (kubernetes.core's host/api_key/username/... options or K8S_AUTH_*
+variables, a kubeconfig given as a dict, several $KUBECONFIG files, exec or auth-provider plugins,
+proxies, the in-cluster service account) is configured exactly as kubernetes.core configures it,
+through kubernetes.core's helpers; requests then go through the kubernetes client's urllib3 pool
+(``Urllib3Transport``). Everything above the transport (retries, verbs, watches: api.py) is the
+engine's and imports neither Ansible nor the kubernetes client.
 
 kubernetes.core exposes no public function that builds a client configuration without API
 discovery (``get_api_client`` discovers, which would cost a no-op switch its request budget),
@@ -20,6 +28,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import atexit
 import os
 import socket
 import sys
@@ -28,23 +37,98 @@ from typing import List, Optional, Tuple
 
 from ansible.module_utils.basic import missing_required_lib
 from ansible_collections.homelab.gpu.plugins.module_utils.api import Api, KubeError
+from ansible_collections.homelab.gpu.plugins.module_utils.http_transport import ConfigError, HttpTransport, \
+    load_yaml_subset
 from ansible_collections.homelab.gpu.plugins.module_utils.transport import Response, Transport, TransportError, \
     encode_query
 
-try:
-    import urllib3
-    from kubernetes.client import rest as kubernetes_rest
-    IMPORT_ERROR = None
-except ImportError:  # reported by connect(), with the interpreter and the fix
-    urllib3 = kubernetes_rest = None
-    IMPORT_ERROR = traceback.format_exc()
+# Set by load_client(): the kubernetes client's modules, or the tracebacks of their import.
+urllib3 = kubernetes_rest = core_client = None
+IMPORT_ERROR = CORE_IMPORT_ERROR = None
+
+# kubernetes.core's connection options the standard-library path serves (every other one, set,
+# takes the kubernetes client's path), and the environment variables that stand for options.
+STDLIB_OPTIONS = ("kubeconfig", "context")
+STDLIB_ENV = ("K8S_AUTH_KUBECONFIG", "K8S_AUTH_CONTEXT")
+# The kubeconfig keys the standard-library transport understands, per cluster and per user.
+STDLIB_CLUSTER_KEYS = ("server", "certificate-authority", "certificate-authority-data", "insecure-skip-tls-verify")
+STDLIB_USER_KEYS = ("token", "tokenFile", "client-certificate", "client-certificate-data", "client-key",
+                    "client-key-data")
+
+
+def load_client():
+    # type: () -> None
+    """Import the kubernetes client and kubernetes.core's client helpers (once); an import that
+    fails leaves its traceback in IMPORT_ERROR / CORE_IMPORT_ERROR for connect() to report."""
+    global urllib3, kubernetes_rest, core_client, IMPORT_ERROR, CORE_IMPORT_ERROR  # pylint: disable=global-statement
+    if kubernetes_rest is not None or IMPORT_ERROR:
+        return
+    try:
+        import urllib3 as _urllib3
+        from kubernetes.client import rest as _rest
+        urllib3, kubernetes_rest = _urllib3, _rest
+    except ImportError:  # reported by connect(), with the interpreter and the fix
+        IMPORT_ERROR = traceback.format_exc()
+        return
+    try:
+        from ansible_collections.kubernetes.core.plugins.module_utils.k8s import client as _core_client
+        core_client = _core_client
+    except ImportError:
+        CORE_IMPORT_ERROR = traceback.format_exc()
+
+
+def stdlib_kubeconfig(params, environ=None):
+    # type: (dict, Optional[dict]) -> Optional[Tuple[str, Optional[str]]]
+    """(kubeconfig file, context) when the connection ``params`` (kubernetes.core's auth options)
+    and the environment name only a kubeconfig file whose cluster and user the standard-library
+    transport serves; None when the kubernetes client's path must take them. Reads that one file."""
+    environ = os.environ if environ is None else environ
+    for key, value in params.items():
+        if key not in STDLIB_OPTIONS and key in AUTH_OPTIONS and value not in (None, "", [], {}):
+            return None
+    if any(key.startswith("K8S_AUTH_") and key not in STDLIB_ENV and value for key, value in environ.items()):
+        return None
+    path = params.get("kubeconfig") or environ.get("K8S_AUTH_KUBECONFIG")
+    if not path:
+        if environ.get("KUBECONFIG"):
+            path = environ["KUBECONFIG"]
+        elif environ.get("KUBERNETES_SERVICE_HOST"):
+            return None   # in-cluster first, as kubernetes.core does
+        else:
+            path = "~/.kube/config"
+    if not isinstance(path, str) or os.pathsep in path:
+        return None
+    context = params.get("context") or environ.get("K8S_AUTH_CONTEXT") or None
+    try:
+        with open(os.path.expanduser(path)) as handle:
+            config = load_yaml_subset(handle.read())
+    except (OSError, ValueError, ConfigError):
+        return None
+    try:
+        name = context or config.get("current-context")
+        ctx = _entry(config, "contexts", name)
+        cluster = _entry(config, "clusters", ctx.get("cluster"))
+        user = _entry(config, "users", ctx.get("user")) if ctx.get("user") else {}
+    except (AttributeError, KeyError, TypeError):
+        return None
+    if not cluster.get("server") or any(k not in STDLIB_CLUSTER_KEYS for k in cluster) \
+            or any(k not in STDLIB_USER_KEYS for k in user):
+        return None
+    return path, context
+
+
+def _entry(config, kind, name):
+    for item in config.get(kind) or []:
+        if item.get("name") == name:
+            return item[kind[:-1]] or {}
+    raise KeyError(name)
+
 
 try:
-    from ansible_collections.kubernetes.core.plugins.module_utils.k8s import client as core_client
-    CORE_IMPORT_ERROR = None
-except ImportError:  # without the kubernetes client, kubernetes.core's client module fails to import too
-    core_client = None
-    CORE_IMPORT_ERROR = traceback.format_exc()
+    from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC as _AUTH
+    AUTH_OPTIONS = tuple(_AUTH)
+except ImportError:  # pragma: no cover - reported by connect()
+    AUTH_OPTIONS = ()
 
 
 def kubeconfig_source(auth, environ=None):
@@ -73,6 +157,7 @@ def build_configuration(module):
     Raises KubeError with one sentence, naming the kubeconfig file it tried, when it cannot be
     loaded.
     """
+    load_client()
     auth = core_client._create_auth_spec(module)
     source, paths = kubeconfig_source(auth)
     direct = auth.get("host") and (auth.get("api_key") or (auth.get("username") and auth.get("password"))
@@ -100,6 +185,7 @@ class Urllib3Transport(Transport):
     """Requests over the kubernetes client's urllib3 pool, with the configuration's credentials."""
 
     def __init__(self, configuration, headers=None):
+        load_client()
         self.configuration = configuration
         self.host = configuration.host.rstrip("/")
         self.pool = kubernetes_rest.RESTClientObject(configuration).pool_manager
@@ -155,7 +241,18 @@ def missing_kubernetes_message(interpreter):
 
 def connect(module):
     """The engine's Api for a module's kubernetes.core connection options; on a connection
-    configuration error the module fails with that one sentence (nothing was requested yet)."""
+    configuration error the module fails with that one sentence (nothing was requested yet).
+    A plain kubeconfig file takes the standard-library transport (no kubernetes client import)."""
+    found = stdlib_kubeconfig(dict((k, module.params.get(k)) for k in AUTH_OPTIONS))
+    if found is not None:
+        try:
+            transport = HttpTransport.from_kubeconfig(found[0], found[1])
+        except ConfigError:
+            transport = None   # the kubernetes client's path says what is wrong, as it always did
+        if transport is not None:
+            atexit.register(transport.close)   # the key material it wrote to a private temporary folder
+            return Api(transport)
+    load_client()
     if IMPORT_ERROR:
         module.fail_json(msg=missing_kubernetes_message(sys.executable), exception=IMPORT_ERROR, changed=False)
     if CORE_IMPORT_ERROR:

@@ -1,10 +1,13 @@
-"""A control node whose module interpreter lacks the kubernetes package: every module stops with
-Ansible's missing_required_lib sentence, naming the interpreter it ran on and how to fix it, and
-sends nothing to the cluster."""
+"""A control node whose module interpreter lacks the kubernetes package: a module whose connection
+needs the kubernetes client (here: a kubeconfig that does not exist, so kubernetes.core's loader
+must say what is wrong) stops with Ansible's missing_required_lib sentence, naming the interpreter
+it ran on and how to fix it, and sends nothing to the cluster; a plain kubeconfig file is served by
+the engine's standard-library transport and needs no kubernetes client at all."""
 import stat
 import sys
 
 import pytest
+from kubernetes import client
 
 MODULES = {
     "homelab.gpu.vllm_mode": {"mode": "gaming", "modes": {"gaming": {"replicas": 0}}},
@@ -35,3 +38,17 @@ def test_missing_kubernetes_names_the_interpreter_and_the_fix(playbook, bare_pyt
         assert "Failed to import the required Python library (kubernetes)" in msg, (module, msg)
         assert "%s -m pip install kubernetes" % sys.executable in msg, (module, msg)
         assert "ansible_python_interpreter" in msg, (module, msg)
+
+
+def test_a_plain_kubeconfig_needs_no_kubernetes_client(playbook, bare_python, kube_sim_factory):
+    """A kubeconfig file with a server and a token (or CA and client certificate) is served by the
+    engine's standard-library transport: the modules work where the kubernetes package is missing,
+    and start without importing it."""
+    sim = kube_sim_factory()
+    client.CoreV1Api(sim.api_client()).create_namespace({"metadata": {"name": "ml"}})
+    run = playbook.run([{"name": "status", "homelab.gpu.vllm_mode_info": {
+        "modes": {"gaming": {"replicas": 0}}, "kubeconfig": sim.kubeconfig}, "ignore_errors": True}],
+        play_vars={"ansible_python_interpreter": bare_python})
+    result = run.result("status")
+    assert not result.get("failed"), result.get("msg")
+    assert result["changed"] is False and sim.requests()["total"] > 0

@@ -120,7 +120,8 @@ def test_the_kubernetes_core_helpers_this_transport_uses_still_exist():
 
     for name in ("_create_auth_spec", "_create_configuration", "_create_headers"):
         assert callable(getattr(core_client, name, None)), name
-    assert kube.IMPORT_ERROR is None
+    kube.load_client()
+    assert kube.IMPORT_ERROR is None and kube.CORE_IMPORT_ERROR is None and kube.core_client is core_client
 
 
 def test_the_kubeconfig_source_names_the_file_that_was_tried():
@@ -130,3 +131,50 @@ def test_the_kubeconfig_source_names_the_file_that_was_tried():
         "kubeconfig file /b.yaml:/c.yaml named by $KUBECONFIG", ["/b.yaml", "/c.yaml"])
     source, paths = kube.kubeconfig_source({}, {})
     assert source.startswith("default kubeconfig ~/.kube/config") and paths == ["~/.kube/config"]
+
+
+PLAIN = """apiVersion: v1
+kind: Config
+clusters:
+- name: lab
+  cluster:
+    server: https://192.168.1.10:6443
+    certificate-authority-data: Zm9v
+users:
+- name: admin
+  user:
+%s
+contexts:
+- name: lab
+  context: {cluster: lab, user: admin}
+current-context: lab
+"""
+
+
+@pytest.mark.parametrize("user, params, environ, stdlib", [
+    ("    token: abc", {}, {}, True),
+    ("    client-certificate-data: Zm9v\n    client-key-data: YmFy", {"context": "lab"}, {}, True),
+    ("    token: abc", {"host": "https://other:6443"}, {}, False),            # a kubernetes.core option
+    ("    token: abc", {"validate_certs": False}, {}, False),
+    ("    token: abc", {}, {"K8S_AUTH_API_KEY": "x"}, False),                 # an option from the environment
+    ("    exec: {command: aws}", {}, {}, False),                               # a plugin only the client runs
+    ("    username: admin\n    password: secret", {}, {}, False),             # basic auth
+])
+def test_only_a_plain_kubeconfig_takes_the_standard_library_path(tmp_path, user, params, environ, stdlib):
+    path = tmp_path / "config"
+    path.write_text(PLAIN % user)
+    found = kube.stdlib_kubeconfig(dict(params, kubeconfig=str(path)), environ)
+    assert (found is not None) is stdlib
+    if stdlib:
+        assert found == (str(path), params.get("context"))
+
+
+def test_the_kubeconfig_comes_from_where_kubernetes_core_looks(tmp_path):
+    path = tmp_path / "config"
+    path.write_text(PLAIN % "    token: abc")
+    assert kube.stdlib_kubeconfig({}, {"KUBECONFIG": str(path)}) == (str(path), None)
+    assert kube.stdlib_kubeconfig({}, {"K8S_AUTH_KUBECONFIG": str(path), "K8S_AUTH_CONTEXT": "lab"}) == (str(path), "lab")
+    assert kube.stdlib_kubeconfig({}, {"KUBECONFIG": "%s:%s" % (path, path)}) is None      # merged files
+    assert kube.stdlib_kubeconfig({}, {"KUBERNETES_SERVICE_HOST": "10.43.0.1", "HOME": str(tmp_path)}) is None
+    assert kube.stdlib_kubeconfig({"kubeconfig": str(tmp_path / "missing")}, {}) is None
+    assert kube.stdlib_kubeconfig({"kubeconfig": {"clusters": []}}, {}) is None            # a dict
