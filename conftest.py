@@ -48,6 +48,7 @@ EXPECTED_SECONDS = {
     "tests/integration/test_vllm_mode_failures.py": 110,
     "tests/integration/test_manifests_validate.py": 100,
     "tests/quality/test_changelog.py": 90,
+    "tests/integration/test_gateway_pod.py": 90,
     "tests/integration/test_gateway.py": 80,
     "tests/integration/test_playbooks_default_callback.py": 60,
     "tests/quality/test_build.py": 50,
