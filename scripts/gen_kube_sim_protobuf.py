@@ -28,6 +28,8 @@ PACKAGES = {
     "coordination.v1": (0, "coordination/v1", ["types.go"]),
     "node.v1": (0, "node/v1", ["types.go"]),
     "autoscaling.v1": (0, "autoscaling/v1", ["types.go"]),
+    "rbac.v1": (0, "rbac/v1", ["types.go"]),
+    "authentication.v1": (0, "authentication/v1", ["types.go"]),
     "meta.v1": (1, "pkg/apis/meta/v1", ["types.go"]),
 }
 IMPORT_PATHS = {
@@ -38,6 +40,8 @@ IMPORT_PATHS = {
     "k8s.io/api/coordination/v1": "coordination.v1",
     "k8s.io/api/node/v1": "node.v1",
     "k8s.io/api/autoscaling/v1": "autoscaling.v1",
+    "k8s.io/api/rbac/v1": "rbac.v1",
+    "k8s.io/api/authentication/v1": "authentication.v1",
     "k8s.io/apimachinery/pkg/apis/meta/v1": "meta.v1",
     "k8s.io/apimachinery/pkg/api/resource": "resource",
     "k8s.io/apimachinery/pkg/util/intstr": "intstr",
@@ -65,6 +69,11 @@ KINDS = {
     "networking.k8s.io/v1/Ingress": "networking.v1.Ingress",
     "networking.k8s.io/v1/IngressClass": "networking.v1.IngressClass",
     "autoscaling/v1/Scale": "autoscaling.v1.Scale",
+    "rbac.authorization.k8s.io/v1/Role": "rbac.v1.Role",
+    "rbac.authorization.k8s.io/v1/RoleBinding": "rbac.v1.RoleBinding",
+    "rbac.authorization.k8s.io/v1/ClusterRole": "rbac.v1.ClusterRole",
+    "rbac.authorization.k8s.io/v1/ClusterRoleBinding": "rbac.v1.ClusterRoleBinding",
+    "authentication.k8s.io/v1/TokenRequest": "authentication.v1.TokenRequest",
     # every group version knows DeleteOptions (the body of a DELETE)
     "*/DeleteOptions": "meta.v1.DeleteOptions",
 }

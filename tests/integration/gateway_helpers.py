@@ -1,9 +1,15 @@
 """Helpers of the gateway tests and benchmark: the catalog, the gateway as a subprocess, an HTTP
-client that shows what a user sees, and readers of what the gateway wrote to the cluster."""
+client that shows what a user sees, and readers of what the gateway wrote to the cluster.
+
+Against the simulator the gateway runs as its ServiceAccount ``vllm-gateway``, held by RBAC to the
+Role and ClusterRole that the vllm role renders from roles/vllm/templates/gateway-objects.yml.j2
+for the gateway's configuration (:func:`gateway_rbac`), so every gateway test proves the role's
+RBAC sufficient."""
 import http.client
 import http.server
 import json
 import os
+import re
 import select
 import socket
 import subprocess
@@ -36,6 +42,13 @@ MODES = {
              "lock": False},
 }
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+ROLE = os.path.join(ROOT, "roles", "vllm")
+RBAC_KINDS = ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
+PATHS = {"ServiceAccount": "/api/v1/namespaces/%(ns)s/serviceaccounts",
+         "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/%(ns)s/roles",
+         "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/%(ns)s/rolebindings",
+         "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+         "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings"}
 
 
 def gateway_config(instance=None, **overrides):
@@ -48,6 +61,37 @@ def gateway_config(instance=None, **overrides):
               "drain_timeout": 10, "max_body_bytes": 1048576, "queue_limit": 64, "instances": [inst]}
     config.update(overrides)
     return config
+
+
+def gateway_rbac(config, namespace=NS):
+    """The ServiceAccount, Role, RoleBinding, ClusterRole and ClusterRoleBinding that the vllm role
+    deploys for a gateway with this configuration: its template gateway-objects.yml.j2 rendered with
+    the role's defaults and the instances as tasks/prepare.yml normalises them."""
+    import jinja2
+    import yaml
+    with open(os.path.join(ROLE, "defaults", "main.yml")) as handle:
+        defaults = yaml.safe_load(handle)
+    instances = []
+    for index, inst in enumerate(config["instances"]):
+        status = inst.get("status_configmap")
+        if not isinstance(status, str):
+            status = "llm-fallback-config" if index == 0 else inst["name"] + "-fallback-config"
+        instances.append({"name": inst["name"], "service_name": inst["service_name"], "status_configmap": status})
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(ROLE, "templates")))
+    env.filters["to_json"] = json.dumps
+    env.filters["regex_replace"] = lambda value, pattern, replacement: re.sub(pattern, replacement, value)
+    text = env.get_template("gateway-objects.yml.j2").render(
+        vllm_namespace=namespace, vllm_port=defaults["vllm_port"], vllm_gateway_port=defaults["vllm_gateway_port"],
+        _vllm_instances=instances, _vllm_gateway_config_json=json.dumps(config))
+    return [obj for obj in yaml.safe_load_all(text) if obj and obj.get("kind") in RBAC_KINDS]
+
+
+def grant(cluster, objects):
+    """Apply RBAC objects (gateway_rbac's, perhaps changed by a test) as the admin."""
+    api = engine_api(cluster)
+    for obj in objects:
+        path = PATHS[obj["kind"]] % {"ns": obj["metadata"].get("namespace", NS)}
+        api.apply(path + "/" + obj["metadata"]["name"], obj, "homelab-gpu-tests")
 
 
 def engine_api(cluster):
@@ -133,8 +177,19 @@ class GatewayProcess(object):
                 self.proc.wait()
 
 
-def start_gateway(tmp_path, cluster, config, token="", index=0, extra_env=None):
-    """Start ``python -m ansible_collections.homelab.gpu.gateway`` with the cluster's kubeconfig."""
+def start_gateway(tmp_path, cluster, config, token="", index=0, extra_env=None, rbac=None):
+    """Start ``python -m ansible_collections.homelab.gpu.gateway``: against the simulator as its
+    ServiceAccount with ``rbac`` (default: gateway_rbac(config)) granted, else with the cluster's
+    kubeconfig."""
+    kubeconfig = cluster.kubeconfig
+    if not cluster.is_real and hasattr(cluster, "service_account_kubeconfig"):
+        objects = gateway_rbac(config) if rbac is None else rbac
+        key = json.dumps(objects, sort_keys=True)
+        if getattr(cluster, "gateway_rbac_granted", None) != key:   # once per cluster: no writes after that
+            grant(cluster, objects)
+            cluster.gateway_rbac_granted = key
+        kubeconfig = cluster.service_account_kubeconfig(
+            NS, "vllm-gateway", path=os.path.join(str(tmp_path), "gateway-%d.kubeconfig" % index))
     path = os.path.join(str(tmp_path), "gateway-%d.json" % index)
     with open(path, "w") as handle:
         json.dump(config, handle)
@@ -144,7 +199,7 @@ def start_gateway(tmp_path, cluster, config, token="", index=0, extra_env=None):
     env.update(extra_env or {})
     log = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, "-m", "ansible_collections.homelab.gpu.gateway", "--config", path,
-                             "--kubeconfig", cluster.kubeconfig, "--listen", "127.0.0.1:0"],
+                             "--kubeconfig", kubeconfig, "--listen", "127.0.0.1:0"],
                             stdout=subprocess.PIPE, stderr=log, env=env, text=True, cwd=ROOT)
     log.close()
     ready, _w, _x = select.select([proc.stdout], [], [], 60)

@@ -25,6 +25,7 @@ from tests.integration.gateway_helpers import (
     engine_switch_to,
     events_of,
     gateway_config,
+    gateway_rbac,
     setup_namespace,
     start_gateway,
     writes,
@@ -361,6 +362,11 @@ def test_several_instances_route_by_model_and_wake_the_one_whose_catalog_has_it(
     ml_only = {k: v for k, v in MODES.items() if k != "r1"}
     r1_only = {k: v for k, v in MODES.items() if k != "ml"}
     assert engine_switch_to(sim, "ml", pod=pinned("k3s-gpu-worker"), modes=ml_only)[1] is None
+    # site.yml deploys every instance before the gateway runs (its Role may patch the Deployments,
+    # not create them); the second one was then released, as the gateway's idle release leaves it
+    for mode in ("r1", "idle"):
+        assert engine_switch_to(sim, mode, name="vllm-server-2", service="vllm-api-2",
+                                pod=pinned("k3s-gpu-worker-2"), modes=r1_only)[1] is None
     config = gateway_config()
     config["instances"] = [
         dict(config["instances"][0], modes=ml_only, pod=pinned("k3s-gpu-worker")),
@@ -436,3 +442,30 @@ def test_a_streamed_completion_passes_through_and_finishes_before_a_swap(cluster
     assert swap and swap[0][0] == 200 and swap[0][1]["model"] == R1_MODEL
     record = client.CoreV1Api(cluster.api_client()).read_namespaced_config_map("vllm-server-switch", NS).data
     assert record_time(record["started_at"]) >= stream_done - 0.05, "the swap started while the stream ran"
+
+
+@pytest.mark.sim_only
+def test_the_roles_rbac_is_needed_verb_by_verb_a_missing_one_is_named(cluster, tmp_path):
+    """Every gateway test runs as the ServiceAccount with the Role the vllm role renders (sufficient);
+    without the deployments rule's patch verb the wake fails, naming the verb, and nothing changes."""
+    objects = gateway_rbac(gateway_config())
+    role = next(o for o in objects if o["kind"] == "Role")
+    rule = next(r for r in role["rules"] if r["resources"] == ["deployments"])
+    assert "patch" in rule["verbs"]
+    rule["verbs"].remove("patch")
+    gw = start_gateway(tmp_path, cluster, gateway_config(), token=TOKEN, rbac=objects)
+    try:
+        cluster.reset_requests()
+        status, body, _headers = gw.call("POST", "/v1/completions", {"model": "r1", "prompt": "Hello"})
+        assert status == 503, body
+        message = body["error"]["message"]
+        assert ('deployments.apps "vllm-server" is forbidden: User "system:serviceaccount:ml:vllm-gateway" cannot '
+                'patch resource "deployments" in API group "apps" in the namespace "ml"') in message, message
+        assert message.startswith("Switching vllm-server to mode r1 failed"), message
+        assert deployment_writes(cluster) == [("PATCH", "/apis/apps/v1/namespaces/ml/deployments/vllm-server")]
+        assert [e["status"] for e in cluster.requests()["log"] if e["method"] == "PATCH"
+                and e["path"].endswith("/deployments/vllm-server")] == [403]
+        live = client.AppsV1Api(cluster.api_client()).read_namespaced_deployment("vllm-server", NS)
+        assert live.metadata.labels["gpu-mode"] == "ml" and live.spec.replicas == 1
+    finally:
+        gw.stop()

@@ -160,8 +160,7 @@ def builtin_types():
         ResourceType("networking.k8s.io", "v1", "IngressClass", "ingressclasses", namespaced=False),
         # stored and served; the simulator has no network to enforce them on
         ResourceType("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", short_names=["netpol"]),
-        # RBAC objects are stored and served; the simulator does not enforce them (faults.forbid
-        # stands in for a user without some rights).
+        # RBAC objects: rbac.py enforces them for every user but the admin (system:masters).
         ResourceType("rbac.authorization.k8s.io", "v1", "Role", "roles"),
         ResourceType("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
         ResourceType("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", namespaced=False),

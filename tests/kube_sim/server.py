@@ -7,8 +7,9 @@ Kubernetes API are counted and logged and may get faults injected (``World.fault
 
 It serves HTTPS as k3s does (pki.py: the serving certificate, client certificates checked
 against the client CA) and authenticates every Kubernetes API request (auth.py: a client
-certificate or a service-account token, else 401). With ``tls=False`` it serves plain HTTP and
-lets every request in, as before TLS came (the ``--insecure-http`` option).
+certificate or a service-account token, else 401) and authorizes it (rbac.py: RBAC's rules, the
+admin may do anything, else 403). With ``tls=False`` it serves plain HTTP and lets every request
+in as the admin, as before TLS came (the ``--insecure-http`` option).
 """
 
 import hashlib
@@ -21,7 +22,7 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from . import auth, errors, openapi, pki, protobuf, schema, tables
+from . import auth, errors, openapi, pki, protobuf, rbac, schema, tables
 from .clock import epoch_of
 from .errors import ApiError
 from .patch import json_patch, merge_patch, strategic_merge_patch
@@ -408,12 +409,21 @@ class _Handler(BaseHTTPRequestHandler):
 
 _BUILTIN_GROUPS = {"", "apps", "policy", "coordination.k8s.io", "node.k8s.io", "networking.k8s.io",
                    "apiextensions.k8s.io"}
+# the groups whose kinds come as protobuf from kubectl (tests/kube_sim/protobuf_types.json)
+_PROTOBUF_GROUPS = _BUILTIN_GROUPS | {"rbac.authorization.k8s.io"}
 _NAMESPACE_SUBRESOURCES = {"status", "finalize"}
 _NOT_FOUND = "the server could not find the requested resource"
 
 
 def _not_found():
     return ApiError(404, "NotFound", _NOT_FOUND, {})
+
+
+def _is_resource_path(parts, registry):
+    """Whether /api/v1/... or /apis/GROUP/VERSION/... names a resource (else: a non-resource path)."""
+    if len(parts) >= 3 and parts[0] == "api" and parts[1] == "v1":
+        return True
+    return len(parts) >= 4 and parts[0] == "apis"
 
 
 def _parse_body(body, content_type=""):
@@ -466,6 +476,8 @@ class RestHandler(object):
     # ------------------------------------------------------------------ routing
     def handle(self, req, method, path, params, body):
         parts = [urllib.parse.unquote(p) for p in path.split("/") if p]
+        if not _is_resource_path(parts, self.registry):
+            self._authorize_path(req, method, path)
         if path in ("/healthz", "/livez", "/readyz"):
             return req.send_bytes(200, b"ok", "text/plain; charset=utf-8")
         if path == "/version":
@@ -517,9 +529,10 @@ class RestHandler(object):
             raise _not_found()
         if sub != "proxy":  # a served resource's body; a proxied one goes on as it came
             body = protobuf.request_body(method, req.headers.get("Content-Type"), body,
-                                         rtype.group in _BUILTIN_GROUPS)
+                                         rtype.group in _PROTOBUF_GROUPS)
         ctx = _Ctx(req, method, params, body, rtype, namespace, name)
         watching = watch_path or (name is None and method == "GET" and _truthy(params.get("watch", "")))
+        self._authorize(req, ctx, sub, watching)
         self._forbidden(ctx, sub, watching)
         if watching:
             if method != "GET":
@@ -544,6 +557,32 @@ class RestHandler(object):
                 raise errors.method_not_allowed()
             return self.bind(ctx) if sub == "binding" else self.evict(ctx)
         return self._verb(ctx, sub)
+
+    def _authorize_path(self, req, method, path):
+        """RBAC for a path outside the resources (discovery, /version, /healthz, /openapi)."""
+        if req.user is not None:
+            verb = "get" if method in ("GET", "HEAD") else VERBS.get(method, method.lower())
+            rbac.authorize(self.store, req.user, rbac.Request(verb, path=path))
+
+    def _authorize(self, req, ctx, sub, watching):
+        """RBAC for a resource request: kube-apiserver's request attributes (verb, group, resource,
+        subresource, namespace, name; a list or watch by ``metadata.name`` field selector names it)."""
+        if req.user is None:
+            return
+        rtype, name = ctx.rtype, ctx.name
+        if sub == "proxy" or ctx.method != "GET" or name is not None:
+            verb = "get" if ctx.method in ("GET", "HEAD") else VERBS.get(ctx.method, ctx.method.lower())
+            if verb == "delete" and name is None:
+                verb = "deletecollection"
+        else:
+            verb = "watch" if watching else "list"
+            selector = ctx.params.get("fieldSelector") or ""
+            if selector.startswith("metadata.name=") and "," not in selector:
+                name = selector[len("metadata.name="):]
+        namespace = ctx.namespace
+        if rtype.key == "namespaces" and name:
+            namespace = name      # a namespace is in itself, for RBAC
+        rbac.authorize(self.store, req.user, rbac.Request(verb, rtype.group, rtype.plural, sub, namespace, name))
 
     def _forbidden(self, ctx, sub, watching):
         """403 as RBAC answers a user without the right, for a request that a ``faults.forbid`` rule

@@ -73,8 +73,9 @@ def test_token_request_issues_a_token_that_authenticates_until_the_account_goes(
     answer = v1.create_namespaced_service_account_token("gw", ns, {"spec": {"expirationSeconds": 3600}})
     token = answer.status.token
     assert token.count(".") == 2 and answer.status.expiration_timestamp is not None
+    # The token authenticates as the account, which no Role allows anything yet: 403 naming it, not 401.
     status, body = _plain_request(kube_api, "GET", "/api/v1/namespaces/%s/serviceaccounts/gw" % ns, token)
-    assert status == 200 and body["metadata"]["name"] == "gw"
+    assert status == 403 and 'User "system:serviceaccount:%s:gw" cannot get' % ns in body["message"], body
     # The same account made again has another uid: the old token is void, as with k3s.
     v1.delete_namespaced_service_account("gw", ns)
     v1.create_namespaced_service_account(ns, {"metadata": {"name": "gw"}})
@@ -92,7 +93,11 @@ def test_a_service_account_kubeconfig_reaches_the_cluster_with_the_ca_and_token(
         user = yaml.safe_load(handle)["users"][0]["user"]
     assert set(user) == {"token"}
     as_account = kube_api.api_client(path)
-    assert client.CoreV1Api(as_account).read_namespaced_service_account("reader", ns).metadata.name == "reader"
+    assert client.VersionApi(as_account).get_code().git_version.endswith("+k3s1")   # open to every user
+    with pytest.raises(client.ApiException) as err:
+        client.CoreV1Api(as_account).read_namespaced_service_account("reader", ns)
+    assert err.value.status == 403
+    assert 'User "system:serviceaccount:%s:reader"' % ns in json.loads(err.value.body)["message"]
 
 
 def test_the_token_controller_fills_a_service_account_token_secret(kube_sim):

@@ -1,4 +1,5 @@
-"""Contract tests: the rbac.authorization.k8s.io/v1 objects (stored and served, not enforced)."""
+"""Contract tests: the rbac.authorization.k8s.io/v1 objects as stored and served (their enforcement:
+test_api_rbac_enforced.py)."""
 
 import uuid
 

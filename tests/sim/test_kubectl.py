@@ -222,3 +222,25 @@ def test_explain_reads_the_served_schema(kubectl):
     rc, out, err = kubectl("explain", "deployment.spec.replicas")
     assert rc == 0, err
     assert "FIELD: replicas <integer>" in out and "Defaults to 1" in out
+
+
+def test_a_service_account_token_from_kubectl_is_held_to_its_role(cluster, kubectl):
+    """kubectl create token (TokenRequest), then kubectl --token as that account: RBAC's refusal
+    as kubectl prints it, and the same request allowed once a Role is bound."""
+    for args in (("create", "serviceaccount", "viewer"),
+                 ("create", "role", "pod-reader", "--verb=get,list,watch", "--resource=pods")):
+        rc, _out, err = kubectl(*args)
+        assert rc == 0, err
+    rc, token, err = kubectl("create", "token", "viewer", "--duration=10m")
+    assert rc == 0 and token.count(".") == 2, err
+    as_viewer = ("--token", token.strip(), "get", "pods", "-n", "default")
+    rc, out, err = kubectl(*as_viewer)
+    assert rc == 1 and out == ""
+    assert err.strip() == ('Error from server (Forbidden): pods is forbidden: User "system:serviceaccount:default:viewer" '
+                           'cannot list resource "pods" in API group "" in the namespace "default"')
+    rc, _out, err = kubectl("create", "rolebinding", "viewer", "--role=pod-reader", "--serviceaccount=default:viewer")
+    assert rc == 0, err
+    rc, out, err = kubectl(*as_viewer)
+    assert (rc, out, err.strip()) == (0, "", "No resources found in default namespace.")
+    rc, out, err = kubectl("--token", "not-a-token", "get", "pods")
+    assert rc == 1 and "error: You must be logged in to the server (Unauthorized)" in err, err

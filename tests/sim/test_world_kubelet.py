@@ -2,7 +2,6 @@
 
 import json
 import time
-import urllib.request
 
 import pytest
 from kubernetes import client
