@@ -1,10 +1,10 @@
 """Helpers of the gateway tests and benchmark: the catalog, the gateway as a subprocess, an HTTP
 client that shows what a user sees, and readers of what the gateway wrote to the cluster.
 
-Against the simulator the gateway runs as its ServiceAccount ``vllm-gateway``, held by RBAC to the
-Role and ClusterRole that the vllm role renders from roles/vllm/templates/gateway-objects.yml.j2
-for the gateway's configuration (:func:`gateway_rbac`), so every gateway test proves the role's
-RBAC sufficient."""
+With ``as_service_account`` (test_gateway.py's tests) the gateway runs against the simulator as
+its ServiceAccount ``vllm-gateway``, held by RBAC to the Role and ClusterRole that the vllm role
+renders from roles/vllm/templates/gateway-objects.yml.j2 for the gateway's configuration
+(:func:`gateway_rbac`), so those tests prove the role's RBAC sufficient."""
 import http.client
 import http.server
 import json
@@ -177,12 +177,13 @@ class GatewayProcess(object):
                 self.proc.wait()
 
 
-def start_gateway(tmp_path, cluster, config, token="", index=0, extra_env=None, rbac=None):
-    """Start ``python -m ansible_collections.homelab.gpu.gateway``: against the simulator as its
-    ServiceAccount with ``rbac`` (default: gateway_rbac(config)) granted, else with the cluster's
-    kubeconfig."""
+def start_gateway(tmp_path, cluster, config, token="", index=0, extra_env=None, as_service_account=False,
+                  rbac=None):
+    """Start ``python -m ansible_collections.homelab.gpu.gateway`` with the cluster's kubeconfig, or
+    with ``as_service_account`` (or ``rbac`` given) against the simulator as its ServiceAccount with
+    ``rbac`` (default: gateway_rbac(config)) granted."""
     kubeconfig = cluster.kubeconfig
-    if not cluster.is_real and hasattr(cluster, "service_account_kubeconfig"):
+    if (as_service_account or rbac is not None) and not cluster.is_real:
         objects = gateway_rbac(config) if rbac is None else rbac
         key = json.dumps(objects, sort_keys=True)
         if getattr(cluster, "gateway_rbac_granted", None) != key:   # once per cluster: no writes after that

@@ -52,7 +52,8 @@ def gateway(cluster, tmp_path):
     started = []
 
     def start(token=TOKEN, **overrides):
-        proc = start_gateway(tmp_path, cluster, gateway_config(**overrides), token=token, index=len(started))
+        proc = start_gateway(tmp_path, cluster, gateway_config(**overrides), token=token, index=len(started),
+                             as_service_account=True)
         started.append(proc)
         return proc
 
@@ -372,7 +373,7 @@ def test_several_instances_route_by_model_and_wake_the_one_whose_catalog_has_it(
         dict(config["instances"][0], modes=ml_only, pod=pinned("k3s-gpu-worker")),
         dict(config["instances"][0], name="vllm-server-2", service_name="vllm-api-2", default_mode="r1",
              modes=r1_only, pod=pinned("k3s-gpu-worker-2"))]
-    gw = start_gateway(tmp_path, sim, config, token=TOKEN)
+    gw = start_gateway(tmp_path, sim, config, token=TOKEN, as_service_account=True)
     try:
         listed = dict(((m["id"], m["instance"]), m["status"]) for m in gw.call("GET", "/v1/models")[1]["data"])
         assert listed[("ml", "vllm-server")] == "loaded" and listed[("r1", "vllm-server-2")] == "available"
