@@ -77,12 +77,14 @@ def gateway_rbac(config, namespace=NS):
         if not isinstance(status, str):
             status = "llm-fallback-config" if index == 0 else inst["name"] + "-fallback-config"
         instances.append({"name": inst["name"], "service_name": inst["service_name"], "status_configmap": status})
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(ROLE, "templates")))
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(ROLE, "templates")),
+                             undefined=jinja2.StrictUndefined)
     env.filters["to_json"] = json.dumps
     env.filters["regex_replace"] = lambda value, pattern, replacement: re.sub(pattern, replacement, value)
-    text = env.get_template("gateway-objects.yml.j2").render(
-        vllm_namespace=namespace, vllm_port=defaults["vllm_port"], vllm_gateway_port=defaults["vllm_gateway_port"],
-        _vllm_instances=instances, _vllm_gateway_config_json=json.dumps(config))
+    env.filters["bool"] = lambda value: value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+    variables = dict(defaults, vllm_namespace=namespace, _vllm_instances=instances,
+                     _vllm_gateway_config_json=json.dumps(config))
+    text = env.get_template("gateway-objects.yml.j2").render(**variables)
     return [obj for obj in yaml.safe_load_all(text) if obj and obj.get("kind") in RBAC_KINDS]
 
 
