@@ -142,8 +142,8 @@ SCRIPT = r"""'use strict';
   var RECONNECT_MS = 15000;
   // the engine's phases (readiness.PHASES; RESIDENT_PHASES for a switch between resident modes), in order
   var PHASES = ['terminate', 'schedule', 'pull', 'start', 'ready', 'verify'];
-  var RESIDENT_PHASES = ['terminate', 'start', 'sleep', 'wake', 'warmup', 'verify'];
-  var ORDER = ['terminate', 'schedule', 'pull', 'start', 'ready', 'sleep', 'wake', 'warmup', 'verify', 'rollback'];
+  var RESIDENT_PHASES = ['terminate', 'sleep', 'start', 'wake', 'warmup', 'verify'];
+  var ORDER = ['terminate', 'sleep', 'schedule', 'pull', 'start', 'ready', 'wake', 'warmup', 'verify', 'rollback'];
   var page = { doc: null, text: '', receivedAt: 0, details: {}, detailKey: {}, detailBusy: false, busy: false,
                source: null, poll: null };
 
