@@ -209,8 +209,8 @@ def table(results):
     for path, key in (("module", "elapsed_s"), ("gateway", "first_token_s")):
         cold, resident = results[path]["cold"], results[path]["resident"]
         for index, entry in enumerate(cold):
-            lines.append("| %s | %s | %s | %s |" % (path, entry["step"], cell(entry, key if index else "elapsed_s"),
-                                                   cell(resident[index], key if index else "elapsed_s")))
+            column = key if index else "elapsed_s"
+            lines.append("| %s | %s | %s | %s |" % (path, entry["step"], cell(entry, column), cell(resident[index], column)))
     return "\n".join(lines)
 
 

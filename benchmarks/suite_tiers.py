@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """How the test suite's time splits by tier, from a JUnit XML report of one pytest run.
 
     scripts/test --junitxml=/tmp/suite.xml            # the whole suite, or --fast
@@ -62,7 +62,7 @@ def units(path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("reports", nargs="+", help="JUnit XML files written by pytest --junitxml")
     parser.add_argument("--units", action="store_true", help="list each unit of work's seconds, longest first")
     args = parser.parse_args(argv)

@@ -89,7 +89,7 @@ def test_slow_clients_are_capped_at_max_connections_and_closed_after_header_time
     gw = gateway(max_connections=20, header_timeout=1)
     threads_before = proc_status(gw, "Threads")
     slow = []
-    for _ in range(60):
+    for _round in range(60):
         sock = connect(gw)
         sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: gateway\r\n")   # and never the rest
         slow.append(sock)
@@ -116,7 +116,7 @@ def test_slow_clients_are_capped_at_max_connections_and_closed_after_header_time
 def test_idle_keep_alive_connections_are_closed_after_keepalive_timeout(gateway):
     gw = gateway(keepalive_timeout=0.5)
     conns = []
-    for _ in range(50):
+    for _round in range(50):
         conn = http.client.HTTPConnection(gw.host, gw.port, timeout=10)
         conn.request("GET", "/health")
         resp = conn.getresponse()
@@ -162,7 +162,7 @@ def test_the_worst_case_of_large_bodies_stays_under_the_roles_memory_limit(gatew
         finally:
             conn.close()
 
-    threads = [threading.Thread(target=client) for _ in range(24)]
+    threads = [threading.Thread(target=client) for _round in range(24)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -170,8 +170,8 @@ def test_the_worst_case_of_large_bodies_stays_under_the_roles_memory_limit(gatew
     assert outcomes.count(200) >= 1, outcomes
     assert set(outcomes) <= {200, (503, "server_busy")}, outcomes
     peak = proc_status(gw, "VmHWM") * 1024
-    print("24 bodies of %d bytes: %s; peak RSS %.1f MiB, limit %d MiB" % (len(body), sorted(map(str, outcomes)),
-                                                                           peak / 2.0 ** 20, limit >> 20))
+    print("24 bodies of %d bytes: %s; peak RSS %.1f MiB, limit %d MiB"
+          % (len(body), sorted(map(str, outcomes)), peak / 2.0 ** 20, limit >> 20))
     assert peak < 0.8 * limit, "peak RSS %d MiB, the pod's limit %d MiB" % (peak >> 20, limit >> 20)
 
 
@@ -238,7 +238,7 @@ def test_status_detail_reads_the_cluster_at_most_every_few_seconds(cluster, gate
 
     gw.call("GET", "/gateway/status?detail=1")
     cluster.reset_requests()
-    for _ in range(10):
+    for _round in range(10):
         status, body, _headers = gw.call("GET", "/gateway/status?detail=1")
         assert status == 200 and body["instances"][0]["info"]
     assert info_reads() <= 1
@@ -252,14 +252,14 @@ def test_forwarded_answers_reuse_the_connections_to_the_api_servers_proxy(cluste
 
     def client(count):
         conn = http.client.HTTPConnection(gw.host, gw.port, timeout=30)
-        for _ in range(count):
+        for _round in range(count):
             conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
             resp = conn.getresponse()
             assert resp.status == 200 and json.loads(resp.read())["object"] == "text_completion"
         conn.close()
 
     def run(clients, count):
-        threads = [threading.Thread(target=client, args=(count,)) for _ in range(clients)]
+        threads = [threading.Thread(target=client, args=(count,)) for _round in range(clients)]
         for thread in threads:
             thread.start()
         for thread in threads:

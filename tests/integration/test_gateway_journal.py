@@ -104,8 +104,11 @@ def test_a_gateway_killed_during_a_rollback_leaves_a_record_that_a_later_gateway
         wait_until(lab.ml_ready, 120, "ml Ready again")
         # A later gateway settles the record at start (or when the dead holder's Lease expires).
         second = start_gateway(tmp_path, lab.sim, config, token="t", index=1)
-        closed = wait_until(lambda: (lambda r: r if r.get("in_progress") == "false" else None)(lab.record()),
-                            LEASE_SECONDS + 15, "the later gateway closing the record")
+        def record_closed():
+            record = lab.record()
+            return record if record.get("in_progress") == "false" else None
+
+        closed = wait_until(record_closed, LEASE_SECONDS + 15, "the later gateway closing the record")
         assert closed["result"] == "rolled back" and closed["closed_by"].startswith("vllm-gateway/"), closed
         assert closed["closed_by"] != killed_holder
         assert killed_holder in closed["note"] and "stopped in phase rollback" in closed["note"], closed["note"]

@@ -93,7 +93,7 @@ def authenticate(peer_cert, authorization, store):
     """The User of a request, or raise 401. ``peer_cert``: ssl's getpeercert() dict (a certificate
     the TLS handshake verified against the client CA) or None; ``authorization``: the header."""
     if authorization:
-        scheme, _, token = authorization.partition(" ")
+        scheme, _sep, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthorized()
         return _token_user(token.strip(), store)

@@ -121,8 +121,8 @@ def allowed(store, user, request):
 def forbidden(user, request):
     """RBAC's 403 Status for a refused request (kube-apiserver's text)."""
     if request.path is not None:
-        return ApiError(403, "Forbidden", 'forbidden: User "%s" cannot %s path "%s"' % (user.name, request.verb,
-                                                                                          request.path), {})
+        message = 'forbidden: User "%s" cannot %s path "%s"' % (user.name, request.verb, request.path)
+        return ApiError(403, "Forbidden", message, {})
     qualified = "%s.%s" % (request.resource, request.group) if request.group else request.resource
     resource = request.resource + ("/" + request.subresource if request.subresource else "")
     where = ' in the namespace "%s"' % request.namespace if request.namespace else " at the cluster scope"

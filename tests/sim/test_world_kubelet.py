@@ -96,8 +96,8 @@ def test_crash_loop_back_off_with_logs(lab):
     assert v1.read_namespaced_pod_log("crasher", "apps", previous=True, since_seconds=3600) == previous
     path = "/api/v1/namespaces/apps/pods/crasher/log?previous=true&sinceTime="
     for moment, expected in ((time.time() - 3600, previous), (time.time() + 3600, "")):
-        with kube_sim_urlopen(cluster.url + path + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment)),
-                                    timeout=10) as response:
+        url = cluster.url + path + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+        with kube_sim_urlopen(url, timeout=10) as response:
             assert response.read().decode() == expected
     backoff = events(v1, "crasher", "BackOff")
     assert backoff[0].message.startswith("Back-off restarting failed container main in pod crasher_apps(")

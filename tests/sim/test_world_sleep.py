@@ -28,11 +28,12 @@ def lab(kube_sim_factory):
     return cluster, api, v1
 
 
-def start(v1, name, model=QWEN, image=None, args=("--enable-sleep-mode",), env=DEV_MODE, gpu=False, limits=None):
+def start(v1, name, model=QWEN, image=None, args=("--enable-sleep-mode",), env=None, gpu=False, limits=None):
     """A vLLM pod on the GPU worker (``gpu=False``: no nvidia.com/gpu request, as two resident pods on one card
     without time-slicing)."""
     kwargs = {"image": image} if image else {}
     container = vllm_container(model, extra_args=list(args), gpu=gpu, **kwargs)
+    env = DEV_MODE if env is None else env
     if env:
         container["env"] = env
     if limits:

@@ -267,8 +267,8 @@ def test_a_chunked_body_costs_cpu_in_proportion_to_its_size(front):
     """Ten times the chunks cost about ten times the CPU (a quadratic reader: about a hundred)."""
     server = front()
     _chunked_cpu(server, 20000)
-    small = min(_chunked_cpu(server, 120000) for _ in range(2))
-    large = min(_chunked_cpu(server, 1200000) for _ in range(2))   # the least disturbed run of each size
+    small = min(_chunked_cpu(server, 120000) for _round in range(2))
+    large = min(_chunked_cpu(server, 1200000) for _round in range(2))   # the least disturbed run of each size
     assert large < 30 * small, (small, large)
 
 
@@ -304,13 +304,13 @@ def test_non_streamed_answers_keep_their_upstream_connections(front, vllm, clien
 
     def client(count):
         conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
-        for _ in range(count):
+        for _round in range(count):
             conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
             resp = conn.getresponse()
             assert resp.status == 200 and json.loads(resp.read())["id"] == "cmpl-1"
         conn.close()
 
-    threads = [threading.Thread(target=client, args=(20,)) for _ in range(clients)]
+    threads = [threading.Thread(target=client, args=(20,)) for _round in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -380,7 +380,7 @@ def test_streams_in_flight_hold_only_their_bytes_of_max_body_memory_bytes():
     server = _serve(make_server(gateway, "127.0.0.1", 0))
     conns = []
     try:
-        for _ in range(3):
+        for _round in range(3):
             conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
             conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": JSON_TYPE})
             resp = conn.getresponse()

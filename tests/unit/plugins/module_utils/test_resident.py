@@ -100,8 +100,8 @@ def member(pod="p", sleeping=True, routed=False, ready=True, fp=True, replicas=1
 
 
 def test_plan_from_nothing_starts_the_others_first_then_the_target():
-    out = resident.plan(modes(), "ml", None, 0, False, {"ml": member(None, None, fp=False, replicas=0),
-                                                         "r1": member(None, None, fp=False, replicas=0)})
+    members = {"ml": member(None, None, fp=False, replicas=0), "r1": member(None, None, fp=False, replicas=0)}
+    out = resident.plan(modes(), "ml", None, 0, False, members)
     assert out["action"] == "switch" and out["start"] == ["r1", "ml"] and out["pointer"] and not out["wake"]
 
 
