@@ -82,7 +82,11 @@ def gateway_rbac(config, namespace=NS):
     env.filters["to_json"] = json.dumps
     env.filters["regex_replace"] = lambda value, pattern, replacement: re.sub(pattern, replacement, value)
     env.filters["bool"] = lambda value: value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-    variables = dict(defaults, vllm_namespace=namespace, _vllm_instances=instances,
+    env.filters["dict2items"] = lambda value: [{"key": key, "value": item} for key, item in value.items()]
+    catalog = {}
+    for inst in config["instances"]:
+        catalog.update(inst.get("modes") or {})
+    variables = dict(defaults, vllm_namespace=namespace, _vllm_instances=instances, vllm_modes=catalog or defaults["vllm_modes"],
                      _vllm_gateway_config_json=json.dumps(config))
     text = env.get_template("gateway-objects.yml.j2").render(**variables)
     return [obj for obj in yaml.safe_load_all(text) if obj and obj.get("kind") in RBAC_KINDS]

@@ -256,7 +256,8 @@ def test_the_gateway_routes_to_the_awake_engine_wakes_a_sleeping_one_and_puts_a_
     modes = gateway_modes()
     first = engine(kube_sim, "ml", modes=modes)
     assert first["failed"] is False, first["msg"]
-    gw = start_gateway(tmp_path, kube_sim, gateway_config({"modes": modes}))
+    # as its ServiceAccount, with the Role the vllm role renders for a catalog with resident modes
+    gw = start_gateway(tmp_path, kube_sim, gateway_config({"modes": modes}), as_service_account=True)
     try:
         assert gw.status()["mode"] == "ml" and gw.status()["ready"] is True
         status, body = chat(gw, "Qwen/Qwen3-8B-AWQ")
