@@ -286,8 +286,9 @@ def test_a_switch_made_elsewhere_is_seen_without_a_restart(cluster, gateway):
     assert gw.status()["mode"] == "ml"
     result, error = engine_switch_to(cluster, "r1")
     assert error is None, error
-    deadline = time.time() + 10
-    while gw.status()["mode"] != "r1" and time.time() < deadline:
+    # the watch brings the new mode and the Deployment's ready status in their own events: wait for both
+    deadline = time.time() + 30
+    while (gw.status()["mode"], gw.status()["ready"]) != ("r1", True) and time.time() < deadline:
         time.sleep(0.1)
     state = gw.status()
     assert (state["mode"], state["ready"], state["model"]) == ("r1", True, R1_MODEL)
@@ -296,7 +297,7 @@ def test_a_switch_made_elsewhere_is_seen_without_a_restart(cluster, gateway):
     assert (detail["mode"], detail["ready"], detail["model"]) == ("r1", True, R1_MODEL)
     assert detail["modes"]["r1"]["current"] is True and detail["last_switch"]["mode"] == "r1"
     result, error = engine_switch_to(cluster, "gaming")
-    deadline = time.time() + 10
+    deadline = time.time() + 30
     while not gw.status()["locked"] and time.time() < deadline:
         time.sleep(0.1)
     assert gw.call("POST", "/v1/completions", {"model": "r1", "prompt": "Hello"})[0] == 503

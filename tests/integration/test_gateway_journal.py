@@ -104,6 +104,7 @@ def test_a_gateway_killed_during_a_rollback_leaves_a_record_that_a_later_gateway
         wait_until(lab.ml_ready, 120, "ml Ready again")
         # A later gateway settles the record at start (or when the dead holder's Lease expires).
         second = start_gateway(tmp_path, lab.sim, config, token="t", index=1)
+
         def record_closed():
             record = lab.record()
             return record if record.get("in_progress") == "false" else None

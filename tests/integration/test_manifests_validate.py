@@ -2,8 +2,9 @@
 Kubernetes OpenAPI schemas of the targeted k3s version (strict: no unknown
 fields), with the kubernetes-validate package.
 
-The plain objects are rendered by the vllm role itself (its prepare.yml task
-file, through ansible-playbook, with every optional object switched on); each
+The plain objects are rendered by the vllm role itself (its prepare.yml and
+objects.yml task files, through ansible-playbook, with every optional object
+switched on); each
 mode's Deployment is rendered by catalog.render_deployment, the function
 homelab.gpu.vllm_mode applies.
 """
@@ -46,6 +47,11 @@ RENDER_PLAYBOOK = """
       ansible.builtin.include_role:
         name: homelab.gpu.vllm
         tasks_from: prepare.yml
+        public: true
+    - name: Render them
+      ansible.builtin.include_role:
+        name: homelab.gpu.vllm
+        tasks_from: objects.yml
         public: true
     - name: Write them
       ansible.builtin.copy:
@@ -188,6 +194,11 @@ HOMELAB_PLAYBOOK = """
       ansible.builtin.include_role:
         name: homelab.gpu.vllm
         tasks_from: prepare.yml
+    - name: Render them
+      ansible.builtin.include_role:
+        name: homelab.gpu.vllm
+        tasks_from: objects.yml
+        public: true
     - name: Write them
       ansible.builtin.copy:
         content: "{{ {'objects': _vllm_objects, 'instances': _vllm_instances} | to_json }}"

@@ -391,6 +391,10 @@ def test_streams_in_flight_hold_only_their_bytes_of_max_body_memory_bytes():
         for conn, resp in conns:
             resp.read()
             conn.close()
+        # each request's thread gives its bytes back after the last chunk went out: wait for that (bounded)
+        deadline = time.monotonic() + 10
+        while server.budget.used and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert server.budget.used == 0
     finally:
         upstream.release.set()
