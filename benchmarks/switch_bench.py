@@ -16,6 +16,9 @@ Measures, on the default scenario (the reference home lab) unless --scenario is 
     API requests it made (the simulator's /_sim/requests).
 (c) the same switch done the old way: apply the old script's R1 manifest (readiness probe
     initialDelaySeconds 90, liveness 120) and poll the Deployment every 5 s until it is ready.
+(d) the switch as a person types it, `ansible-playbook switch_mode.yml -e mode=r1` (demo inventory)
+    after `-e mode=ml`, on a cluster of its own: its wall time, Ansible's start and the summary
+    included, and the old way's wall time over it at this --speed (run at --speed 1 and 2).
 
 Prints a table and writes benchmarks/results/switch-<UTC time>.json (git-ignored).
 """
@@ -200,6 +203,22 @@ def bench_module(args, tmpdir):
         cluster.stop()
 
 
+def bench_typed(args, tmpdir):
+    cluster = Cluster(scenario=args.scenario, speed=args.speed, kubeconfig=os.path.join(tmpdir, "kc-typed")).start()
+    try:
+        setup(cluster)
+        typed = ["switch_mode.yml", "-i", os.path.join(ROOT, "inventory", "demo", "hosts.yml"), "-e"]
+        rc, _wall, _res = ansible(typed + ["mode=ml"], cluster.kubeconfig)
+        assert rc == 0, "switch_mode.yml -e mode=ml failed"
+        rc, wall, res = ansible(typed + ["mode=r1"], cluster.kubeconfig)
+        assert rc == 0, "switch_mode.yml -e mode=r1 failed"
+        own = [r["elapsed"] for r in res if isinstance(r.get("elapsed"), (int, float))]
+        return {"command": "ansible-playbook switch_mode.yml -e mode=r1", "wall_real_s": round(wall, 3),
+                "module_elapsed_real_s": own[-1] if own else None}
+    finally:
+        cluster.stop()
+
+
 def old_manifest(mode):
     with open(os.path.join(ROOT, "tests", "integration", "fixtures", "old_script", "vllm-%s.yaml" % mode)) as handle:
         docs = yaml.safe_load(handle)["items"]
@@ -249,9 +268,12 @@ def main():
     tmpdir = tempfile.mkdtemp(prefix="switch-bench-")
     module = bench_module(args, tmpdir)
     old = bench_old_way(args, tmpdir)
+    typed = bench_typed(args, tmpdir)
     result = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
               "scenario": args.scenario or "default (reference home lab)", "module": module, "old_way": old,
-              "ratio_old_over_module": round(old["switch_sim_s"] / module["switch_at_speed1_equiv_s"], 2)}
+              "typed": typed,
+              "ratio_old_over_module": round(old["switch_sim_s"] / module["switch_at_speed1_equiv_s"], 2),
+              "ratio_old_over_typed_wall": round(old["wall_real_s"] / typed["wall_real_s"], 2)}
     lines = [
         "switch ml -> r1 on the simulated cluster (speed %g, times at --speed 1 equivalent unless noted)" % args.speed,
         "(a) module overhead           %7.3f s  (target <= 1 s; module elapsed %.3f s real - pod write->Ready %.3f s real)"
@@ -264,6 +286,9 @@ def main():
            module["noop"]["changed"]),
         "(c) old way (apply + poll 5 s, probe delay 90 s)  %7.2f s  -> old/new = %.2f"
         % (old["switch_sim_s"], result["ratio_old_over_module"]),
+        "(d) as typed (%s)  wall %.2f s real at speed %g (module %s s) -> old wall %.2f s / typed wall = %.2f"
+        % (typed["command"], typed["wall_real_s"], args.speed, typed["module_elapsed_real_s"], old["wall_real_s"],
+           result["ratio_old_over_typed_wall"]),
     ]
     print("\n".join(lines))
     outdir = os.path.join(ROOT, "benchmarks", "results")

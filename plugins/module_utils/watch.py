@@ -23,7 +23,8 @@ replayed); only what changes after that is printed.
 Standard library only (``http_transport``): the cluster is the one of ``--kubeconfig``, else
 ``$K8S_AUTH_KUBECONFIG``, else the first file of ``$KUBECONFIG``, else ``~/.kube/config``. Each line is
 one ``write()`` on stdout, so it never splits a line of the playbook it shares a terminal with. It
-ends on SIGTERM or SIGINT, and when its parent process ends; a cluster it cannot read is one line on
+ends on SIGTERM (after one last read of the records, so a switch's last phases show) or SIGINT, and when
+its parent process ends; a cluster it cannot read is one line on
 stderr, then it stays silent (the playbook says what is wrong).
 """
 
@@ -185,8 +186,11 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+STOPPING = []   # set by SIGTERM: the watcher reads the records one last time, then ends
+
+
 def stop(signum, frame):
-    raise SystemExit(0)
+    STOPPING.append(signum)
 
 
 def main(argv=None):
@@ -201,15 +205,23 @@ def main(argv=None):
     watch = Watch(Api(transport, timeout=10, retries=1), args.namespace)
     told = False
     try:
-        while os.getppid() == parent:
+        # The last round runs after SIGTERM (gpu-mode sends it when the playbook has ended): the
+        # switch's last phases (verify, done) were written just before, and are printed too.
+        while True:
+            last = bool(STOPPING) or os.getppid() != parent
             try:
                 for line in watch.poll(utcnow()):
                     emit(line)
             except KubeError as exc:
-                if not told:
+                if not told and not last:
                     sys.stderr.write("%sno live progress for now: %s\n" % (PREFIX, exc.message))
                     told = True
-            time.sleep(max(0.05, args.interval))
+            if last:
+                break
+            slept = 0.0
+            while slept < args.interval and not STOPPING:
+                time.sleep(0.05)
+                slept += 0.05
     except (KeyboardInterrupt, BrokenPipeError):
         pass
     finally:
