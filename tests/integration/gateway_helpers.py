@@ -115,6 +115,16 @@ def setup_namespace(cluster, services=(("vllm-api", "vllm-server"),)):
                      "ports": [{"name": "http", "port": 8000, "targetPort": "http"}]}})
 
 
+def serving_ml(kube_sim_factory, speed):
+    """A simulated cluster at ``speed`` with namespace ml, Service vllm-api and mode ml running (what
+    the gateway tests start from)."""
+    sim = kube_sim_factory(speed=speed)
+    setup_namespace(sim)
+    _result, error = engine_switch_to(sim, "ml")
+    assert error is None, error
+    return sim
+
+
 def engine_switch_to(cluster, mode, name="vllm-server", service="vllm-api", pod=None, modes=None):
     """Switch with the engine the vllm_mode module runs (as a person at the console would)."""
     params = {"mode": mode, "modes": modes or MODES, "namespace": NS, "name": name,

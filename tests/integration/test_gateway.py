@@ -26,6 +26,7 @@ from tests.integration.gateway_helpers import (
     events_of,
     gateway_config,
     gateway_rbac,
+    serving_ml,
     setup_namespace,
     start_gateway,
     writes,
@@ -39,11 +40,7 @@ AUTH = {"Authorization": "Bearer " + TOKEN}
 @pytest.fixture
 def cluster(kube_sim_factory):
     """A simulated cluster at speed 50 with namespace ml, Service vllm-api and mode ml running."""
-    sim = kube_sim_factory(speed=SPEED)
-    setup_namespace(sim)
-    result, error = engine_switch_to(sim, "ml")
-    assert error is None, error
-    return sim
+    return serving_ml(kube_sim_factory, SPEED)
 
 
 @pytest.fixture

@@ -17,9 +17,8 @@ from tests.integration.gateway_helpers import (
     R1_MODEL,
     StandInFallback,
     deployment_writes,
-    engine_switch_to,
     gateway_config,
-    setup_namespace,
+    serving_ml,
     start_gateway,
     writes,
 )
@@ -42,11 +41,7 @@ def standin():
 @pytest.fixture
 def cluster(kube_sim_factory):
     """A simulated cluster at speed 50 with namespace ml, Service vllm-api and mode ml running."""
-    sim = kube_sim_factory(speed=SPEED)
-    setup_namespace(sim)
-    _result, error = engine_switch_to(sim, "ml")
-    assert error is None, error
-    return sim
+    return serving_ml(kube_sim_factory, SPEED)
 
 
 @pytest.fixture

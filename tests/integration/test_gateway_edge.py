@@ -15,7 +15,7 @@ import time
 import pytest
 import yaml
 
-from tests.integration.gateway_helpers import ROOT, engine_switch_to, gateway_config, setup_namespace, start_gateway
+from tests.integration.gateway_helpers import ROOT, gateway_config, serving_ml, start_gateway
 from tests.kube_sim.pki import urlopen as kube_sim_urlopen
 
 SPEED = float(os.environ.get("HOMELAB_GPU_SIM_SPEED") or 50)
@@ -25,11 +25,7 @@ UNITS = {"Ki": 1024, "Mi": 1024 ** 2, "Gi": 1024 ** 3, "K": 1000, "M": 1000 ** 2
 
 @pytest.fixture
 def cluster(kube_sim_factory):
-    sim = kube_sim_factory(speed=SPEED)
-    setup_namespace(sim)
-    _result, error = engine_switch_to(sim, "ml")
-    assert error is None, error
-    return sim
+    return serving_ml(kube_sim_factory, SPEED)
 
 
 @pytest.fixture

@@ -148,8 +148,10 @@ def test_node_not_ready_while_the_old_pod_terminates_fails_fast_and_the_rollback
     assert took < 20, took                  # not wait_timeout (60 s) twice
     rec = record(api)
     assert rec["in_progress"] == "false" and rec["result"] == "failed"
-    # The node comes back: ml, the spec the rollback put back, serves again by itself.
+    # The node comes back: ml, the spec the rollback put back, serves again by itself, once the r1 pod
+    # that was terminating on the lost node is gone (until then it holds the GPU, and ml's pod waits).
     kube_sim.patch_scenario({"nodes": [{"name": WORKER, "ready": True}]})
+    wait_until(lambda: not [p for p in api.pods() if p.metadata.deletion_timestamp], what="the r1 pod gone")
     res = switch(playbook, kube_sim, "ml")
     assert res.get("failed") is not True, res.get("msg")
     assert deployment_mode(api) == "ml"
