@@ -28,35 +28,35 @@ if not os.path.isdir(os.path.join(ROOT, ".collections", "ansible_collections", "
 pytest_plugins = ["tests.kube_sim.pytest_plugin"]
 
 # What each long unit of work (a test file, or a Molecule scenario) costs, in seconds, as measured on
-# the 2-core build machine running the suite with 4 workers (benchmarks/suite_tiers.py --units prints
-# these from a run's JUnit report). Only the order matters: the longest units start first, and a
+# the 2-core build machine running the suite with 4 workers (the clean-clone run of 2026-12-07 22:34;
+# benchmarks/suite_tiers.py --units prints these from a run's JUnit report). Only the order matters: the longest units start first, and a
 # worker busy with a long one (LONG_UNIT_SECONDS or more) is given the shortest units as its next
 # work, so nothing long waits behind it. Units not named here count as short and keep their order.
 EXPECTED_SECONDS = {
-    "molecule:default": 900,
-    "tests/quality/test_sanity.py": 300,
-    "tests/integration/test_playbooks.py": 280,
-    "tests/integration/test_vllm_mode.py": 240,
-    "tests/quality/test_lint.py": 200,
-    "molecule:vllm": 180,
-    "tests/integration/test_playbooks_gateway.py": 170,
-    "tests/integration/test_vllm_mode_journal.py": 160,
-    "tests/integration/test_playbooks_boot_default.py": 150,
-    "tests/quality/test_docs.py": 140,
-    "tests/integration/test_playbooks_two_workers.py": 130,
-    "tests/integration/test_gpu_mode.py": 120,
-    "tests/integration/test_vllm_mode_failures.py": 110,
-    "tests/integration/test_manifests_validate.py": 100,
-    "tests/quality/test_changelog.py": 90,
-    "tests/integration/test_gateway_pod.py": 90,
-    "tests/integration/test_gateway.py": 80,
-    "tests/integration/test_playbooks_default_callback.py": 60,
-    "tests/quality/test_build.py": 50,
-    "tests/integration/test_vllm_mode_arch.py": 40,
-    "tests/integration/test_switch_progress.py": 40,
-    "tests/sim/test_api_kubernetes_core.py": 30,
-    "tests/integration/test_registry.py": 30,
-    "tests/integration/test_module_defaults.py": 25,
+    "molecule:default": 779,
+    "tests/integration/test_playbooks_gateway.py": 204,
+    "tests/integration/test_vllm_mode.py": 183,
+    "tests/integration/test_playbooks.py": 172,
+    "molecule:vllm": 165,
+    "tests/integration/test_playbooks_boot_default.py": 156,
+    "tests/integration/test_vllm_mode_journal.py": 138,
+    "tests/integration/test_playbooks_two_workers.py": 103,
+    "tests/quality/test_sanity.py": 88,
+    "tests/integration/test_vllm_mode_failures.py": 85,
+    "tests/integration/test_device_plugin.py": 62,
+    "tests/integration/test_switch_progress.py": 58,
+    "tests/integration/test_gpu_mode.py": 54,
+    "tests/integration/test_gateway.py": 49,
+    "tests/integration/test_gateway_page.py": 47,
+    "tests/integration/test_manifests_validate.py": 46,
+    "tests/integration/test_playbooks_default_callback.py": 42,
+    "tests/quality/test_lint.py": 40,
+    "tests/integration/test_gateway_lock.py": 39,
+    "tests/integration/test_resident.py": 35,
+    "tests/integration/test_gateway_pod.py": 34,
+    "tests/integration/test_vllm_mode_arch.py": 29,
+    "tests/quality/test_docs.py": 29,
+    "tests/integration/test_gateway_degrade.py": 28,
 }
 # Among the short units, unit tests go last: they are the quickest partners for a long unit.
 SHORT_ORDER = ("molecule", "integration", "sim", "quality", "unit")
