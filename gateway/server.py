@@ -990,10 +990,15 @@ class Server(http.server.ThreadingHTTPServer):
             raise
 
     def process_request_thread(self, request, client_address):
+        # as socketserver's, but the connection is uncounted before it is closed: a client that
+        # sees the close and then reads /metrics finds the gauge already down
         try:
-            super().process_request_thread(request, client_address)
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
         finally:
             self._counted(-1)
+            self.shutdown_request(request)
 
     def refuse(self, request, client_address):
         LOG.debug("%s: refused: %d connections are open (max_connections)", client_address[0], self.max_connections)
