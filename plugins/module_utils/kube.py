@@ -227,7 +227,16 @@ class Urllib3Transport(Transport):
             except (urllib3.exceptions.HTTPError, socket.error) as exc:
                 raise TransportError(str(exc))
 
-        return Response(resp.status, resp.headers, b"", chunks=chunks(), close=resp.release_conn)
+        def close():
+            # urllib3 gives a connection back to the pool whether or not its body was read to the end. The rest
+            # of a stream left early (a watch the caller stopped, one that broke) would then meet the next request
+            # on that connection: its answer would start with a chunk of this one (http.client's BadStatusLine).
+            # Such a connection is closed first; the pool opens a fresh one in its place.
+            if not resp.closed:
+                resp.close()
+            resp.release_conn()
+
+        return Response(resp.status, resp.headers, b"", chunks=chunks(), close=close)
 
 
 def missing_kubernetes_message(interpreter):

@@ -1,6 +1,7 @@
 """Unit tests of the engine's REST client (api.py) over the modules' transport (kube.py) against a
 stdlib HTTP server: retries of transient failures, clear errors, watch parsing and 410 Gone."""
 import json
+import select
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -8,6 +9,7 @@ import pytest
 from kubernetes.client import Configuration
 
 from ansible_collections.homelab.gpu.plugins.module_utils import api, kube
+from ansible_collections.homelab.gpu.plugins.module_utils.http_transport import HttpTransport
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -104,6 +106,69 @@ def test_watch_yields_events_skips_bookmarks_and_raises_on_410(server):
     Handler.script = [(200, [{"type": "ERROR", "object": status(410, "Expired", "too old resource version")}])]
     with pytest.raises(api.WatchExpired):
         list(k.watch("/api/v1/namespaces/ml/pods", "1"))
+
+
+class SlowWatchHandler(BaseHTTPRequestHandler):
+    """A watch whose second event comes late: only once the client sent its next request on the same
+    connection (or closed it), the way a real watch's next event can arrive at any moment."""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _chunk(self, event):
+        data = json.dumps(event).encode() + b"\n"
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def do_GET(self):  # pylint: disable=invalid-name
+        if "watch=true" not in self.path:
+            data = json.dumps({"kind": "Namespace", "metadata": {"name": "ml"}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self._chunk({"type": "ADDED", "object": {"metadata": {"name": "p"}}})
+        select.select([self.connection], [], [], 10)
+        try:
+            self._chunk({"type": "DELETED", "object": {"metadata": {"name": "p"}}})
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except OSError:   # the client closed the connection of the watch it left
+            self.close_connection = True
+
+
+def urllib3_transport(url):
+    cfg = Configuration()
+    cfg.host = url
+    return kube.Urllib3Transport(cfg)
+
+
+@pytest.mark.parametrize("make", [urllib3_transport, HttpTransport], ids=["kubernetes-client", "standard-library"])
+def test_a_watch_left_early_does_not_leak_its_rest_into_the_next_answer(make):
+    """The engine stops reading a watch once it saw what it waited for. Its connection must not go back
+    to the pool with the rest of the stream still to come: the next request would read a chunk of the
+    watch as its status line (BadStatusLine) and fail."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), SlowWatchHandler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        k = api.Api(make("http://127.0.0.1:%d" % httpd.server_address[1]), retries=0)
+        for etype, obj in k.watch("/api/v1/namespaces/ml/pods", "1", timeout_seconds=10):
+            assert (etype, obj["metadata"]["name"]) == ("ADDED", "p")
+            break
+        namespace = {"kind": "Namespace", "metadata": {"name": "ml"}}
+        assert k.raw("GET", "/api/v1/namespaces/ml", timeout=10) == (200, namespace)
+        k.transport.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def test_paths():
