@@ -18,7 +18,7 @@ __metaclass__ = type
 import copy
 import json
 from collections import namedtuple
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from ansible_collections.homelab.gpu.plugins.module_utils import catalog, readiness, record, rollout
 from ansible_collections.homelab.gpu.plugins.module_utils.api import KubeError, ns_path
@@ -51,6 +51,26 @@ def target(rec, live, plan):
         # The live spec is the wanted one; there is nothing older on record.
         return Target(live_mode, sanitize(live), False, False)
     return Target(live_mode, sanitize(live), True, False)
+
+
+def resident_plan(modes, prev_mode, failed_mode):
+    # type: (Dict[str, dict], Optional[str], Optional[str]) -> dict
+    """What the rollback of a failed switch from ``prev_mode`` to ``failed_mode`` does with the
+    resident set of catalog ``modes`` (normalised), so that it ends as it was before the switch. Pure.
+
+    Returns {"stop": the resident modes whose pods are stopped first (the failed target: after a
+    failed wake its memory state is unknown, the next switch to it starts it cold), "stop_set":
+    every resident pod is stopped (the previous mode is not resident and needs the GPU free),
+    "awake": the resident mode put back awake, warmed up, verified and routed (None: the previous
+    mode is not resident, the recorded Deployment ``<name>`` is put back instead), "asleep": the
+    resident modes that run asleep beside it (started cold, one at a time, where they do not run)}.
+    """
+    residents = sorted(m for m, e in modes.items() if e.get("resident"))
+    stop = [m for m in residents if m == failed_mode]
+    if prev_mode not in residents:
+        return {"stop": stop, "stop_set": bool(residents), "awake": None, "asleep": []}
+    return {"stop": stop, "stop_set": False, "awake": prev_mode,
+            "asleep": [m for m in residents if m not in (prev_mode, failed_mode)]}
 
 
 def diagnostics(api, namespace, pod_name, failure_reason=None):

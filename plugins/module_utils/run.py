@@ -28,7 +28,7 @@ __metaclass__ = type
 
 import time
 from collections import namedtuple
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from ansible_collections.homelab.gpu.plugins.module_utils import apply, catalog, options, plan, preflight, \
     readiness, record, resident, rollback, rollout, sleepwake
@@ -499,6 +499,10 @@ def steps(run, profile, the_plan, live, result, wait_timeout, nodes, nodes_rv, t
                            dict(result, final_state={"mode": profile["mode"], "ready": False, "pod": failure.get("pod")}))
     run.progress.show(record.ROLLBACK)
     restored = rollback.rollback(run, target.mode, target.spec)
+    back = rollback.resident_plan(run.catalog, target.mode, profile["mode"])
+    if back["awake"] and restored.final.get("ready"):
+        # the previous mode is resident: its pointer is back (the failed pod gone), now the set it points to
+        restored = restore_set(run, back["awake"], back["stop"])
     run.finish(restored.mode, restored.model, restored.names)
     final = restored.final
     raise SwitchFailed(message + " Rolled back to %s: %s." % (
@@ -747,23 +751,16 @@ def resident_failed(run, profile, info, live, state, pods, failure, clock, resul
         raise SwitchFailed(message + " Not rolled back (rollback is off).",
                            dict(result, final_state={"mode": target, "ready": False, "pod": failure.get("pod")}))
     run.progress.show(record.ROLLBACK)
+    back = rollback.resident_plan(run.catalog, prev, target)
     try:
-        if state[target]["deployment"] is not None or target in (the_start or []):
+        if back["stop"] and (state[target]["deployment"] is not None or target in (the_start or [])):
             sleepwake.scale(api, ns, resident.deployment_name(name, target), 0)
         wait_gone(run, resident.pod_selector(name, target), 60)
-        prev_entry = run.catalog.get(prev) or {}
-        if prev_entry.get("resident") and pods.get(prev):
-            back = resident.render_pointer(prev_entry, name, ns, opts.served_alias, opts.pod,
-                                           selector=info["selector"] if info["exists"] else None)
-            api.apply(apply.deployment_path(ns, name), back, catalog.MANAGER, force=True)
-            prev_names = catalog.served_names(prev_entry, opts.served_alias)
-            if sleepwake.is_sleeping(api, ns, pods[prev], port) is not False:
-                sleepwake.wake(api, ns, pods[prev], port, prev_entry["wait_timeout"])
-            sleepwake.warmup(api, ns, pods[prev], port, prev_names[0], 60)
-            sleepwake.verify(api, ns, pods[prev], port, prev_names)
-            sleepwake.route(api, ns, pods[prev], True)
-            restored = rollback.Restored({"mode": prev, "ready": True, "pod": pods[prev],
-                                          "message": "ready and verified"}, prev, prev_entry["model"], prev_names)
+        if back["awake"]:
+            pointer = resident.render_pointer(run.catalog[prev], name, ns, opts.served_alias, opts.pod,
+                                              selector=info["selector"] if info["exists"] else None)
+            api.apply(apply.deployment_path(ns, name), pointer, catalog.MANAGER, force=True)
+            restored = restore_set(run, prev, back["stop"])
         else:
             stop_set(run, sleepwake.read_set(api, ns, name, resident.resident_modes(run.catalog), {}, port,
                                              ask=False))
@@ -777,6 +774,69 @@ def resident_failed(run, profile, info, live, state, pods, failure, clock, resul
     raise SwitchFailed(message + " Rolled back to %s: %s." % (
         final.get("mode") or "no Deployment", "ready and verified" if final.get("ready") else final.get("message")),
         dict(result, rolled_back=True, final_state=final))
+
+
+def restore_set(run, mode, leave_out=()):
+    # type: (Run, str, Sequence[str]) -> rollback.Restored
+    """The rollback to resident mode ``mode`` once its pointer is back: every resident mode but
+    ``leave_out`` runs a pod again, ``mode`` awake, warmed up, verified and routed, the others
+    asleep (resident.plan with ``mode`` as the target: a member that does not run is started cold,
+    one at a time, while the others sleep). A sleeper that cannot start is stopped again and named
+    in the outcome; the rollback fails only when ``mode`` itself does not come back."""
+    opts = run.opts
+    api, ns, name, port = run.api, opts.namespace, opts.name, opts.pod["port"]
+    members = dict((m, run.catalog[m]) for m in resident.resident_modes(run.catalog) if m not in leave_out)
+    entry = run.catalog[mode]
+    names = catalog.served_names(entry, opts.served_alias)
+    clock = readiness.PhaseClock(run.now, resident.PHASES)
+    pod, stopped = None, []
+    try:
+        bodies = dict((m, resident.render(e, name, ns, opts.served_alias, opts.pod)) for m, e in members.items())
+        wanted = dict((m, b["metadata"]["annotations"][catalog.ANN_FINGERPRINT]) for m, b in bodies.items())
+        state = sleepwake.read_set(api, ns, name, sorted(members), wanted, port)
+        moves = resident.plan(members, mode, mode, 0, True, state)
+        pods = dict((m, s["pod"]) for m, s in state.items())
+        budget = sum(int(members[m]["wait_timeout"]) for m in moves["start"]) + int(entry["wait_timeout"])
+        deadline = run.now() + budget
+        for member in moves["unroute"]:
+            sleepwake.route(api, ns, pods[member], False)
+        for member in moves["sleep"]:
+            sleepwake.sleep(api, ns, pods[member], port, max(1.0, deadline - run.now()))
+        clock.mark("sleep")
+        for member in moves["start"]:
+            try:
+                pods[member] = start_member(run, member, bodies[member], state[member], deadline - run.now())
+            except sleepwake.EngineError:
+                if member == mode:
+                    raise
+                sleepwake.scale(api, ns, resident.deployment_name(name, member), 0)
+                wait_gone(run, resident.pod_selector(name, member), 60)
+                stopped.append(member)
+                continue
+            if member != mode:
+                sleepwake.sleep(api, ns, pods[member], port, max(1.0, deadline - run.now()))
+        clock.mark("start")
+        pod = pods[mode]
+        if moves["wake"]:
+            sleepwake.wake(api, ns, pod, port, max(1.0, deadline - run.now()))
+        clock.mark("wake")
+        sleepwake.warmup(api, ns, pod, port, names[0], max(1.0, min(deadline - run.now(), 60)))
+        clock.mark("warmup")
+        sleepwake.verify(api, ns, pod, port, names)
+        sleepwake.route(api, ns, pod, True)
+        clock.mark("verify")
+    except (sleepwake.EngineError, KubeError) as exc:
+        text = exc.failure["message"] if isinstance(exc, sleepwake.EngineError) else exc.message
+        return rollback.Restored({"mode": mode, "ready": False, "pod": pod,
+                                  "message": "the rollback did not bring resident mode %s back: %s; run the switch "
+                                             "to %s again once the cause is fixed" % (mode, text, mode)},
+                                 None, None, None)
+    asleep = sorted(m for m in members if m != mode and m not in stopped)
+    message = "ready and verified" + ("" if not stopped else " (%s could not start and stay stopped)"
+                                      % ", ".join(stopped))
+    return rollback.Restored({"mode": mode, "ready": True, "pod": pod, "phases": clock.durations(),
+                              "resident": {"awake": mode, "asleep": asleep}, "message": message},
+                             mode, entry["model"], names)
 
 
 def switch(api, params, check_mode=False, diff=False, warn=None, now=time.monotonic, sleep=time.sleep):

@@ -221,6 +221,93 @@ def test_a_wake_that_runs_out_of_memory_rolls_back_to_the_previous_mode(kube_sim
 
 
 # --------------------------------------------------------------------------------------------
+# rollbacks across the resident set and the main Deployment
+
+CODER = "Qwen/Qwen2.5-Coder-7B-Instruct-AWQ"
+
+
+def with_coder(modes=None):
+    """The catalog plus a non-resident mode, coder, that runs in the main Deployment."""
+    modes = copy.deepcopy(modes or MODES)
+    modes["coder"] = {"model": CODER, "image": "vllm/vllm-openai:v0.8.5.post1",
+                      "args": ["--quantization", "awq_marlin", "--max-model-len", "8192",
+                               "--gpu-memory-utilization", "0.90"], "vram_mib": 10820, "wait_timeout": 60}
+    return modes
+
+
+def switch_record(cluster):
+    return cluster.core.read_namespaced_config_map("vllm-server-switch", NS).data
+
+
+def main_deployment(cluster):
+    return client.AppsV1Api(cluster.api_client()).read_namespaced_deployment("vllm-server", NS)
+
+
+@pytest.mark.sim_only
+def test_a_failed_switch_from_a_resident_mode_to_a_cold_one_puts_the_resident_set_back(playbook, kube_sim):
+    # coder's engine crashes at start: the switch stopped the resident set for it, the rollback starts it again
+    kube_sim.patch_scenario({"models": {CODER: {"crash": "RuntimeError: the coder checkpoint is corrupt"}}})
+    modes = with_coder()
+    tasks = []
+    for index, mode in enumerate(("ml", "coder")):
+        tasks.append({"name": "switch%d" % index, "ignore_errors": True,
+                      "homelab.gpu.vllm_mode": {"mode": mode, "modes": modes, "pod": POD,
+                                                "registry": {"offline": True}}})
+    run = playbook.run(tasks, kubeconfig=kube_sim.kubeconfig)
+    first, res = run.result("switch0"), run.result("switch1")
+    assert first.get("failed") is not True, first.get("msg")
+    assert res["failed"] is True and res["rolled_back"] is True, res.get("msg")
+    assert res["failure"]["reason"] in ("CrashLoopBackOff", "ContainerExited"), res["failure"]
+    assert any("checkpoint is corrupt" in line for line in res["failure"]["logs"]), res["failure"]["logs"]
+    assert "Rolled back to ml: ready and verified" in res["msg"], res["msg"]
+    final = res["final_state"]
+    assert final["mode"] == "ml" and final["ready"] is True and final["pod"].startswith("vllm-server-ml-"), final
+    assert final["resident"] == {"awake": "ml", "asleep": ["r1"]}, final
+    # exactly as before the switch: ml awake and behind the Service, r1 asleep, nothing in the main Deployment
+    assert sleeping(kube_sim, "ml") is False and sleeping(kube_sim, "r1") is True
+    assert behind_service(kube_sim) == ["ml"]
+    assert "Qwen/Qwen3-8B-AWQ" in models_through_service(kube_sim)
+    dep = main_deployment(kube_sim)
+    assert dep.spec.replicas == 0 and dep.metadata.annotations["homelab.gpu/mode"] == "ml"
+    assert pods(kube_sim, "app.kubernetes.io/instance=vllm-server,!homelab.gpu/resident") == []
+    cm = kube_sim.core.read_namespaced_config_map("llm-fallback-config", NS).data
+    assert cm["VLLM_MODE"] == "ml" and cm["VLLM_MODEL"] == "Qwen/Qwen3-8B-AWQ", cm
+    rec = switch_record(kube_sim)
+    assert rec["mode"] == "coder" and rec["previous_mode"] == "ml" and rec["result"] == "rolled back", rec
+    # and the next switch between resident modes is a wake again, not a cold start
+    again = engine(kube_sim, "r1", modes=modes)
+    assert again["failed"] is False, again["msg"]
+    assert again["resident"]["plan"]["start"] == [] and again["resident"]["plan"]["wake"] is True
+
+
+@pytest.mark.sim_only
+def test_a_failed_switch_from_a_cold_mode_to_a_resident_one_stops_the_set_and_puts_the_deployment_back(kube_sim):
+    # r1's engine crashes at start: ml was started (cold, then asleep) for the switch, r1 never comes up
+    kube_sim.patch_scenario({"models": {"casperhansen/deepseek-r1-distill-qwen-7b-awq": {
+        "crash": "RuntimeError: the r1 checkpoint is corrupt"}}})
+    modes = with_coder()
+    first = engine(kube_sim, "coder", modes=modes)
+    assert first["failed"] is False, first["msg"]
+    before = main_deployment(kube_sim)
+    res = engine(kube_sim, "r1", modes=modes)
+    assert res["failed"] is True and res["rolled_back"] is True, res["msg"]
+    assert res["failure"]["phase"] == "start", res["failure"]
+    assert "Rolled back to coder: ready and verified" in res["msg"], res["msg"]
+    assert res["final_state"]["mode"] == "coder" and res["final_state"]["ready"] is True
+    # no resident pod is left (ml was started by the switch), coder serves from the main Deployment again
+    assert pods(kube_sim, "app.kubernetes.io/instance=vllm-server,homelab.gpu/resident") == []
+    assert behind_service(kube_sim) == ["main"]
+    assert CODER in models_through_service(kube_sim)
+    dep = main_deployment(kube_sim)
+    assert dep.spec.replicas == 1 and dep.metadata.annotations["homelab.gpu/mode"] == "coder"
+    assert dep.spec.template.spec.containers[0].args == before.spec.template.spec.containers[0].args
+    cm = kube_sim.core.read_namespaced_config_map("llm-fallback-config", NS).data
+    assert cm["VLLM_MODE"] == "coder" and cm["VLLM_MODEL"] == CODER, cm
+    rec = switch_record(kube_sim)
+    assert rec["mode"] == "r1" and rec["previous_mode"] == "coder" and rec["result"] == "rolled back", rec
+
+
+# --------------------------------------------------------------------------------------------
 # the gateway, a real process
 
 def gateway_modes():
