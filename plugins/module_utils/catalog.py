@@ -85,6 +85,9 @@ ENTRY_SCHEMA = (
     ("resident", "bool", False, "Keep this serving mode's vLLM running asleep (sleep mode, its own Deployment "
      "<name>-<mode>) while another resident mode is awake: a switch between resident modes wakes it in seconds.",
      None),
+    ("keep_awake", "bool", False, "A resident mode that stays awake beside the current mode (e.g. a small embedding "
+     "model beside the chat model) instead of sleeping; the resident VRAM budget must prove the awake set fits.",
+     None),
     ("sleeping_vram_mib", "int", 1536, "GPU memory a sleeping engine of this resident mode still holds (CUDA "
      "context, graph pool), in MiB, for the resident set's VRAM budget.",
      (0, MAX_MIB)),
@@ -217,6 +220,10 @@ def normalise_entry(mode, entry):
     if out["resident"] and replicas != 1:
         raise ProfileError("mode '%s': resident needs a serving mode with replicas 1 (it has %d): remove resident or "
                            "set replicas to 1." % (mode, replicas))
+    out["keep_awake"] = _as_bool(mode, "keep_awake", entry.get("keep_awake"), False)
+    if out["keep_awake"] and not out["resident"]:
+        raise ProfileError("mode '%s': keep_awake needs resident: true (only a resident mode has its own pod that can "
+                           "stay awake beside another): set resident: true or remove keep_awake." % mode)
     residue = entry.get("sleeping_vram_mib")
     out["sleeping_vram_mib"] = 1536 if residue in (None, "") else _as_int(mode, "sleeping_vram_mib", residue)
     weights = entry.get("weights_mib")

@@ -157,8 +157,7 @@ def report(run):
             # The Deployment is the pointer of a resident mode (zero replicas): the awake resident pod
             # is the one behind the Service (it matches the selector), the others sleep.
             result.update(model=entry["model"], served_model_names=catalog.served_names(entry, opts.served_alias),
-                          resident={"awake": state["mode"],
-                                    "asleep": [m for m in resident.resident_modes(run.catalog) if m != state["mode"]]})
+                          resident=resident.summary(run.catalog, state["mode"]))
         result["pods"] = pods_summary(pods)
         result.update(serving_pod(pods, state, switched_at))
         if entry.get("resident") and result["pod"] is None:

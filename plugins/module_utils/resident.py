@@ -8,7 +8,10 @@ A catalog entry with ``resident: true`` keeps its own Deployment ``<name>-<mode>
 process per model: vLLM allows one sleep-mode engine per process) started with
 ``--enable-sleep-mode`` and ``VLLM_SERVER_DEV_MODE=1`` (the HTTP ``/sleep``, ``/wake_up`` and
 ``/is_sleeping`` routes). While a resident mode is the current one, every resident mode of the
-instance runs a pod: the current one awake, the others asleep (weights parked in host RAM).
+instance runs a pod: the current one awake, the others asleep (weights parked in host RAM), but
+for the ``keep_awake: true`` ones, which stay awake beside the current one (``awake_set``; the
+VRAM budget proves the awake set fits). A keep-awake pod is never behind the Service (that
+follows the current mode); the gateway reaches it through its pod by model name.
 
 Routing: the Service ``<service_name>`` selects ``app.kubernetes.io/name=vllm`` and
 ``app.kubernetes.io/instance=<name>``. A resident pod template carries the instance label but not
@@ -156,43 +159,92 @@ def sleep_check(profile):
     return {"verdict": "unknown", "message": "no row", "inputs": {"image": image}}  # pragma: no cover
 
 
+def keep_awake_modes(modes):
+    # type: (Dict[str, dict]) -> List[str]
+    """The resident modes that stay awake beside the current one (``keep_awake: true``), sorted."""
+    return [m for m in resident_modes(modes) if modes[m].get("keep_awake")]
+
+
+def awake_set(modes, target):
+    # type: (Dict[str, dict], str) -> List[str]
+    """The resident modes awake while resident mode ``target`` is current: the target and every
+    keep-awake mode, sorted."""
+    return sorted(set([target]) | set(keep_awake_modes(modes)))
+
+
+def summary(modes, current):
+    # type: (Dict[str, dict], str) -> dict
+    """{"awake": resident mode ``current``, "asleep": the resident modes that sleep, "also_awake": the
+    keep-awake modes awake beside it (only when there are any)}."""
+    awake = awake_set(modes, current)
+    out = {"awake": current, "asleep": [m for m in resident_modes(modes) if m not in awake]}
+    if len(awake) > 1:
+        out["also_awake"] = [m for m in awake if m != current]
+    return out
+
+
+def _awake_list(awake):
+    # type: (object) -> List[str]
+    return [awake] if isinstance(awake, str) else sorted(awake)
+
+
 def vram_budget(modes, awake, gpu_mib):
-    # type: (Dict[str, dict], str, Optional[int]) -> dict
-    """The resident set's GPU memory with ``awake`` awake: its vram_mib plus each sleeping mode's
-    sleeping_vram_mib, against the GPU's memory (MiB, nvidia.com/gpu.memory)."""
+    # type: (Dict[str, dict], object, Optional[int]) -> dict
+    """The resident set's GPU memory with ``awake`` (a mode or a list: ``awake_set``) awake: the
+    vram_mib of each awake mode plus each sleeping mode's sleeping_vram_mib, against the GPU's
+    memory (MiB, nvidia.com/gpu.memory)."""
+    woken = _awake_list(awake)
     residents = resident_modes(modes)
-    asleep = [m for m in residents if m != awake]
-    share = modes[awake].get("vram_mib")
+    asleep = [m for m in residents if m not in woken]
+    shares = dict((m, modes[m].get("vram_mib")) for m in woken)
     residue = sum(int(modes[m]["sleeping_vram_mib"]) for m in asleep)
     sleepers = dict((m, modes[m]["sleeping_vram_mib"]) for m in asleep)
-    inputs = {"awake": awake, "awake_vram_mib": share, "asleep": sleepers, "gpu_mib": gpu_mib}
-    if share is None:
+    unset = [m for m in woken if shares[m] is None]
+    share = sum(int(v) for v in shares.values() if v is not None)
+    inputs = {"awake": woken[0] if len(woken) == 1 else woken, "awake_vram_mib": share, "asleep": sleepers,
+              "gpu_mib": gpu_mib}
+    if len(woken) > 1:
+        inputs["awake_vram"] = shares
+    if unset:
         return {"verdict": "unknown", "rule": "resident-vram",
-                "message": "mode %s sets no vram_mib, so the resident set's GPU memory was not checked." % awake,
-                "inputs": inputs}
+                "message": "mode %s sets no vram_mib, so the resident set's GPU memory was not checked."
+                           % ", ".join(unset), "inputs": inputs}
     if gpu_mib is None:
         return {"verdict": "unknown", "rule": "resident-vram",
                 "message": "no candidate node has the nvidia.com/gpu.memory label, so the resident set's %d MiB "
                            "were not checked." % (share + residue), "inputs": inputs}
     need = share + residue
     inputs["need_mib"] = need
-    if need > gpu_mib:
+    if need > gpu_mib and len(woken) == 1:
+        awake = woken[0]
         return {"verdict": "fail", "rule": "resident-vram",
                 "message": "resident mode %s awake needs %d MiB and the %d sleeping mode(s) %s keep %d MiB, %d MiB "
                            "in all, but the GPU has %d MiB: lower --gpu-memory-utilization and vram_mib of %s by %d "
                            "MiB or more, or make fewer modes resident."
                            % (awake, share, len(asleep), ", ".join(asleep) or "-", residue, need, gpu_mib, awake,
                               need - gpu_mib), "inputs": inputs}
+    if need > gpu_mib:
+        kept = [m for m in woken if modes[m].get("keep_awake")]
+        return {"verdict": "fail", "rule": "resident-vram",
+                "message": "resident modes %s awake together need %d MiB (%s) and the %d sleeping mode(s) %s keep %d "
+                           "MiB, %d MiB in all, but the GPU has %d MiB: lower --gpu-memory-utilization and vram_mib of "
+                           "the awake modes by %d MiB or more in all, or set keep_awake: false on %s."
+                           % (" and ".join(woken), share, ", ".join("%s %d" % (m, shares[m]) for m in woken),
+                              len(asleep), ", ".join(asleep) or "-", residue, need, gpu_mib, need - gpu_mib,
+                              ", ".join(kept) or "-"), "inputs": inputs}
     return {"verdict": "pass", "rule": "resident-vram",
-            "message": "mode %s awake (%d MiB) and %d asleep (%d MiB) need %d of %d MiB."
-                       % (awake, share, len(asleep), residue, need, gpu_mib), "inputs": inputs}
+            "message": "mode%s %s awake (%d MiB) and %d asleep (%d MiB) need %d of %d MiB."
+                       % ("s" if len(woken) > 1 else "", " and ".join(woken), share, len(asleep), residue, need,
+                          gpu_mib), "inputs": inputs}
 
 
 def ram_budget(modes, awake, allocatable_mib, limits_mib=0):
-    # type: (Dict[str, dict], str, Optional[int], int) -> dict
-    """Host RAM of the resident set with ``awake`` awake: the weights each sleeping mode parks in
-    host RAM plus the pods' memory limits (``limits_mib``), against the node's allocatable memory."""
-    asleep = [m for m in resident_modes(modes) if m != awake]
+    # type: (Dict[str, dict], object, Optional[int], int) -> dict
+    """Host RAM of the resident set with ``awake`` (a mode or a list) awake: the weights each sleeping
+    mode parks in host RAM plus the pods' memory limits (``limits_mib``), against the node's
+    allocatable memory."""
+    woken = _awake_list(awake)
+    asleep = [m for m in resident_modes(modes) if m not in woken]
     unknown = [m for m in asleep if modes[m].get("weights_mib") is None]
     inputs = {"asleep": dict((m, modes[m].get("weights_mib")) for m in asleep), "limits_mib": limits_mib,
               "allocatable_mib": allocatable_mib}
@@ -225,24 +277,31 @@ def plan(modes, target, live_mode, live_replicas, pointer_ok, members):
     {"fingerprint_ok", "replicas", "pod" (name or None), "ready", "sleeping" (True/False/None: no
     answer), "routed"}.
 
-    Returns {"action": noop | switch, "stop_main", "pointer", "start" (modes to apply and start,
-    the target last), "unroute", "sleep", "wake", "route"}.
+    The awake set is the target and every keep-awake mode (``awake_set``); the others sleep.
+    Returns {"action": noop | switch, "stop_main", "pointer", "start" (modes to apply and start:
+    those that sleep first, then the keep-awake ones, the target last), "unroute", "sleep",
+    "wake", "wake_keep" (keep-awake modes to wake), "route"}.
     """
     residents = resident_modes(modes)
+    awake = awake_set(modes, target)
     start = [m for m in residents if not members.get(m, {}).get("fingerprint_ok")
              or members.get(m, {}).get("replicas") != 1 or not members.get(m, {}).get("pod")
              or not members.get(m, {}).get("ready")]
-    start = [m for m in start if m != target] + [m for m in start if m == target]
+    start = [m for m in start if m not in awake] + [m for m in start if m in awake and m != target] + \
+        [m for m in start if m == target]
     running = dict((m, members[m]) for m in residents if m not in start)
-    # vLLM loads only into free GPU memory: a member starts while every other one sleeps.
-    cold = [m for m in start if m != target]
+    # vLLM loads only into free GPU memory: a member that is to sleep starts while every other one
+    # sleeps (its load takes its whole awake share); the awake set fits together (vram_budget).
+    cold = [m for m in start if m not in awake]
     unroute = sorted(m for m, s in running.items() if s.get("routed") and (m != target or cold))
-    sleep = sorted(m for m, s in running.items() if (m != target or cold) and s.get("sleeping") is not True)
+    sleep = sorted(m for m, s in running.items() if (m not in awake or cold) and s.get("sleeping") is not True)
     wake = target not in start and (running[target].get("sleeping") is not False or target in sleep)
+    wake_keep = sorted(m for m in awake if m != target and m in running
+                       and (running[m].get("sleeping") is not False or m in sleep))
     route = target in start or not running[target].get("routed") or wake
     out = {"stop_main": live_replicas > 0, "pointer": not pointer_ok, "start": start, "unroute": unroute,
-           "sleep": sleep, "wake": wake, "route": route}
-    busy = out["stop_main"] or out["pointer"] or start or unroute or sleep or wake or route
+           "sleep": sleep, "wake": wake, "wake_keep": wake_keep, "route": route}
+    busy = out["stop_main"] or out["pointer"] or start or unroute or sleep or wake or wake_keep or route
     out["action"] = "switch" if busy else "noop"
     out["reason"] = ("already in resident mode %s" % target) if not busy else \
         ("switch from %s to resident mode %s" % (live_mode, target) if live_mode != target

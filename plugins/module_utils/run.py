@@ -548,7 +548,8 @@ def wait_gone(run, selector, timeout):
 def resident_checks(run, profile, residents, nodes):
     # type: (Run, dict, List[str], List[dict]) -> Tuple[dict, List[dict]]
     """The preflight over the resident set: CUDA, architecture and VRAM of every resident image,
-    whether its vLLM serves sleep mode over HTTP, the set's VRAM budget with ``profile`` awake and
+    whether its vLLM serves sleep mode over HTTP, the set's VRAM budget with ``profile`` and the
+    keep-awake modes awake and
     the host RAM its parked weights take. Returns (checks, the verdicts that block)."""
     policy = run.opts.cuda_check
     checks, refusals = run.checks(profile, nodes)
@@ -566,8 +567,9 @@ def resident_checks(run, profile, residents, nodes):
     ram = [resident.parse_memory_mib(((n.get("status") or {}).get("allocatable") or {}).get("memory"))
            for n in with_gpu]
     ram = [r for r in ram if r is not None]
-    checks["resident_vram"] = resident.vram_budget(run.catalog, profile["mode"], min(gpu) if gpu else None)
-    checks["resident_ram"] = resident.ram_budget(run.catalog, profile["mode"], min(ram) if ram else None)
+    awake = resident.awake_set(run.catalog, profile["mode"])
+    checks["resident_vram"] = resident.vram_budget(run.catalog, awake, min(gpu) if gpu else None)
+    checks["resident_ram"] = resident.ram_budget(run.catalog, awake, min(ram) if ram else None)
     if policy != "skip":
         for key in sorted(checks):
             if key.startswith("sleep_") or key.startswith("resident_"):
@@ -583,7 +585,8 @@ def resident_switch(run, profile, residents, check_mode=False, want_diff=False):
     """A switch to resident mode ``profile``: read the main Deployment and the resident set, plan
     (resident.plan), preflight the whole set, then under the lease and the switch record: stop the
     main pod, start missing members (cold, then asleep), put every other member to sleep, wake the
-    target, warm it up, verify it and route the Service to it; a failure rolls back."""
+    target, warm it up, verify it and route the Service to it; keep-awake members stay awake (woken
+    and verified when they were not); a failure rolls back."""
     opts = run.opts
     ns, name, port = opts.namespace, opts.name, opts.pod["port"]
     wait_timeout = int(opts.wait_timeout or profile["wait_timeout"])
@@ -604,8 +607,8 @@ def resident_switch(run, profile, residents, check_mode=False, want_diff=False):
     result = base_result(profile, {"live": info, "expected_names": names, "action": the_plan["action"],
                                    "reason": the_plan["reason"]}, wait_timeout)
     result["phases"] = dict((ph, None) for ph in resident.PHASES)
-    result["resident"] = {"awake": profile["mode"], "asleep": [m for m in residents if m != profile["mode"]],
-                          "plan": dict((k, v) for k, v in the_plan.items() if k not in ("action", "reason"))}
+    result["resident"] = dict(resident.summary(run.catalog, profile["mode"]),
+                              plan=dict((k, v) for k, v in the_plan.items() if k not in ("action", "reason")))
     if the_plan["action"] == "noop":
         cms = record.instance_configmaps(run.api, ns, name) if run.client.cm_name else {}
         client_cm = cms.get(run.client.cm_name, UNREAD)
@@ -677,6 +680,8 @@ def resident_steps(run, profile, the_plan, live, info, state, bodies, pointer, r
     deadline = run.now() + wait_timeout
     names = catalog.served_names(profile, opts.served_alias)
     pods = dict((m, s["pod"]) for m, s in state.items())
+    awake = resident.awake_set(run.catalog, target)
+    keep = [m for m in awake if m != target and (m in the_plan["wake_keep"] or m in the_plan["start"])]
     woke = False
     started = []
     try:
@@ -702,19 +707,23 @@ def resident_steps(run, profile, the_plan, live, info, state, bodies, pointer, r
         for mode in the_plan["start"]:
             started.append(mode)
             pods[mode] = start_member(run, mode, bodies[mode], state[mode], deadline - run.now())
-            if mode != target:
+            if mode not in awake:
                 sleepwake.sleep(api, ns, pods[mode], port, max(1.0, deadline - run.now()))
         clock.mark("start")
         run.progress.tick()
         if the_plan["wake"]:
             woke = True
             sleepwake.wake(api, ns, pods[target], port, max(1.0, deadline - run.now()))
+        for mode in the_plan["wake_keep"]:
+            sleepwake.wake(api, ns, pods[mode], port, max(1.0, deadline - run.now()))
         clock.mark("wake")
         run.progress.tick()
         sleepwake.warmup(api, ns, pods[target], port, names[0], max(1.0, min(deadline - run.now(), 60)))
         clock.mark("warmup")
         run.progress.tick()
         sleepwake.verify(api, ns, pods[target], port, names)
+        for mode in keep:   # no warm-up: a keep-awake mode may not serve completions (an embedding model)
+            sleepwake.verify(api, ns, pods[mode], port, catalog.served_names(run.catalog[mode], opts.served_alias))
         sleepwake.route(api, ns, pods[target], True)
         clock.mark("verify")
     except (sleepwake.EngineError, KubeError) as exc:

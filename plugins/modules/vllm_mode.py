@@ -189,11 +189,13 @@ plan:
   sample: apply
 resident:
   description: A switch to a resident mode (catalog C(resident), vLLM sleep mode) - the mode awake, the modes
-    asleep, and the plan (stop_main, pointer, start, unroute, sleep, wake, route); its phases are terminate, sleep,
-    start, wake, warmup and verify.
+    asleep, the keep-awake modes awake beside it (C(also_awake), only when the catalog has C(keep_awake) modes),
+    and the plan (stop_main, pointer, start, unroute, sleep, wake, wake_keep, route); its phases are terminate,
+    sleep, start, wake, warmup and verify.
   returned: when the mode is resident
   type: dict
-  sample: {awake: r1, asleep: [ml], plan: {start: [], sleep: [ml], wake: true, route: true}}
+  sample: {awake: r1, asleep: [ml], also_awake: [embed], plan: {start: [], sleep: [ml], wake: true, wake_keep: [],
+           route: true}}
 reason:
   description: Why that action, one sentence.
   returned: when the Deployment was read

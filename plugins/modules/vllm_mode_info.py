@@ -112,11 +112,12 @@ node:
   returned: success
   type: str
 resident:
-  description: When the current mode is resident (vLLM sleep mode) - the mode awake and the resident modes asleep;
-    O(pod) is then the awake resident pod behind the Service.
+  description: When the current mode is resident (vLLM sleep mode) - the mode awake, the resident modes asleep and
+    the keep-awake modes awake beside it (C(also_awake), only when the catalog has C(keep_awake) modes); O(pod) is
+    then the awake resident pod behind the Service.
   returned: when the current mode is resident
   type: dict
-  sample: {awake: ml, asleep: [r1]}
+  sample: {awake: ml, asleep: [r1], also_awake: [embed]}
 pods:
   description: Every pod of the Deployment (name, node, phase, ready, terminating).
   returned: success

@@ -263,13 +263,14 @@ def test_every_key_of_the_one_entry_schema_is_validated_and_documented():
     full = {"description": "d", "model": "m", "image": "i", "served_model_names": ["m"], "args": [], "env": {},
             "vram_mib": 1, "wait_timeout": 5, "replicas": 1, "image_cuda": {"cuda_version": "12.4"}, "lock": False,
             "on_demand": True, "wake_timeout": 9, "image_arch": "7.5 8.0+PTX", "target_seconds": 4,
-            "resident": True, "sleeping_vram_mib": 1200, "weights_mib": 5700}
+            "resident": True, "sleeping_vram_mib": 1200, "weights_mib": 5700, "keep_awake": True}
     assert set(full) == set(cat.ENTRY_KEYS)
     entry = cat.validate_catalog({"x": full})["x"]
     assert (entry["lock"], entry["on_demand"], entry["wake_timeout"]) == (False, True, 9)
     assert entry["image_arch"] == "7.5 8.0+PTX"
     assert entry["target_seconds"] == 4
     assert (entry["resident"], entry["sleeping_vram_mib"], entry["weights_mib"]) == (True, 1200, 5700)
+    assert entry["keep_awake"] is True
 
 
 @pytest.mark.parametrize("key, value", [

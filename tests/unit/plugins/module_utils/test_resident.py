@@ -120,3 +120,71 @@ def test_plan_no_op_and_reconcile():
     out = resident.plan(modes(), "ml", "ml", 0, True, crashed)
     assert out["start"] == ["r1"] and out["sleep"] == ["ml"] and out["unroute"] == ["ml"] and out["wake"]
     assert resident.plan(modes(), "ml", "big", 1, False, settled)["stop_main"] is True
+
+
+# --------------------------------------------------------------------------------------------
+# keep-awake resident modes: awake beside the current one when the budget proves they fit
+
+EMBED = {"model": "BAAI/bge-small-en-v1.5", "image": IMAGE, "vram_mib": 1228, "resident": True, "keep_awake": True,
+         "sleeping_vram_mib": 512, "weights_mib": 130}
+
+
+def test_keep_awake_defaults_to_false_and_needs_a_resident_mode():
+    m = modes(embed=EMBED)
+    assert m["ml"]["keep_awake"] is False and m["embed"]["keep_awake"] is True
+    assert resident.keep_awake_modes(m) == ["embed"]
+    assert resident.awake_set(m, "ml") == ["embed", "ml"] and resident.awake_set(m, "embed") == ["embed"]
+    assert resident.awake_set(modes(), "ml") == ["ml"]
+    with pytest.raises(ProfileError, match="mode 'big': keep_awake needs resident: true"):
+        modes(big={"keep_awake": True})
+
+
+def test_vram_budget_of_an_awake_set_adds_every_awake_share_to_the_residues():
+    m = modes(embed=EMBED, ml={"sleeping_vram_mib": 1024}, r1={"sleeping_vram_mib": 1024})
+    ok = resident.vram_budget(m, resident.awake_set(m, "ml"), 12288)
+    # ml 9830 + embed 1228 awake, r1 asleep 1024
+    assert ok["verdict"] == "pass" and ok["inputs"]["need_mib"] == 9830 + 1228 + 1024, ok
+    assert ok["inputs"]["asleep"] == {"r1": 1024} and ok["inputs"]["awake_vram"] == {"ml": 9830, "embed": 1228}
+    assert ok["message"] == "modes embed and ml awake (11058 MiB) and 1 asleep (1024 MiB) need 12082 of 12288 MiB."
+    bad = resident.vram_budget(modes(embed=EMBED), resident.awake_set(m, "ml"), 12288)
+    assert bad["verdict"] == "fail"
+    assert bad["message"] == (
+        "resident modes embed and ml awake together need 11058 MiB (embed 1228, ml 9830) and the 1 sleeping mode(s) "
+        "r1 keep 1536 MiB, 12594 MiB in all, but the GPU has 12288 MiB: lower --gpu-memory-utilization and vram_mib "
+        "of the awake modes by 306 MiB or more in all, or set keep_awake: false on embed.")
+    unknown = resident.vram_budget(modes(embed=dict(EMBED, vram_mib=None)), ["embed", "ml"], 12288)
+    assert unknown["verdict"] == "unknown" and "mode embed sets no vram_mib" in unknown["message"]
+    # the host RAM: the keep-awake mode parks nothing
+    ram = resident.ram_budget(modes(embed=EMBED), ["embed", "ml"], 14000)
+    assert ram["verdict"] == "pass" and ram["inputs"]["asleep"] == {"r1": 5600}
+
+
+def test_summary_names_the_modes_awake_beside_the_current_one():
+    assert resident.summary(modes(), "ml") == {"awake": "ml", "asleep": ["r1"]}
+    assert resident.summary(modes(embed=EMBED), "r1") == {"awake": "r1", "asleep": ["ml"], "also_awake": ["embed"]}
+
+
+def test_plan_from_nothing_starts_the_sleepers_then_the_keep_awake_mode_then_the_target():
+    members = dict((m, member(None, None, fp=False, replicas=0)) for m in ("ml", "r1", "embed"))
+    out = resident.plan(modes(embed=EMBED), "ml", None, 0, False, members)
+    assert out["start"] == ["r1", "embed", "ml"] and out["sleep"] == [] and out["wake_keep"] == []
+
+
+def test_plan_between_chat_modes_leaves_the_keep_awake_mode_alone():
+    members = {"ml": member("a", False, routed=True), "r1": member("b"), "embed": member("c", False)}
+    out = resident.plan(modes(embed=EMBED), "r1", "ml", 0, True, members)
+    assert (out["start"], out["unroute"], out["sleep"], out["wake"], out["wake_keep"]) == ([], ["ml"], ["ml"], True, [])
+    settled = {"ml": member("a", True), "r1": member("b", False, routed=True), "embed": member("c", False)}
+    assert resident.plan(modes(embed=EMBED), "r1", "r1", 0, True, settled)["action"] == "noop"
+
+
+def test_plan_reconcile_keeps_a_restarted_keep_awake_pod_awake_and_wakes_a_sleeping_one():
+    restarted = {"ml": member("a", False, routed=True), "r1": member("b"), "embed": member("new", False)}
+    assert resident.plan(modes(embed=EMBED), "ml", "ml", 0, True, restarted)["action"] == "noop"
+    asleep = dict(restarted, embed=member("c", True))
+    out = resident.plan(modes(embed=EMBED), "ml", "ml", 0, True, asleep)
+    assert out["action"] == "switch" and out["wake_keep"] == ["embed"] and out["sleep"] == [] and not out["wake"]
+    # a member to sleep that must start cold: everything sleeps while it loads, then the awake set wakes
+    crashed = dict(restarted, r1=member("d", None, ready=False))
+    out = resident.plan(modes(embed=EMBED), "ml", "ml", 0, True, crashed)
+    assert out["start"] == ["r1"] and out["sleep"] == ["embed", "ml"] and out["wake"] and out["wake_keep"] == ["embed"]

@@ -1,0 +1,206 @@
+"""Keep-awake resident modes (catalog ``keep_awake: true``): a small embedding model stays awake beside
+the current chat mode, through homelab.gpu.vllm_mode (ansible-playbook), the switch engine and the
+gateway (a real process), against the simulated cluster.
+
+The reference lab's RTX 3060 (12288 MiB) is time-sliced into three slots here: ml, r1 and embed keep
+a pod each. Awake: ml at --gpu-memory-utilization 0.80 (9830 MiB) and embed at 0.10 (1228 MiB); r1
+asleep keeps 1126 MiB: 12184 of 12288 MiB.
+"""
+import copy
+import os
+import time
+
+import pytest
+from kubernetes import client
+
+from ansible_collections.homelab.gpu.plugins.module_utils.api import Api as EngineApi
+from ansible_collections.homelab.gpu.plugins.module_utils.http_transport import HttpTransport
+from ansible_collections.homelab.gpu.plugins.module_utils.run import switch as engine_switch
+
+NS = "ml"
+POD = {"node_selector": {"nvidia.com/gpu.present": "true"},
+       "tolerations": [{"key": "gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"}]}
+EMBED_MODEL = "BAAI/bge-small-en-v1.5"
+IMAGE = "vllm/vllm-openai:v0.8.5.post1"
+
+
+def chat_args(utilization):
+    return ["--quantization", "awq_marlin", "--max-model-len", "8192", "--gpu-memory-utilization", utilization]
+
+
+MODES = {
+    "ml": {"model": "Qwen/Qwen3-8B-AWQ", "image": IMAGE, "args": chat_args("0.80"), "vram_mib": 9830,
+           "wait_timeout": 120, "resident": True, "sleeping_vram_mib": 1126, "weights_mib": 5700},
+    "r1": {"model": "casperhansen/deepseek-r1-distill-qwen-7b-awq", "image": IMAGE, "args": chat_args("0.80"),
+           "vram_mib": 9830, "wait_timeout": 120, "resident": True, "sleeping_vram_mib": 1126, "weights_mib": 5600},
+    "embed": {"model": EMBED_MODEL, "image": IMAGE, "served_model_names": ["bge-small"],
+              "args": ["--gpu-memory-utilization", "0.10"], "vram_mib": 1228, "wait_timeout": 120,
+              "resident": True, "keep_awake": True, "sleeping_vram_mib": 512, "weights_mib": 130},
+    "gaming": {"replicas": 0, "wait_timeout": 30},
+}
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
+SPEED = float(os.environ.get("HOMELAB_GPU_SIM_SPEED") or 50)
+SERVICE_SELECTOR = {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": "vllm-server"}
+
+
+@pytest.fixture
+def kube_sim(kube_sim_factory):
+    cluster = kube_sim_factory(speed=SPEED)
+    cluster.patch_scenario({"nodes": [{"name": "k3s-gpu-worker", "gpu": {"count": 3}}],
+                            # the chat models' least need (weights + a minimal KV cache) fits their 0.80 share
+                            "models": {EMBED_MODEL: {"vram_mib": 600, "load_seconds": 5, "cached": True,
+                                                     "weights_mib": 130, "sleeping_vram_mib": 400},
+                                       "Qwen/Qwen3-8B-AWQ": {"vram_mib": 9000},
+                                       "casperhansen/deepseek-r1-distill-qwen-7b-awq": {"vram_mib": 9000}}})
+    api = client.CoreV1Api(cluster.api_client())
+    deadline = time.monotonic() + 30
+    while (api.read_node("k3s-gpu-worker").status.allocatable or {}).get("nvidia.com/gpu") != "3":
+        assert time.monotonic() < deadline, "the node does not advertise three GPU slots"
+        time.sleep(0.1)
+    api.create_namespace({"metadata": {"name": NS}})
+    api.create_namespaced_service(NS, {"metadata": {"name": "vllm-api"},
+                                       "spec": {"selector": SERVICE_SELECTOR,
+                                                "ports": [{"name": "http", "port": 8000, "targetPort": "http"}]}})
+    cluster.core = api
+    return cluster
+
+
+def engine(cluster, mode, modes=None, **options):
+    """One switch through the engine, as the gateway makes it (standard-library transport)."""
+    params = {"mode": mode, "modes": modes or MODES, "pod": POD, "registry": {"offline": True},
+              "holder": "test", "wait_timeout": None}
+    params.update(options)
+    api = EngineApi(HttpTransport.from_kubeconfig(cluster.kubeconfig))
+    result, error = engine_switch(api, params)
+    return dict(result, failed=error is not None, msg=error)
+
+
+def writes(cluster):
+    return [r for r in cluster.requests()["log"] if r["method"] in WRITES and not r["path"].startswith("/_sim")]
+
+
+def pods(cluster, selector="app.kubernetes.io/instance=vllm-server"):
+    return [p for p in cluster.core.list_namespaced_pod(NS, label_selector=selector).items
+            if p.metadata.deletion_timestamp is None]
+
+
+def the_pod(cluster, mode):
+    found = pods(cluster, "homelab.gpu/resident=%s" % mode)
+    assert len(found) == 1, [p.metadata.name for p in found]
+    return found[0]
+
+
+def proxy_get(cluster, pod, path):
+    return cluster.core.connect_get_namespaced_pod_proxy_with_path(pod + ":8000", NS, path.lstrip("/"))
+
+
+def sleeping(cluster, mode):
+    return "true" in str(proxy_get(cluster, the_pod(cluster, mode).metadata.name, "is_sleeping")).lower()
+
+
+def behind_service(cluster):
+    selector = ",".join("%s=%s" % kv for kv in SERVICE_SELECTOR.items())
+    return sorted(p.metadata.labels.get("homelab.gpu/resident") or "main" for p in pods(cluster, selector))
+
+
+def wait_for(check, what, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+@pytest.mark.sim_only
+def test_ml_awake_with_embed_then_r1_through_the_module_leaves_embed_awake_and_untouched(playbook, kube_sim):
+    first = engine(kube_sim, "ml")
+    assert first["failed"] is False, first["msg"]
+    assert first["resident"]["plan"]["start"] == ["r1", "embed", "ml"]
+    assert first["resident"]["also_awake"] == ["embed"] and first["resident"]["asleep"] == ["r1"]
+    assert sleeping(kube_sim, "ml") is False and sleeping(kube_sim, "embed") is False
+    assert sleeping(kube_sim, "r1") is True
+    assert behind_service(kube_sim) == ["ml"]   # the Service follows the current mode only
+    embed_pod = the_pod(kube_sim, "embed")
+    # both awake engines answer at once
+    assert "Qwen/Qwen3-8B-AWQ" in str(kube_sim.core.connect_get_namespaced_service_proxy_with_path(
+        "vllm-api:8000", NS, "v1/models"))
+    assert "bge-small" in str(proxy_get(kube_sim, embed_pod.metadata.name, "v1/models"))
+
+    kube_sim.reset_requests()
+    tasks = [{"name": "switch", "homelab.gpu.vllm_mode": {"mode": "r1", "modes": MODES, "pod": POD,
+                                                          "registry": {"offline": True}}},
+             {"name": "status", "homelab.gpu.vllm_mode_info": {"modes": MODES, "pod": POD,
+                                                               "registry": {"offline": True}}}]
+    run = playbook.run(tasks, kubeconfig=kube_sim.kubeconfig)
+    res = run.result("switch")
+    assert res.get("failed") is not True, res.get("msg")
+    assert res["resident"]["plan"]["sleep"] == ["ml"] and res["resident"]["plan"]["wake"] is True
+    assert res["resident"]["plan"]["wake_keep"] == [] and res["resident"]["also_awake"] == ["embed"]
+    assert res["checks"]["resident_vram"]["verdict"] == "pass", res["checks"]["resident_vram"]
+    assert res["checks"]["resident_vram"]["inputs"]["need_mib"] == 9830 + 1228 + 1126
+    # not one write to embed's Deployment or pod (no sleep, no wake, no label, no restart)
+    touched = [(w["method"], w["path"]) for w in writes(kube_sim)
+               if "vllm-server-embed" in w["path"] or embed_pod.metadata.name in w["path"]]
+    assert touched == []
+    assert writes(kube_sim), "the switch wrote nothing at all"
+    assert the_pod(kube_sim, "embed").metadata.uid == embed_pod.metadata.uid
+    assert sleeping(kube_sim, "embed") is False and sleeping(kube_sim, "r1") is False
+    assert sleeping(kube_sim, "ml") is True and behind_service(kube_sim) == ["r1"]
+    status = run.result("status")
+    assert status["mode"] == "r1" and status["ready"] is True
+    assert status["resident"] == {"awake": "r1", "asleep": ["ml"], "also_awake": ["embed"]}
+
+
+@pytest.mark.sim_only
+def test_a_keep_awake_set_that_does_not_fit_is_refused_with_the_numbers_and_nothing_written(kube_sim):
+    assert engine(kube_sim, "ml")["failed"] is False
+    heavy = copy.deepcopy(MODES)
+    heavy["embed"]["vram_mib"] = 2457
+    heavy["embed"]["args"] = ["--gpu-memory-utilization", "0.20"]
+    kube_sim.reset_requests()
+    res = engine(kube_sim, "r1", modes=heavy)
+    assert res["failed"] is True
+    assert "resident modes embed and r1 awake together need 12287 MiB (embed 2457, r1 9830) and the 1 sleeping " \
+           "mode(s) ml keep 1126 MiB, 13413 MiB in all, but the GPU has 12288 MiB: lower " \
+           "--gpu-memory-utilization and vram_mib of the awake modes by 1125 MiB or more in all, or set " \
+           "keep_awake: false on embed." in res["msg"], res["msg"]
+    assert writes(kube_sim) == []
+    assert sleeping(kube_sim, "ml") is False and sleeping(kube_sim, "embed") is False
+    assert behind_service(kube_sim) == ["ml"]
+
+
+@pytest.mark.sim_only
+def test_two_awake_engines_that_do_not_fit_make_the_next_wake_run_out_of_memory(kube_sim):
+    # r1 really takes 85 % of the GPU awake while its catalog entry claims 9830 MiB: the budget passes and
+    # the first start fits (r1 loads alone, then sleeps), but r1 awake beside embed and sleeping ml does not.
+    lying = copy.deepcopy(MODES)
+    lying["r1"]["args"] = chat_args("0.85")
+    first = engine(kube_sim, "ml", modes=lying)
+    assert first["failed"] is False, first["msg"]
+    embed_pod = the_pod(kube_sim, "embed").metadata.uid
+    res = engine(kube_sim, "r1", modes=lying)
+    assert res["failed"] is True and res["rolled_back"] is True, res["msg"]
+    assert res["failure"]["phase"] == "wake" and res["failure"]["reason"] in ("WakeFailed", "OutOfMemory")
+    assert any("out of memory" in line for line in res["failure"]["logs"]), res["failure"]["logs"]
+    assert "Rolled back to ml: ready and verified" in res["msg"]
+    assert sleeping(kube_sim, "ml") is False and sleeping(kube_sim, "embed") is False
+    assert the_pod(kube_sim, "embed").metadata.uid == embed_pod and behind_service(kube_sim) == ["ml"]
+
+
+@pytest.mark.sim_only
+def test_a_restarted_keep_awake_pod_stays_awake_and_gaming_stops_it_too(kube_sim):
+    assert engine(kube_sim, "ml")["failed"] is False
+    old = the_pod(kube_sim, "embed").metadata.name
+    kube_sim.core.delete_namespaced_pod(old, NS, grace_period_seconds=0)
+
+    def back():
+        found = [p for p in pods(kube_sim, "homelab.gpu/resident=embed") if p.metadata.name != old]
+        return found and all(c.ready for c in found[0].status.container_statuses or [])
+    wait_for(back, "no new embed pod Ready")
+    kube_sim.reset_requests()
+    res = engine(kube_sim, "ml")
+    assert res["failed"] is False and res["changed"] is False and res["plan"] == "noop", res
+    assert writes(kube_sim) == []
+    assert sleeping(kube_sim, "embed") is False and sleeping(kube_sim, "r1") is True
+    res = engine(kube_sim, "gaming")
+    assert res["failed"] is False, res["msg"]
+    assert pods(kube_sim) == []
