@@ -795,6 +795,7 @@ def restore_set(run, mode, leave_out=()):
     opts = run.opts
     api, ns, name, port = run.api, opts.namespace, opts.name, opts.pod["port"]
     members = dict((m, run.catalog[m]) for m in resident.resident_modes(run.catalog) if m not in leave_out)
+    awake = resident.awake_set(members, mode)   # the keep-awake members stay awake beside it
     entry = run.catalog[mode]
     names = catalog.served_names(entry, opts.served_alias)
     clock = readiness.PhaseClock(run.now, resident.PHASES)
@@ -822,12 +823,14 @@ def restore_set(run, mode, leave_out=()):
                 wait_gone(run, resident.pod_selector(name, member), 60)
                 stopped.append(member)
                 continue
-            if member != mode:
+            if member not in awake:
                 sleepwake.sleep(api, ns, pods[member], port, max(1.0, deadline - run.now()))
         clock.mark("start")
         pod = pods[mode]
         if moves["wake"]:
             sleepwake.wake(api, ns, pod, port, max(1.0, deadline - run.now()))
+        for member in moves["wake_keep"]:
+            sleepwake.wake(api, ns, pods[member], port, max(1.0, deadline - run.now()))
         clock.mark("wake")
         sleepwake.warmup(api, ns, pod, port, names[0], max(1.0, min(deadline - run.now(), 60)))
         clock.mark("warmup")
@@ -840,11 +843,11 @@ def restore_set(run, mode, leave_out=()):
                                   "message": "the rollback did not bring resident mode %s back: %s; run the switch "
                                              "to %s again once the cause is fixed" % (mode, text, mode)},
                                  None, None, None)
-    asleep = sorted(m for m in members if m != mode and m not in stopped)
+    asleep = sorted(m for m in members if m not in awake and m not in stopped)
     message = "ready and verified" + ("" if not stopped else " (%s could not start and stay stopped)"
                                       % ", ".join(stopped))
     return rollback.Restored({"mode": mode, "ready": True, "pod": pod, "phases": clock.durations(),
-                              "resident": {"awake": mode, "asleep": asleep}, "message": message},
+                              "resident": dict(resident.summary(members, mode), asleep=asleep), "message": message},
                              mode, entry["model"], names)
 
 

@@ -204,3 +204,23 @@ def test_a_restarted_keep_awake_pod_stays_awake_and_gaming_stops_it_too(kube_sim
     res = engine(kube_sim, "gaming")
     assert res["failed"] is False, res["msg"]
     assert pods(kube_sim) == []
+
+
+@pytest.mark.sim_only
+def test_the_rollback_of_a_failed_cold_switch_starts_the_keep_awake_mode_again_awake(kube_sim):
+    # coder (not resident) crashes at start: the switch stopped the resident set for it, the rollback
+    # starts it again as it was: r1 asleep, embed and ml awake
+    coder = "Qwen/Qwen2.5-Coder-7B-Instruct-AWQ"
+    kube_sim.patch_scenario({"models": {coder: {"crash": "RuntimeError: the coder checkpoint is corrupt",
+                                                "cached": True}}})
+    modes = copy.deepcopy(MODES)
+    modes["coder"] = {"model": coder, "image": IMAGE, "args": chat_args("0.90"), "vram_mib": 11059,
+                      "wait_timeout": 60}
+    assert engine(kube_sim, "ml", modes=modes)["failed"] is False
+    res = engine(kube_sim, "coder", modes=modes)
+    assert res["failed"] is True and res["rolled_back"] is True, res["msg"]
+    assert "Rolled back to ml: ready and verified" in res["msg"], res["msg"]
+    assert res["final_state"]["resident"] == {"awake": "ml", "asleep": ["r1"], "also_awake": ["embed"]}, \
+        res["final_state"]
+    assert sleeping(kube_sim, "embed") is False and sleeping(kube_sim, "ml") is False
+    assert sleeping(kube_sim, "r1") is True and behind_service(kube_sim) == ["ml"]
