@@ -61,6 +61,7 @@ class Page(object):
         self.cond = threading.Condition()
         self.version = 0
         self.clients = 0
+        self.observed = {}   # instance -> the record data last read into the history
 
     # -- feeds ------------------------------------------------------------------------------------------
     def publish(self):
@@ -71,8 +72,11 @@ class Page(object):
 
     def observe(self, instance, record):
         """An instance's state changed (the watch, a request counter, a switch flag): ``record`` is its
-        switch record's data; a closed record joins the history."""
-        self.history.add(instance, history_mod.from_record(record))
+        switch record's data; a closed record joins the history. A request's counters change the state
+        but not its record (the same object): the record is read into the history once, not per request."""
+        if self.observed.get(instance) is not record:
+            self.observed[instance] = record
+            self.history.add(instance, history_mod.from_record(record))
         self.publish()
 
     def switched(self, instance, entry):
