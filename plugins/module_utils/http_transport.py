@@ -2,11 +2,16 @@
 # Copyright (c) 2026, homelab.gpu maintainers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""A transport over the standard library only (http.client, ssl): the gateway's and the tests'.
+"""A transport over the standard library only (socket, ssl): the gateway's and the tests'.
 
 ``HttpTransport(base_url, ...)`` keeps a small thread-safe pool of keep-alive connections to one
 server and implements ``transport.Transport``: whole bodies, or with ``stream=True`` the body
-piece by piece as it arrives (http.client undoes the chunked encoding). Credentials come from
+piece by piece as it arrives (the chunked encoding undone). The HTTP/1.1 client is this module's
+own (``Connection``): the request goes out in one write, the answer's status line and header
+fields are parsed with bytes operations (``http.client`` parses them with the ``email`` package, a
+third of the gateway's CPU per forwarded request), its body is framed by Content-Length or chunked
+(RFC 9112 6.3), every read has the transport's timeout and the head, a chunk-size line and the
+trailer are bounded; an answer the client cannot frame closes its connection. Credentials come from
 the arguments, from a kubeconfig (``from_kubeconfig``; a small reader of the YAML subset
 kubeconfigs use, no PyYAML) or from the pod's service account (``in_cluster``; the token file
 is read again every minute, the kubelet rotates it, and at once when the API server answers 401,
@@ -20,14 +25,15 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import base64
-import http.client
 import json
 import os
+import re
 import socket
 import ssl
 import tempfile
 import threading
 import time
+from typing import Dict, Iterator, Optional, Tuple
 from urllib.parse import urlsplit
 
 from ansible_collections.homelab.gpu.plugins.module_utils.transport import Response, Transport, TransportError, \
@@ -37,6 +43,14 @@ SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 TOKEN_REREAD_SECONDS = 60
 POOL_SIZE = 8          # idle connections kept per transport
 READ_SIZE = 65536      # the most one streamed chunk carries
+MAX_HEAD = 65536       # an answer's status line and header fields
+MAX_FIELDS = 100       # header fields of an answer (http.client's limit)
+MAX_LINE = 4096        # a chunk-size line, a trailer field
+MAX_TRAILERS = 32
+BAD_PATH = re.compile(r"[\x00-\x20\x7f]")
+FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")   # a token (RFC 9110 5.6.2)
+NO_BODY_METHODS = ("HEAD",)
+BODY_METHODS = ("POST", "PUT", "PATCH")   # sent with Content-Length: 0 when they have no body
 
 
 class ConfigError(Exception):
@@ -212,6 +226,200 @@ def load_yaml_subset(text):
 
 
 # ---------------------------------------------------------------------------------------------
+# one HTTP/1.1 connection
+# ---------------------------------------------------------------------------------------------
+
+class Closed(ConnectionError):
+    """The server closed the connection before the answer began (an idle keep-alive connection)."""
+
+
+class Malformed(ValueError):
+    """An answer this client cannot frame (the connection is closed, the request fails)."""
+
+
+class Connection(object):
+    """A keep-alive connection to one server: ``request`` sends a request in one write, ``head``
+    reads the answer's status and header fields, ``body``/``pieces`` its body. ``reusable`` is true
+    once an answer was read to its end and the server keeps the connection."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = bytearray()
+        self.reusable = False
+        self.framing = None      # ("length", bytes left) / ("chunked", bytes left in the chunk) / ("close", None)
+        self.keep = False
+
+    def close(self):
+        # type: () -> None
+        self.reusable = False
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def set_timeout(self, timeout):
+        # type: (Optional[float]) -> None
+        if self.sock.gettimeout() != timeout:
+            self.sock.settimeout(timeout)
+
+    def request(self, head, body):
+        # type: (bytes, Optional[bytes]) -> None
+        self.reusable = False
+        self.sock.sendall(head + body if body and len(body) <= READ_SIZE else head)
+        if body and len(body) > READ_SIZE:
+            self.sock.sendall(body)
+
+    def _fill(self):
+        data = self.sock.recv(READ_SIZE)
+        if not data:
+            return False
+        self.buf += data
+        return True
+
+    def _line(self, limit):
+        """One line without its CRLF (bounded by ``limit``)."""
+        scanned = 0
+        while True:
+            end = self.buf.find(b"\n", scanned)
+            if end >= 0:
+                line = bytes(self.buf[:end])
+                del self.buf[:end + 1]
+                return line.rstrip(b"\r")
+            if len(self.buf) > limit:
+                raise Malformed("a line of the answer is longer than %d bytes" % limit)
+            scanned = len(self.buf)
+            if not self._fill():
+                raise Malformed("the server closed the connection in the middle of the answer")
+
+    def head(self, method):
+        # type: (str) -> Tuple[int, Dict[str, str]]
+        """(status, headers) of the answer (an interim 1xx skipped); ``headers`` a dict of lower-case
+        names, repeated fields joined with ", ". Raises Closed when the server closed the connection
+        before the first byte, Malformed for an answer that is not HTTP/1.x."""
+        while True:
+            scanned = 0
+            while True:
+                end = self.buf.find(b"\r\n\r\n", scanned)
+                if end > MAX_HEAD:
+                    raise Malformed("the answer's head is larger than %d bytes" % MAX_HEAD)
+                if end >= 0:
+                    raw = bytes(self.buf[:end])
+                    del self.buf[:end + 4]
+                    break
+                if len(self.buf) > MAX_HEAD:
+                    raise Malformed("the answer's head is larger than %d bytes" % MAX_HEAD)
+                scanned = max(0, len(self.buf) - 3)
+                had = len(self.buf)
+                if not self._fill():
+                    if had:
+                        raise Malformed("the server closed the connection in the middle of the answer's head")
+                    raise Closed("the server closed the connection")
+            lines = raw.split(b"\r\n")
+            version, _sep, rest = lines[0].partition(b" ")
+            code = rest[:3]
+            if version not in (b"HTTP/1.1", b"HTTP/1.0") or not code.isdigit() or rest[3:4] not in (b"", b" "):
+                raise Malformed("the answer does not start with an HTTP/1.x status line: %r" % lines[0][:100])
+            status = int(code)
+            if len(lines) > MAX_FIELDS + 1:
+                raise Malformed("the answer has more than %d header fields" % MAX_FIELDS)
+            headers = {}
+            for line in lines[1:]:
+                name, sep, value = line.partition(b":")
+                if not sep or not FIELD_NAME.match(name):
+                    raise Malformed("the answer has a malformed header field: %r" % line[:100])
+                key = name.decode("latin-1").lower()
+                value = value.strip(b" \t").decode("latin-1")
+                headers[key] = headers[key] + ", " + value if key in headers else value
+            if 100 <= status < 200 and status != 101:
+                continue    # an interim answer (100 Continue): the final one follows
+            self.frame(method, status, version, headers)
+            return status, headers
+
+    def frame(self, method, status, version, headers):
+        # type: (str, int, bytes, Dict[str, str]) -> None
+        """How the answer's body is delimited (RFC 9112 6.3) and whether the connection stays open."""
+        tokens = [t.strip().lower() for t in headers.get("connection", "").split(",")]
+        self.keep = version == b"HTTP/1.1" and "close" not in tokens
+        if method in NO_BODY_METHODS or status in (204, 304) or 100 <= status < 200:
+            self.framing = ("length", 0)
+        elif "transfer-encoding" in headers:
+            codings = [c.strip().lower() for c in headers["transfer-encoding"].split(",")]
+            if codings[-1] != "chunked":
+                self.framing = ("close", None)
+            else:
+                self.framing = ("chunked", 0)
+        elif "content-length" in headers:
+            values = set(v.strip() for v in headers["content-length"].split(","))
+            value = values.pop() if len(values) == 1 else ""
+            if not value.isdigit():
+                raise Malformed("the answer's Content-Length %r is not a number" % headers["content-length"][:50])
+            self.framing = ("length", int(value))
+        else:
+            self.framing = ("close", None)
+        if self.framing[0] == "close":
+            self.keep = False
+        self.reusable = False
+
+    def pieces(self):
+        # type: () -> Iterator[bytes]
+        """The body piece by piece as it arrives (each at most READ_SIZE bytes); ``reusable`` is set
+        after the last one when the connection can carry another request."""
+        kind, left = self.framing
+        while True:
+            if kind == "length":
+                if left == 0:
+                    break
+                if not self.buf and not self._fill():
+                    raise Malformed("the server closed the connection %d bytes before the answer's end" % left)
+                take = min(left, len(self.buf), READ_SIZE)
+                data = bytes(self.buf[:take])
+                del self.buf[:take]
+                left -= take
+                yield data
+            elif kind == "chunked":
+                if left == 0:
+                    size_text = self._line(MAX_LINE).split(b";", 1)[0].strip(b" \t")
+                    try:
+                        left = int(size_text, 16) if size_text and len(size_text) <= 15 else -1
+                    except ValueError:
+                        left = -1
+                    if left < 0:
+                        raise Malformed("the chunked answer has a malformed chunk size %r" % size_text[:20])
+                    if left == 0:
+                        for _index in range(MAX_TRAILERS + 1):
+                            if not self._line(MAX_LINE):
+                                break
+                        else:
+                            raise Malformed("the chunked answer has more than %d trailer fields" % MAX_TRAILERS)
+                        break
+                if not self.buf and not self._fill():
+                    raise Malformed("the server closed the connection in the middle of a chunk")
+                take = min(left, len(self.buf), READ_SIZE)
+                data = bytes(self.buf[:take])
+                del self.buf[:take]
+                left -= take
+                if left == 0 and self._line(2):
+                    raise Malformed("a chunk of the answer is longer than its size line says")
+                yield data
+            else:
+                if self.buf:
+                    data = bytes(self.buf[:READ_SIZE])
+                    del self.buf[:READ_SIZE]
+                    yield data
+                    continue
+                data = self.sock.recv(READ_SIZE)
+                if not data:
+                    break
+                yield data
+        self.reusable = self.keep and not self.buf
+
+    def body(self):
+        # type: () -> bytes
+        """The whole body."""
+        return b"".join(self.pieces())
+
+
+# ---------------------------------------------------------------------------------------------
 # the transport
 # ---------------------------------------------------------------------------------------------
 
@@ -358,21 +566,25 @@ class HttpTransport(Transport):
         return self._token
 
     def _connect(self, timeout):
-        if self.scheme == "https":
-            conn = http.client.HTTPSConnection(self.hostname, self.port, timeout=timeout, context=self.ssl_context)
-        else:
-            conn = http.client.HTTPConnection(self.hostname, self.port, timeout=timeout)
+        sock = None
         try:
-            conn.connect()
+            sock = socket.create_connection((self.hostname, self.port), timeout=timeout)
+            # a large body goes in a second write, which must not wait for a delayed ACK (Nagle)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.ssl_context is not None:
+                sock = self.ssl_context.wrap_socket(sock, server_hostname=self.hostname)
         except socket.timeout:
+            if sock is not None:
+                sock.close()
             raise TransportError("connecting to %s timed out after %s s" % (self.host, timeout), timeout=True)
         except ssl.SSLError as exc:
+            sock.close()
             raise self.tls_error(exc)
         except OSError as exc:
+            if sock is not None:
+                sock.close()
             raise TransportError("cannot connect to %s: %s" % (self.host, exc.strerror or exc))
-        # small requests in two writes (headers, body) must not wait for a delayed ACK (Nagle)
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return conn
+        return Connection(sock)
 
     def tls_error(self, exc):
         """The TransportError (``tls`` set) that says in one sentence which certificate to fix."""
@@ -403,9 +615,7 @@ class HttpTransport(Transport):
             conn = self._pool.pop() if self._pool else None
         if conn is None:
             return self._connect(timeout), False
-        if conn.sock is not None:
-            conn.sock.settimeout(timeout)
-        conn.timeout = timeout
+        conn.set_timeout(timeout)
         return conn, True
 
     def _give_back(self, conn):
@@ -415,15 +625,30 @@ class HttpTransport(Transport):
                 return
         conn.close()
 
-    def _headers(self, headers, body):
+    def _head(self, method, url, headers, body):
+        """The request line and header fields (bytes, with the blank line)."""
         out = {"Host": "%s:%d" % (self.hostname, self.port), "Accept-Encoding": "identity"}
         token = self.token()
         if token:
             out["Authorization"] = "Bearer " + token
-        if body is not None:
-            out["Content-Length"] = str(len(body))
+        if body is not None or method in BODY_METHODS:
+            out["Content-Length"] = str(len(body or b""))
         out.update(headers or {})
-        return out
+        if BAD_PATH.search(url):
+            raise TransportError("the path %r cannot be sent: it holds a space or a control character" % url[:200])
+        lines = ["%s %s HTTP/1.1" % (method, url)]
+        lines.extend("%s: %s" % item for item in out.items())
+        text = "\r\n".join(lines)
+        if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1:
+            bad = [k for k, v in out.items() if set("\r\n") & set(str(k) + str(v))]
+            raise TransportError("the header field %r cannot be sent: it holds a line break" % str(bad[:1])[:100])
+        if any(not FIELD_NAME.match(key.encode("latin-1", "replace")) for key in out):
+            raise TransportError("a header field name of %s cannot be sent: it is not a token" % sorted(out)[:20])
+        try:
+            return (text + "\r\n\r\n").encode("latin-1")
+        except UnicodeEncodeError:
+            raise TransportError("the request %s %s cannot be sent: a header field or the path is not latin-1"
+                                 % (method, url[:200]))
 
     def send(self, method, path, query=None, body=None, headers=None, timeout=None, stream=False):
         response = self._send(method, path, query, body, headers, timeout, stream)
@@ -439,17 +664,17 @@ class HttpTransport(Transport):
     def _send(self, method, path, query, body, headers, timeout, stream):
         timeout = timeout or self.timeout
         url = self.prefix + path + encode_query(query)
-        all_headers = self._headers(headers, body)
+        head = self._head(method, url, headers, body)
         for attempt in (1, 2):
             conn, reused = self._take(timeout)
             try:
-                conn.request(method, url, body=body, headers=all_headers)
-                resp = conn.getresponse()
+                conn.request(head, body)
+                status, resp_headers = conn.head(method)
                 break
             except ssl.SSLError as exc:
                 conn.close()
                 raise self.tls_error(exc)
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+            except (Closed, BrokenPipeError, ConnectionResetError) as exc:
                 conn.close()
                 # A pooled connection the server closed while idle: once more on a fresh one.
                 if reused and attempt == 1:
@@ -458,60 +683,38 @@ class HttpTransport(Transport):
             except socket.timeout:
                 conn.close()
                 raise TransportError("%s %s%s timed out after %s s" % (method, self.host, path, timeout), timeout=True)
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, Malformed) as exc:
                 conn.close()
                 raise TransportError("%s %s: %s" % (method, self.host, exc or type(exc).__name__))
-        resp_headers = {}
-        for key, value in resp.getheaders():
-            key = key.lower()
-            resp_headers[key] = resp_headers[key] + ", " + value if key in resp_headers else value
-        if not stream or resp.status >= 300:
+        if not stream or status >= 300:
             try:
-                data = resp.read()
+                data = conn.body()
             except socket.timeout:
                 conn.close()
                 raise TransportError("reading the answer of %s timed out" % self.host, timeout=True)
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, Malformed) as exc:
                 conn.close()
                 raise TransportError("reading the answer of %s failed: %s" % (self.host, exc))
-            self._release(conn, resp)
-            return Response(resp.status, resp_headers, data)
-        state = {"done": False}
+            self._release(conn)
+            return Response(status, resp_headers, data)
 
         def chunks():
             try:
-                while True:
-                    if resp.length == 0 and not resp.chunked:
-                        # every byte of a Content-Length answer is in; read1 does not mark the response
-                        # closed by itself, and an open one would cost the pool its connection
-                        resp.close()
-                        state["done"] = True
-                        return
-                    data = resp.read1(READ_SIZE)
-                    if not data:
-                        state["done"] = True
-                        return
-                    yield data
+                yield from conn.pieces()
             except socket.timeout:
                 raise TransportError("the stream from %s stalled (no data for %s s)" % (self.host, timeout),
                                      timeout=True)
-            except (OSError, http.client.HTTPException, ValueError) as exc:
+            except (OSError, Malformed) as exc:
                 raise TransportError("the stream from %s broke: %s" % (self.host, exc or type(exc).__name__))
 
-        def close():
-            if state["done"]:
-                self._release(conn, resp)
-            else:
-                resp.close()
-                conn.close()
+        return Response(status, resp_headers, b"", chunks=chunks(), close=lambda: self._release(conn))
 
-        return Response(resp.status, resp_headers, b"", chunks=chunks(), close=close)
-
-    def _release(self, conn, resp):
-        if resp.will_close or not resp.isclosed():
-            conn.close()
-        else:
+    def _release(self, conn):
+        """Back to the pool when its answer was read to the end and the server keeps it, else closed."""
+        if conn.reusable:
             self._give_back(conn)
+        else:
+            conn.close()
 
     def close(self):
         with self._lock:
