@@ -40,6 +40,9 @@ MAX_CHUNK_LINE = 1024       # a chunk-size line with its extensions
 MAX_TRAILER_LINES = 32
 RECV_SIZE = 65536
 TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# a line of the header section that does not start with a field name and a colon (the slow path says which)
+BAD_FIELD_LINE = re.compile(r"^(?![!#$%&'*+\-.^_`|~0-9A-Za-z]+:)", re.M)
+BAD_TARGET = re.compile(r"[\x00-\x20\x7f#]")   # control characters, space, DEL, a fragment
 HEX = re.compile(rb"^[0-9A-Fa-f]{1,15}$")
 VERSION = re.compile(r"^HTTP/[0-9]\.[0-9]$")
 UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -54,6 +57,12 @@ JSON_VALUE_COST = 64
 DATE = (0, "")   # (second, its Date header): one formatdate per second
 # Client errors that end a connection without a bug: one debug line each, no traceback.
 DISCONNECTS = (ConnectionError, socket.timeout, EOFError)
+
+
+def set_timeout(sock, timeout):
+    """``sock.settimeout(timeout)`` unless it is set so already (each call is a system call)."""
+    if sock.gettimeout() != timeout:
+        sock.settimeout(timeout)
 
 
 class ClientClosed(EOFError):
@@ -127,6 +136,16 @@ def parse_head(head):
                         "bad_request")
     if version not in ("HTTP/1.1", "HTTP/1.0"):
         raise HttpError(505, "HTTP version %s is not supported; send HTTP/1.1." % version, "http_version")
+    text = head[len(lines[0]) + 1:].decode("latin-1") if len(lines) > 1 else ""
+    if not BAD_FIELD_LINE.search(text):   # the common case: every line a field (one regex, one decode)
+        fields = []
+        for line in text.split("\n") if text else ():
+            name, _sep, value = line.rstrip("\r").partition(":")
+            fields.append((name, value.strip(" \t")))
+        if len(fields) > MAX_HEADER_FIELDS:
+            raise HttpError(431, "The request has more than %d header fields; send fewer." % MAX_HEADER_FIELDS,
+                            "headers_too_large")
+        return method, target, version, Headers(fields)
     fields = []
     for raw in lines[1:]:
         line = raw.rstrip(b"\r")
@@ -149,26 +168,26 @@ def body_framing(headers, version):
     """("none", 0), ("length", n) or ("chunked", None) for a request's headers (RFC 9112 6.3).
     Raises HttpError: Content-Length with Transfer-Encoding, a Content-Length that is not one
     non-negative number (400), a transfer coding other than chunked (501)."""
-    codings = headers.get_all("Transfer-Encoding")
-    lengths = headers.get_all("Content-Length")
-    if codings:
-        if lengths:
+    codings = headers.joined.get("transfer-encoding")    # repeated fields joined with ", "
+    lengths = headers.joined.get("content-length")
+    if codings is not None:
+        if lengths is not None:
             raise HttpError(400, "The request has both Content-Length and Transfer-Encoding; send only one of "
                             "them.", "bad_framing")
-        names = [c.strip().lower() for value in codings for c in value.split(",") if c.strip()]
+        names = [c.strip().lower() for c in codings.split(",") if c.strip()]
         if names != ["chunked"]:
             raise HttpError(501, "Transfer-Encoding %r is not supported; send the body with Content-Length or "
-                            "Transfer-Encoding: chunked." % ", ".join(codings)[:100], "not_implemented")
+                            "Transfer-Encoding: chunked." % codings[:100], "not_implemented")
         if version == "HTTP/1.0":
             raise HttpError(400, "Transfer-Encoding is not allowed in an HTTP/1.0 request; send Content-Length.",
                             "bad_framing")
         return "chunked", None
-    if lengths:
-        values = set(v.strip() for value in lengths for v in value.split(","))
+    if lengths is not None:
+        values = set(v.strip() for v in lengths.split(","))
         value = values.pop() if len(values) == 1 else ""
         if not value or not value.isascii() or not value.isdigit():
             raise HttpError(400, "Content-Length %r is not a non-negative number; send the body's size in bytes."
-                            % ", ".join(lengths)[:100], "bad_framing")
+                            % lengths[:100], "bad_framing")
         return "length", int(value)
     return "none", 0
 
@@ -186,7 +205,7 @@ def normalise_target(target):
         slash = rest.find("/")
         target = rest[slash:] if slash >= 0 else "/"
     path, _sep, query = target.partition("?")
-    if "#" in target or "\\" in path or any(ord(c) < 33 or ord(c) == 127 for c in target):
+    if "\\" in path or BAD_TARGET.search(target):
         raise HttpError(400, "The request target %r has a character a path may not carry; send a plain "
                         "path." % target[:200], "bad_request")
     if "%" in path:
@@ -261,7 +280,7 @@ class Reader(object):
     def _recv(self, timeout):
         if timeout <= 0:
             raise socket.timeout("timed out")
-        self.sock.settimeout(timeout)
+        set_timeout(self.sock, timeout)
         data = self.sock.recv(RECV_SIZE)
         if not data:
             raise ClientClosed("the client closed the connection")
@@ -313,7 +332,7 @@ class Reader(object):
         view[:have] = self.buf
         self.buf = bytearray()
         while have < size:
-            self.sock.settimeout(timeout)
+            set_timeout(self.sock, timeout)
             got = self.sock.recv_into(view[have:], min(size - have, 1 << 20))
             if not got:
                 raise ClientClosed("the client closed the connection in the middle of the body")
@@ -328,7 +347,7 @@ class Reader(object):
         del self.buf[:dropped]
         scratch = memoryview(bytearray(RECV_SIZE))
         while dropped < size:
-            self.sock.settimeout(timeout)
+            set_timeout(self.sock, timeout)
             got = self.sock.recv_into(scratch, min(size - dropped, RECV_SIZE))
             if not got:
                 raise ClientClosed("the client closed the connection in the middle of the body")
@@ -358,7 +377,7 @@ class Writer(object):
         self.timeout = timeout
 
     def write(self, data):
-        self.sock.settimeout(self.timeout)
+        set_timeout(self.sock, self.timeout)
         self.sock.sendall(data)
         return len(data)
 
@@ -417,6 +436,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
             text = super().date_time_string(now)
             DATE = (now, text)
         return text
+
+    def send_response(self, code, message=None):
+        """The status line, Server and Date (http.server's, without its per-call formatting and logging
+        unless the log level is DEBUG)."""
+        if LOG.isEnabledFor(logging.DEBUG):
+            self.log_request(code)
+        if message is None:
+            message = self.responses[code][0] if code in self.responses else ""
+        if not hasattr(self, "_headers_buffer"):
+            self._headers_buffer = []
+        self._headers_buffer.append(("%s %d %s\r\nServer: %s\r\nDate: %s\r\n" % (
+            self.protocol_version, code, message, self.version_string(), self.date_time_string())).encode("latin-1"))
 
     def log_message(self, format, *args):  # pylint: disable=redefined-builtin
         if LOG.isEnabledFor(logging.DEBUG):
@@ -490,6 +521,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             pass
 
     # -- answers ------------------------------------------------------------------------------------------
+    def end_headers_with(self, data):
+        """End the head and send it with ``data`` (the body or its first piece) in one write: one system
+        call and one TCP segment for a small answer instead of two."""
+        self._headers_buffer.append(b"\r\n")
+        head = b"".join(self._headers_buffer)
+        self._headers_buffer = []
+        self.wfile.write(head + data if data else head)
+
     def send_json(self, status, payload, headers=None):
         data = json.dumps(payload).encode("utf-8")
         self.send_response(status)
@@ -497,9 +536,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        self.end_headers_with(data if self.command != "HEAD" else b"")
         return status
 
     def send_text(self, status, text, content_type="text/plain; charset=utf-8"):
@@ -507,9 +544,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        self.end_headers_with(data if self.command != "HEAD" else b"")
         return status
 
     def send_error_json(self, status, message, err_type="invalid_request_error", code=None, headers=None,
@@ -879,36 +914,48 @@ class Handler(http.server.BaseHTTPRequestHandler):
             client.give()
 
     def relay(self, resp, label, extra_headers=None):
-        """Pass ``resp`` (a streamed transport Response) back chunk by chunk; returns its status."""
+        """Pass ``resp`` (a streamed transport Response) back chunk by chunk; returns its status. A
+        Content-Length answer's head goes out with its first piece (one write for a small answer); a
+        chunked one's (a stream) at once."""
         try:
             self.send_response(resp.status)
+            headers = resp.headers
             for key in ("content-type", "cache-control", "x-request-id"):
-                if resp.headers.get(key):
-                    self.send_header(key.title(), resp.headers[key])
+                if headers.get(key):
+                    self.send_header(key.title(), headers[key])
             for key, value in (extra_headers or {}).items():
                 self.send_header(key, value)
-            length = resp.headers.get("content-length")
-            chunked = length is None or "chunked" in (resp.headers.get("transfer-encoding") or "")
+            length = headers.get("content-length")
+            chunked = length is None or "chunked" in (headers.get("transfer-encoding") or "")
             if chunked:
                 self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
             else:
                 self.send_header("Content-Length", length)
-            self.end_headers()
             write = self.wfile.write
+            head_sent = chunked
             try:
                 for chunk in resp.chunks():
                     if chunked:
                         write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                    else:
+                    elif head_sent:
                         write(chunk)
-                    self.wfile.flush()
+                    else:
+                        self.end_headers_with(chunk)
+                        head_sent = True
             except TransportError as exc:
                 LOG.warning("the stream from %s broke: %s", label, exc.message)
                 self.close_connection = True
+                if not head_sent:   # nothing of the answer went out: say what happened
+                    self._headers_buffer = []
+                    self.send_error_json(502, "%s answered %d but its answer broke off: %s" % (
+                        label, resp.status, exc.message), err_type="upstream_error", code="upstream_error")
+                    return 502
                 return resp.status
             if chunked:
                 write(b"0\r\n\r\n")
-                self.wfile.flush()
+            elif not head_sent:
+                self.end_headers_with(b"")
         except (BrokenPipeError, ConnectionResetError, socket.timeout):
             self.close_connection = True
         finally:
