@@ -641,9 +641,9 @@ def resident_switch(run, profile, residents, check_mode=False, want_diff=False):
 
 
 def start_member(run, mode, body, member, timeout):
-    # type: (Run, str, dict, dict, float) -> str
+    # type: (Run, str, dict, dict, float) -> dict
     """Apply resident mode ``mode``'s Deployment with one replica and wait until its pod is Ready;
-    returns the pod's name."""
+    returns the pod."""
     api, ns = run.api, run.opts.namespace
     selector = resident.pod_selector(run.opts.name, mode)
     pods, rv = rollout.list_pods(api, ns, selector)
@@ -666,7 +666,7 @@ def start_member(run, mode, body, member, timeout):
         why = failure.get("message") or done.tracker.describe()
         raise sleepwake.EngineError("start", failure.get("reason") or "Timeout",
                                     "resident mode %s did not start: %s" % (mode, why))
-    return readiness.name_of(done.tracker.pod)
+    return done.tracker.pod
 
 
 def resident_steps(run, profile, the_plan, live, info, state, bodies, pointer, result, wait_timeout):
@@ -680,6 +680,7 @@ def resident_steps(run, profile, the_plan, live, info, state, bodies, pointer, r
     deadline = run.now() + wait_timeout
     names = catalog.served_names(profile, opts.served_alias)
     pods = dict((m, s["pod"]) for m, s in state.items())
+    nodes = dict((m, ((s.get("pod_obj") or {}).get("spec") or {}).get("nodeName")) for m, s in state.items())
     awake = resident.awake_set(run.catalog, target)
     keep = [m for m in awake if m != target and (m in the_plan["wake_keep"] or m in the_plan["start"])]
     woke = False
@@ -706,7 +707,8 @@ def resident_steps(run, profile, the_plan, live, info, state, bodies, pointer, r
         run.progress.tick()
         for mode in the_plan["start"]:
             started.append(mode)
-            pods[mode] = start_member(run, mode, bodies[mode], state[mode], deadline - run.now())
+            pod = start_member(run, mode, bodies[mode], state[mode], deadline - run.now())
+            pods[mode], nodes[mode] = readiness.name_of(pod), (pod.get("spec") or {}).get("nodeName")
             if mode not in awake:
                 sleepwake.sleep(api, ns, pods[mode], port, max(1.0, deadline - run.now()))
         clock.mark("start")
@@ -732,7 +734,8 @@ def resident_steps(run, profile, the_plan, live, info, state, bodies, pointer, r
         return resident_failed(run, profile, info, live, state, pods, dict(failure, pod=pods.get(target)), clock,
                                dict(result, woke=woke), the_start=started)
     elapsed = run.elapsed()
-    result = dict(result, pod=pods[target], phases=clock.durations(), elapsed=elapsed, within_budget=True,
+    result = dict(result, pod=pods[target], node=nodes.get(target), phases=clock.durations(), elapsed=elapsed,
+                  within_budget=True,
                   within_target=within_target(None, elapsed, result["target_seconds"]))
     run.finish(target, profile["model"], names)
     return result
@@ -815,7 +818,8 @@ def restore_set(run, mode, leave_out=()):
         clock.mark("sleep")
         for member in moves["start"]:
             try:
-                pods[member] = start_member(run, member, bodies[member], state[member], deadline - run.now())
+                pods[member] = readiness.name_of(start_member(run, member, bodies[member], state[member],
+                                                              deadline - run.now()))
             except sleepwake.EngineError:
                 if member == mode:
                     raise

@@ -5,10 +5,14 @@ The reference lab's GPU is shared by two pods here (time-slicing: nvidia.com/gpu
 modes keep a pod each: the current one awake and behind the Service, the others asleep.
 """
 import copy
+import json
 import os
+import subprocess
+import sys
 import time
 
 import pytest
+import yaml
 from kubernetes import client
 
 from ansible_collections.homelab.gpu.plugins.module_utils.api import Api as EngineApi
@@ -122,6 +126,50 @@ def test_ml_r1_ml_resident_through_the_module_wakes_instead_of_loading(playbook,
     assert cm["VLLM_MODE"] == "ml" and cm["VLLM_MODEL"] == "Qwen/Qwen3-8B-AWQ"
     dep = client.AppsV1Api(kube_sim.api_client()).read_namespaced_deployment("vllm-server", NS)
     assert dep.spec.replicas == 0 and dep.metadata.annotations["homelab.gpu/mode"] == "ml"
+
+
+def site_summary(cluster, tmp_path, extra_vars=None):
+    """ansible-playbook site.yml as a user runs it (the repository's ansible.cfg, the demo inventory),
+    with the JSON callback; returns the lines of the switch summary and the vllm_mode result."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, KUBECONFIG=cluster.kubeconfig, ANSIBLE_CONFIG=os.path.join(root, "ansible.cfg"),
+               ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    env.pop("ANSIBLE_INVENTORY", None)
+    args = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), os.path.join(root, "site.yml")]
+    if extra_vars is not None:
+        path = tmp_path / "resident-vars.yml"
+        path.write_text(yaml.safe_dump(extra_vars))
+        args += ["-e", "@%s" % path]
+    proc = subprocess.run(args, cwd=root, env=env, check=False, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    tasks = [t for play in json.loads(proc.stdout[proc.stdout.index("{"):])["plays"] for t in play["tasks"]]
+    summary = [t for t in tasks if t["task"]["name"].endswith("Show what the switch did (default mode)")]
+    switch = [t for t in tasks if "Switch the Deployment to the target mode" in t["task"]["name"]]
+    assert summary and switch, [t["task"]["name"] for t in tasks]
+    msg = summary[-1]["hosts"]["localhost"]["msg"]
+    return (msg.splitlines() if isinstance(msg, str) else msg), switch[-1]["hosts"]["localhost"]
+
+
+@pytest.mark.sim_only
+def test_site_yml_with_a_resident_default_mode_says_it_deployed_it_resident_and_where_it_is_awake(kube_sim,
+                                                                                                  tmp_path):
+    """A cold ml becomes resident (ml awake, r1 asleep) through site.yml: the summary says so and names the
+    node the awake engine runs on, not "switched ml -> ml" with an empty node."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(root, "roles", "vllm", "defaults", "main.yml")) as handle:
+        modes = yaml.safe_load(handle)["vllm_modes"]
+    cold = engine(kube_sim, "ml", modes=copy.deepcopy(modes))     # the role's ml, as an earlier site.yml left it
+    assert cold["failed"] is False and cold["mode"] == "ml" and "resident" not in cold, cold["msg"]
+    for name, weights in (("ml", 5800), ("r1", 5300)):
+        modes[name].update({"resident": True, "weights_mib": weights, "sleeping_vram_mib": 1126})
+    lines, result = site_summary(kube_sim, tmp_path, {"vllm_modes": modes})
+    assert result["previous_mode"] == "ml" and result["resident"]["awake"] == "ml", result
+    assert result["node"] == "k3s-gpu-worker", result
+    assert lines[0].startswith("vllm-server: deployed ml resident in ") and \
+        lines[0].endswith(" s, awake on node k3s-gpu-worker"), lines
+    assert "  asleep: r1" in lines, lines
+    assert any(line.startswith("  pod: vllm-server-ml-") and line.endswith(" on node k3s-gpu-worker")
+               for line in lines), lines
 
 
 @pytest.mark.sim_only
