@@ -170,6 +170,10 @@ def test_a_gaming_lock_sends_requests_to_the_fallback_without_a_write(cluster, g
     assert gw.status()["mode"] == "gaming"
 
 
+def swap_over(status, mode):
+    return status["mode"] == mode and status["ready"] and not status["switching"] and not status["pending_switches"]
+
+
 @pytest.mark.sim_only
 def test_a_swap_slower_than_wait_seconds_is_answered_by_the_fallback_and_still_happens(cluster, gateway, standin):
     gw = gateway(instance=with_fallback(standin, on=["slow"], wait_seconds=0.2))
@@ -177,7 +181,9 @@ def test_a_swap_slower_than_wait_seconds_is_answered_by_the_fallback_and_still_h
     status, body, headers = gw.call("POST", "/v1/completions", {"model": "r1", "prompt": "Hello"})
     assert status == 200 and headers["x-gateway-fallback"] == "slow" and body["model"] == CPU_MODEL
     deadline = time.time() + 60
-    while time.time() < deadline and not (gw.status()["mode"] == "r1" and gw.status()["ready"]):
+    # the swap is over once r1 serves and the gateway's switch is no longer running (it records its
+    # outcome after r1 is ready; a request in between still waits, and after 0.2 s gets the fallback)
+    while time.time() < deadline and not swap_over(gw.status(), "r1"):
         time.sleep(0.1)
     assert len(deployment_writes(cluster)) == 1, "the swap went on"
     status, body, headers = gw.call("POST", "/v1/completions", {"model": "r1", "prompt": "Hello"})
