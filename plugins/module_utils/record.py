@@ -273,18 +273,26 @@ class Progress(object):
         """Stop reporting (the record is about to be closed)."""
         self.active = False
 
+    def flush(self):
+        # type: () -> None
+        """Write a changed phase now, however recently the last one was written: before a step that
+        blocks on one long call (a sleep, a wake, a warm-up), where a deferred write would show the
+        phase only once it is over. One write per phase at most."""
+        self.tick(interval=0.0)
+
     def current(self):
         # type: () -> Optional[str]
         if self.phase is not None:
             return self.phase
         return self.clock.current() if self.clock is not None else None
 
-    def tick(self):
-        # type: () -> Optional[float]
+    def tick(self, interval=None):
+        # type: (Optional[float]) -> Optional[float]
         if not self.active:
             return None
         phase = self.current()
-        due = progress_due(self.written, self.written_at, phase, self.now(), self.interval)
+        due = progress_due(self.written, self.written_at, phase, self.now(),
+                           self.interval if interval is None else interval)
         if due is None or due > 0:
             return due
         began, phases = self.wall(), None

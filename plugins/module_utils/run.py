@@ -685,6 +685,12 @@ def resident_steps(run, profile, the_plan, live, info, state, bodies, pointer, r
     keep = [m for m in awake if m != target and (m in the_plan["wake_keep"] or m in the_plan["start"])]
     woke = False
     started = []
+
+    def begin(slow):
+        """The next phase begins: written to the record at once when it blocks on one long call (a
+        sleep, a start, a wake, the warm-up: it would show only once over), else when due."""
+        return run.progress.flush() if slow else run.progress.tick()
+
     try:
         if the_plan["pointer"] or the_plan["stop_main"]:
             main_pods = []
@@ -697,14 +703,14 @@ def resident_steps(run, profile, the_plan, live, info, state, bodies, pointer, r
             if main_pods:
                 wait_gone(run, rollout.pod_selector(live, name), max(1, int(deadline - run.now())))
         clock.mark("terminate")
-        run.progress.tick()
+        begin(bool(the_plan["sleep"]))
         for mode in the_plan["unroute"]:
             sleepwake.route(api, ns, pods[mode], False)
         for mode in the_plan["sleep"]:
             if pods.get(mode):
                 sleepwake.sleep(api, ns, pods[mode], port, max(1.0, deadline - run.now()))
         clock.mark("sleep")
-        run.progress.tick()
+        begin(bool(the_plan["start"]))
         for mode in the_plan["start"]:
             started.append(mode)
             pod = start_member(run, mode, bodies[mode], state[mode], deadline - run.now())
@@ -712,17 +718,17 @@ def resident_steps(run, profile, the_plan, live, info, state, bodies, pointer, r
             if mode not in awake:
                 sleepwake.sleep(api, ns, pods[mode], port, max(1.0, deadline - run.now()))
         clock.mark("start")
-        run.progress.tick()
+        begin(the_plan["wake"] or bool(the_plan["wake_keep"]))
         if the_plan["wake"]:
             woke = True
             sleepwake.wake(api, ns, pods[target], port, max(1.0, deadline - run.now()))
         for mode in the_plan["wake_keep"]:
             sleepwake.wake(api, ns, pods[mode], port, max(1.0, deadline - run.now()))
         clock.mark("wake")
-        run.progress.tick()
+        begin(True)
         sleepwake.warmup(api, ns, pods[target], port, names[0], max(1.0, min(deadline - run.now(), 60)))
         clock.mark("warmup")
-        run.progress.tick()
+        begin(False)
         sleepwake.verify(api, ns, pods[target], port, names)
         for mode in keep:   # no warm-up: a keep-awake mode may not serve completions (an embedding model)
             sleepwake.verify(api, ns, pods[mode], port, catalog.served_names(run.catalog[mode], opts.served_alias))

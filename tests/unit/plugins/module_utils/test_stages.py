@@ -188,6 +188,29 @@ def test_progress_writes_each_phase_change_at_most_once_a_second_with_the_phases
     assert progress.tick() is None and len(api.patches) == 3     # ended: finish() closes the record
 
 
+def test_flush_writes_a_changed_phase_at_once_before_a_blocking_call_and_nothing_when_unchanged():
+    clock, api = Clock(), RecordApi()
+    phases = readiness.PhaseClock(clock.now, readiness.RESIDENT_PHASES)
+    progress = record.Progress(api, "ml", "vllm-server", now=clock.now, wall=clock.wall)
+    progress.begin()
+    progress.follow(phases)
+    clock.t += 0.1
+    phases.mark("terminate")                                      # 0.1 s after the last write: tick would wait
+    assert abs(progress.tick() - 0.9) < 1e-9 and api.patches == []
+    progress.flush()                                              # the sleep is about to block: write it now
+    assert [p[1]["phase"] for p in api.patches] == ["sleep"]
+    progress.flush()
+    assert len(api.patches) == 1                                  # unchanged: nothing written
+    clock.t += 0.2
+    phases.mark("start")
+    progress.flush()
+    assert [p[1]["phase"] for p in api.patches] == ["sleep", "wake"]
+    progress.end()
+    phases.mark("wake")
+    progress.flush()
+    assert len(api.patches) == 2                                  # ended: finish() closes the record
+
+
 def test_a_failed_progress_write_is_a_warning_and_the_switch_goes_on():
     clock, warnings = Clock(), []
     progress = record.Progress(RecordApi(fail=True), "ml", "vllm-server", warn=warnings.append, now=clock.now,
