@@ -313,7 +313,7 @@ class Gateway(object):
                         "progress": history.running(self.states[inst.name].record),
                         "switches": self.page.history.of(inst.name),
                         "default_mode": inst.default_mode, "idle_seconds": inst.idle_seconds,
-                        "idle_action": inst.idle_action,
+                        "idle_action": inst.idle_action, "resident": view.resident,
                         "modes": dict((m.name, m.as_dict()) for m in inst.modes.values())})
         if detail:
             infos = self.detail_info()

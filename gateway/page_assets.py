@@ -406,8 +406,11 @@ SCRIPT = r"""'use strict';
     Object.keys(inst.modes || {}).sort().forEach(function (name) {
       var mode = inst.modes[name];
       var detail = info[name] || {};
+      // a resident mode's engine: awake (behind the Service), asleep, starting or stopped
+      var engine = (inst.resident || {})[name];
       body.appendChild(el('tr', { 'data-mode': name }, [
-        el('th', { scope: 'row', text: name + (name === inst.mode ? ' (now)' : '') }),
+        el('th', { scope: 'row' }, [name + (name === inst.mode ? ' (now)' : ''), engine ?
+          el('span', { class: 'small engine', 'data-engine': engine, text: 'resident, ' + engine }) : null]),
         el('td', { class: 'hide-narrow', text: mode.model || 'none (GPU free)' }),
         mode.replicas ? verdictCell(detail.cuda) : el('td', { text: '-' }),
         mode.replicas ? verdictCell(detail.arch) : el('td', { text: '-' }),
@@ -521,7 +524,7 @@ SCRIPT = r"""'use strict';
     part(slot('facts'), JSON.stringify([inst.mode, inst.model, inst.ready, inst.ready_since, inst.in_flight, inst.queued,
                                         inst.pending_switches]), function () { return facts(inst); });
     part(slot('actions'), JSON.stringify([inst.modes, inst.mode, busy]), function () { return actions(inst); });
-    part(slot('modes'), JSON.stringify([inst.modes, inst.mode, page.details[inst.name] || null]),
+    part(slot('modes'), JSON.stringify([inst.modes, inst.mode, inst.resident, page.details[inst.name] || null]),
          function () { return modesTable(inst); });
     part(slot('history'), JSON.stringify(switches), function () {
       if (!switches.length) { return el('p', { class: 'hint', text: 'No switch since the gateway started.' }); }

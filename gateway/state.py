@@ -51,6 +51,22 @@ def available_since(deployment):
     return None
 
 
+def member_states(pods, modes):
+    """What each resident mode's engine is doing, as the page shows it, from the pods of the resident
+    set: ``awake`` (a Ready pod behind the Service: the engine routes only the awake, verified one),
+    ``asleep`` (a Ready pod out of it), ``starting`` (a pod not Ready yet) or ``stopped`` (no pod).
+    Terminating pods do not count. Pure."""
+    out = {}
+    for mode in modes:
+        mine = [p for p in pods if not readiness.is_terminating(p)
+                and ((p.get("metadata") or {}).get("labels") or {}).get(resident.LABEL_RESIDENT) == mode]
+        ready = [p for p in mine if readiness.is_ready(p)]
+        routed = [p for p in ready
+                  if ((p.get("metadata") or {}).get("labels") or {}).get(resident.ROUTE_LABEL) == resident.ROUTE_VALUE]
+        out[mode] = "awake" if routed else "asleep" if ready else "starting" if mine else "stopped"
+    return out
+
+
 class View(object):
     """A snapshot of one instance (plain attributes, safe to read without a lock)."""
 
@@ -72,6 +88,7 @@ class View(object):
         self.last_switch = None
         self.foreign_switch = False
         self.uid = None
+        self.resident = {}
         self.__dict__.update(fields)
 
 
@@ -96,6 +113,7 @@ class InstanceState(object):
         self.override = None   # (mode, ready) the gateway knows before the watch shows it
         self.view = View()
         self.listeners = []    # called as listener(name, record data) after every change (the page's feed)
+        self.members = {}      # resident mode -> awake, asleep, starting or stopped (member_states)
 
     # -- updates --------------------------------------------------------------------------------
     def set_objects(self, deployment=False, record=False):
@@ -107,6 +125,16 @@ class InstanceState(object):
                 self.record = (record or {}).get("data") or {}
                 self.record_version = ((record or {}).get("metadata") or {}).get("resourceVersion")
             self.synced = True
+            self._recompute()
+            self.cond.notify_all()
+            self._notify()
+
+    def set_members(self, members):
+        """The resident set's states (``member_states``) changed: recompute the view and tell the page."""
+        with self.cond:
+            if members == self.members:
+                return
+            self.members = dict(members)
             self._recompute()
             self.cond.notify_all()
             self._notify()
@@ -170,7 +198,8 @@ class InstanceState(object):
                          replicas=replicas, serving=serving, exists=live["exists"], ready=ready,
                          ready_since=ready_since, locked=locked, locked_since=locked_since, loaded_at=self.loaded_at,
                          switching=self.switching, in_flight=self.in_flight, queued=self.queued, last_switch=last,
-                         foreign_switch=foreign, uid=((dep or {}).get("metadata") or {}).get("uid"))
+                         foreign_switch=foreign, uid=((dep or {}).get("metadata") or {}).get("uid"),
+                         resident=dict(self.members))
 
     def touch(self):
         with self.cond:
@@ -250,6 +279,7 @@ class Tracker(threading.Thread):
         entries = dict((m, e.entry) for m, e in state.inst.modes.items())
         self.resident = resident.resident_modes(entries)   # non-empty: the resident pods are watched too
         self.ready_pods = set()  # uids of resident pods seen Ready
+        self.pods = {}           # uid -> the resident set's pods as last seen (the page's awake/asleep)
         self.on_restart = None   # called with the current mode when a resident pod of another mode turns Ready
 
     def stop(self):
@@ -300,6 +330,13 @@ class Tracker(threading.Thread):
         sleep (two awake engines that do not fit make the next wake run out of memory). The first list
         only notes what is Ready."""
         pods = obj if etype == "SYNC" else [obj]
+        if etype == "SYNC":
+            self.pods = dict((readiness.uid(p), p) for p in pods or [])
+        elif etype == "DELETED":
+            self.pods.pop(readiness.uid(obj), None)
+        else:
+            self.pods[readiness.uid(obj)] = obj
+        self.state.set_members(member_states(list(self.pods.values()), self.resident))
         if etype == "SYNC":
             self.ready_pods = set(readiness.uid(p) for p in pods or [] if readiness.is_ready(p))
             return

@@ -292,6 +292,85 @@ def test_when_no_live_stream_is_left_the_page_polls_and_still_follows_a_switch(l
             sock.close()
 
 
+def resident_modes():
+    """The role's catalog with ml and r1 resident (vLLM sleep mode): both keep a pod on the one GPU."""
+    modes = role_modes()
+    modes["ml"].update(resident=True, sleeping_vram_mib=1024, weights_mib=5800)
+    modes["r1"].update(resident=True, sleeping_vram_mib=1024, weights_mib=5300)
+    return modes
+
+
+def engines(driver):
+    """Each mode's resident engine as the modes table shows it ({mode: awake/asleep/...})."""
+    return driver.execute_script(
+        "var out = {}; document.querySelectorAll('table.modes tr[data-mode] .engine').forEach(function (n) {"
+        "out[n.closest('tr').getAttribute('data-mode')] = n.getAttribute('data-engine'); }); return out;")
+
+
+def test_a_click_on_a_sleeping_resident_mode_shows_sleep_and_wake_live_and_a_request_needs_no_other_switch(
+        kube_sim_factory, tmp_path, browser):
+    # the GPU shared by two pods (time-slicing); sleep, wake and the warm-up's one token slowed so that
+    # each lasts a second or more on the page (simulated seconds at speed 20)
+    cluster = kube_sim_factory(speed=SPEED, scenario={
+        "extends": "default", "models": {"Qwen/Qwen3-8B-AWQ": {"sleep_seconds": 30},
+                                         R1: {"wake_seconds": 30, "tokens_per_second": 0.05}}})
+    cluster.patch_scenario({"nodes": [{"name": "k3s-gpu-worker", "gpu": {"count": 2}}]})
+    core = client.CoreV1Api(cluster.api_client())
+    deadline = time.monotonic() + 30
+    while (core.read_node("k3s-gpu-worker").status.allocatable or {}).get("nvidia.com/gpu") != "2":
+        assert time.monotonic() < deadline, "the node does not advertise two GPU slots"
+        time.sleep(0.1)
+    setup_namespace(cluster)
+    modes = resident_modes()
+    result, error = engine_switch_to(cluster, "ml", modes=modes)
+    assert error is None, error
+    assert result["resident"] == {"awake": "ml", "asleep": ["r1"], "plan": result["resident"]["plan"]}
+    gateway = start_gateway(tmp_path, cluster, gateway_config({"modes": modes, "pod": POD}), token=TOKEN)
+    try:
+        driver = browser()
+        open_page(driver, gateway)
+        assert shown_mode(driver) == "ml"
+        wait(driver, lambda d: engines(d) == {"ml": "awake", "r1": "asleep"}, what="ml awake and r1 asleep")
+        assert "resident, asleep" in text_of(driver, 'table.modes tr[data-mode="r1"]')
+        save_token(driver, TOKEN)
+        click_mode(driver, "r1")
+        seen = []
+        deadline = time.time() + 120
+        while time.time() < deadline and (shown_mode(driver) != "r1" or driver.execute_script(
+                "return !!document.querySelector('.switching');")):
+            now = driver.execute_script(
+                "var p = document.querySelector('.switching .phase-now'); return p ? p.textContent : null;")
+            if now and (not seen or seen[-1] != now):
+                seen.append(now)
+            time.sleep(0.05)
+        assert shown_mode(driver) == "r1", text_of(driver, "body")[-2000:]
+        # the resident phases, live and in the engine's order: ml falls asleep, r1 wakes and is warmed up
+        # (no cold-start phase: schedule, pull and ready are not shown, start has nothing to start)
+        order = ["terminate", "sleep", "start", "wake", "warmup", "verify"]
+        assert all(p in order for p in seen) and seen == sorted(seen, key=order.index), seen
+        assert {"sleep", "wake", "warmup"} <= set(seen), seen
+        wait(driver, lambda d: "is now in mode r1" in message(d), what="the switch's answer")
+        wait(driver, lambda d: engines(d) == {"ml": "asleep", "r1": "awake"}, what="r1 awake and ml asleep")
+        assert R1 in text_of(driver, "section.instance dl.facts")
+        row = text_of(driver, "table.history tbody tr")
+        assert "ml \u2192 r1" in row and "ok" in row, row
+        for phase in ("sleep", "wake", "warmup", "verify"):
+            assert phase + " " in row, row
+        assert "start 0.0 s" in row and "pull" not in row, row
+        assert len(driver.find_elements(By.CSS_SELECTOR, "svg.chart rect.ph-wake")) >= 1
+        # r1 answers through the gateway at once: no other switch, no write to the cluster
+        switches = len(gateway.status()["switches"])
+        cluster.reset_requests()
+        status, body, _headers = gateway.call("POST", "/v1/chat/completions", {
+            "model": R1, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]})
+        assert status == 200 and body["model"] == R1, body
+        assert writes(cluster) == []
+        assert len(gateway.status()["switches"]) == switches and gateway.status()["mode"] == "r1"
+        assert engines(driver) == {"ml": "asleep", "r1": "awake"}
+    finally:
+        gateway.stop()
+
+
 def playbook_env(cluster):
     env = dict(os.environ, KUBECONFIG=cluster.kubeconfig, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
