@@ -276,7 +276,9 @@ rolled_back:
   returned: when the Deployment was read
   type: bool
 final_state:
-  description: After a failure - the state the cluster is left in (C(mode), C(ready), C(pod), C(message)).
+  description: After a failure - the state the cluster is left in (C(mode), C(ready), C(pod), C(message)). A rollback
+    to a resident mode also gives C(resident) (C(awake), C(asleep), C(also_awake) as the resident set runs again)
+    and the rollback's C(phases).
   returned: on failure after the write
   type: dict
 failure:
