@@ -21,6 +21,7 @@ from ansible_collections.homelab.gpu.gateway.switcher import Switcher, holder_id
 LOG = logging.getLogger("vllm_gateway")
 SYNC_TIMEOUT = 30
 DETAIL_CACHE_SECONDS = 5   # /gateway/status?detail=1 reads the cluster at most this often
+POD_TRANSPORTS = 8         # connections pools to keep-awake pods kept (upstream: service)
 
 
 def max_model_len(entry):
@@ -53,6 +54,8 @@ class Gateway(object):
         self.trackers = {}
         self.switchers = {}
         self.upstreams = {}
+        self.pod_upstreams = {}   # "ip:port" -> HttpTransport to a keep-awake pod (upstream: service)
+        self.pod_lock = threading.Lock()
         self.page = Page(self)
         for inst in config.instances:
             state = InstanceState(inst, self.holder, clock=clock)
@@ -99,6 +102,10 @@ class Gateway(object):
             tracker.stop()
         for client in self.fallbacks.values():
             client.close()
+        with self.pod_lock:
+            for transport in self.pod_upstreams.values():
+                transport.close()
+            self.pod_upstreams.clear()
 
     def views(self):
         return dict((name, state.snapshot()) for name, state in self.states.items())
@@ -114,7 +121,7 @@ class Gateway(object):
             for mode in sorted(inst.modes.values(), key=lambda m: m.name):
                 if not mode.serving:
                     continue
-                if view.mode == mode.name and view.ready:
+                if (view.mode == mode.name and view.ready) or routing.awake_pod(inst, view, mode.name):
                     status = "loaded"
                 elif view.locked or not mode.on_demand:
                     status = "locked"
@@ -158,6 +165,11 @@ class Gateway(object):
         after_switch = False
         slow_at = None   # when the fallback answers a request still waiting for its switch
         while True:
+            pod = routing.awake_pod(inst, state.snapshot(), route.mode)
+            if pod is not None:
+                # a keep-awake mode awake beside the current one: its pod answers, no switch, no wait
+                state.change(in_flight=1)
+                return routing.Route(inst, route.mode, route.model, pod=pod)
             if after_switch and model in self.table.aliases:
                 route = self.table.resolve(model, self.views())
                 inst = route.instance
@@ -242,12 +254,36 @@ class Gateway(object):
     def release(self, route):
         self.states[route.instance.name].change(in_flight=-1)
 
-    def upstream(self, inst, path):
-        """(transport, path) that reach ``inst``'s vLLM for ``path`` (starting with /)."""
+    def upstream(self, inst, path, pod=None):
+        """(transport, path) that reach ``inst``'s vLLM for ``path`` (starting with /): its Service, or
+        ``pod`` ({"name", "ip"}: a keep-awake mode's awake pod) through the pod proxy or the pod's IP."""
+        if pod is not None and self.config.upstream == "proxy":
+            return self.proxy_transport, ns_path(inst.namespace, "pods", "%s:%d" % (pod["name"], inst.port)) \
+                + "/proxy" + path
+        if pod is not None:
+            return self.pod_transport(pod.get("ip"), inst.port), path
         if self.config.upstream == "proxy":
             return self.proxy_transport, ns_path(inst.namespace, "services", "%s:%d" % (inst.service_name, inst.port)) \
                 + "/proxy" + path
         return self.upstreams[inst.name], path
+
+    def pod_transport(self, ip, port):
+        """An HttpTransport to a keep-awake pod's IP (kept while that pod lives; at most
+        POD_TRANSPORTS are kept, the oldest closed first)."""
+        if not ip:
+            raise routing.RouteError(503, "The awake pod has no IP yet; retry in a moment.", err_type="upstream_error",
+                                     code="upstream_error", headers={"Retry-After": "1"})
+        key = "%s:%d" % (ip, port)
+        with self.pod_lock:
+            transport = self.pod_upstreams.pop(key, None)
+            if transport is None:
+                transport = HttpTransport("http://" + key, timeout=self.config.upstream_timeout,
+                                          pool_size=self.config.max_connections)
+            self.pod_upstreams[key] = transport
+            while len(self.pod_upstreams) > POD_TRANSPORTS:
+                oldest = next(iter(self.pod_upstreams))
+                self.pod_upstreams.pop(oldest).close()
+            return transport
 
     def serving_route(self):
         """A route to whatever serves now (for body-less /v1 requests), or None."""
@@ -307,6 +343,9 @@ class Gateway(object):
             out.append({"name": inst.name, "namespace": inst.namespace, "mode": view.mode, "model": view.model,
                         "served_model_names": view.served_model_names, "ready": view.ready,
                         "ready_since": view.ready_since, "locked": view.locked, "locked_since": view.locked_since,
+                        "awake": self.awake_modes(inst, view),
+                        "awake_pods": dict((m, p["name"]) for m, p in (view.awake_pods or {}).items()
+                                           if routing.awake_pod(inst, view, m)),
                         "switching": view.switching, "in_flight": view.in_flight, "queued": view.queued,
                         "pending_switches": self.switchers[inst.name].pending(), "last_switch": view.last_switch,
                         "gateway_switch": self.switchers[inst.name].last,
@@ -320,6 +359,16 @@ class Gateway(object):
             for entry in out:
                 entry["info"] = infos[entry["name"]]
         return {"instances": out}
+
+    @staticmethod
+    def awake_modes(inst, view):
+        """The modes whose engine serves now: the current one (when ready) and the keep-awake modes
+        awake beside it, sorted."""
+        awake = set(m for m in (view.awake_pods or {}) if routing.awake_pod(inst, view, m))
+        current = inst.modes.get(view.mode)
+        if current is not None and current.serving and view.ready:
+            awake.add(view.mode)
+        return sorted(awake)
 
     def detail_info(self):
         """Each instance's vllm_mode_info result, read from the cluster at most every DETAIL_CACHE_SECONDS

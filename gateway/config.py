@@ -97,6 +97,7 @@ class Mode(object):
         self.served_names = catalog.served_names(entry, served_alias) if self.serving else []
         self.lock = bool(entry["lock"])
         self.on_demand = bool(entry["on_demand"])
+        self.keep_awake = bool(entry.get("resident") and entry.get("keep_awake"))
         self.wake_timeout = float(entry["wake_timeout"] if global_wake_timeout is None else global_wake_timeout)
         self.target_seconds = None   # the catalog's own target_seconds (None when it only defaults to wait_timeout)
 

@@ -22,12 +22,14 @@ class RouteError(Exception):
 
 class Route(object):
     """Where a request goes: ``instance`` (config.Instance), ``mode`` (name) and ``model``, the name
-    to put in the body for vLLM (None: the request's own name is served as is)."""
+    to put in the body for vLLM (None: the request's own name is served as is); ``pod``: the awake
+    pod of a keep-awake mode ({"name", "ip"}) that answers it instead of the Service, or None."""
 
-    def __init__(self, instance, mode, model=None):
+    def __init__(self, instance, mode, model=None, pod=None):
         self.instance = instance
         self.mode = mode
         self.model = model
+        self.pod = pod
 
     def __repr__(self):
         return "Route(%s, %s, %s)" % (self.instance.name, self.mode, self.model)
@@ -86,6 +88,15 @@ class Table(object):
         inst, mode = sorted(targets, key=rank)[0]
         rewrite = None if model in inst.modes[mode].served_names else inst.modes[mode].served_names[0]
         return Route(inst, mode, rewrite)
+
+
+def awake_pod(inst, view, mode):
+    """The pod that answers ``mode`` at once without a switch ({"name", "ip"}), or None: ``mode`` is a
+    keep-awake resident mode (catalog keep_awake), not the current one, and its pod is Ready."""
+    entry = inst.modes.get(mode)
+    if entry is None or not entry.keep_awake or view.mode == mode:
+        return None
+    return (view.awake_pods or {}).get(mode)
 
 
 def lock_refusal(inst, view, retry_after):

@@ -807,6 +807,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         """The body with ``model`` renamed to a name the running vLLM serves (a mode name used as an alias,
         or the stable alias on a Deployment started without it)."""
         served = self.gateway.states[route.instance.name].snapshot().served_model_names
+        if route.pod is not None:   # a keep-awake mode's pod serves its own names
+            served = route.instance.modes[route.mode].served_names
         model = route.model
         if model is None and served and payload.get("model") not in served:
             model = served[0]
@@ -834,7 +836,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         """(transport, path, headers) of the request to ``route``'s vLLM."""
         gateway = self.gateway
         query = self.path.split("?", 1)[1] if "?" in self.path else ""
-        transport, upath = gateway.upstream(route.instance, path + ("?" + query if query else ""))
+        transport, upath = gateway.upstream(route.instance, path + ("?" + query if query else ""), route.pod)
         headers = dict((k, v) for k, v in self.headers.items() if k.lower() in PASS_HEADERS)
         if gateway.config.upstream == "service" and self.headers.get("Authorization") and not gateway.keys:
             headers["Authorization"] = self.headers["Authorization"]

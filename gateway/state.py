@@ -51,11 +51,11 @@ def available_since(deployment):
     return None
 
 
-def member_states(pods, modes):
+def member_states(pods, modes, keep_awake=()):
     """What each resident mode's engine is doing, as the page shows it, from the pods of the resident
-    set: ``awake`` (a Ready pod behind the Service: the engine routes only the awake, verified one),
-    ``asleep`` (a Ready pod out of it), ``starting`` (a pod not Ready yet) or ``stopped`` (no pod).
-    Terminating pods do not count. Pure."""
+    set: ``awake`` (a Ready pod behind the Service: the engine routes only the awake, verified one; or
+    a Ready pod of a ``keep_awake`` mode, awake beside it), ``asleep`` (a Ready pod out of it),
+    ``starting`` (a pod not Ready yet) or ``stopped`` (no pod). Terminating pods do not count. Pure."""
     out = {}
     for mode in modes:
         mine = [p for p in pods if not readiness.is_terminating(p)
@@ -63,7 +63,8 @@ def member_states(pods, modes):
         ready = [p for p in mine if readiness.is_ready(p)]
         routed = [p for p in ready
                   if ((p.get("metadata") or {}).get("labels") or {}).get(resident.ROUTE_LABEL) == resident.ROUTE_VALUE]
-        out[mode] = "awake" if routed else "asleep" if ready else "starting" if mine else "stopped"
+        awake = routed or (ready and mode in keep_awake)
+        out[mode] = "awake" if awake else "asleep" if ready else "starting" if mine else "stopped"
     return out
 
 
@@ -89,6 +90,7 @@ class View(object):
         self.foreign_switch = False
         self.uid = None
         self.resident = {}
+        self.awake_pods = {}     # keep-awake mode -> {"name", "ip"} of its Ready pod (Tracker.resident_pods)
         self.__dict__.update(fields)
 
 
@@ -111,6 +113,7 @@ class InstanceState(object):
         self.loaded_at = None
         self._loaded_key = None
         self.override = None   # (mode, ready) the gateway knows before the watch shows it
+        self.awake_pods = {}   # keep-awake mode -> {"name", "ip"} of its Ready pod
         self.view = View()
         self.listeners = []    # called as listener(name, record data) after every change (the page's feed)
         self.members = {}      # resident mode -> awake, asleep, starting or stopped (member_states)
@@ -138,6 +141,16 @@ class InstanceState(object):
             self._recompute()
             self.cond.notify_all()
             self._notify()
+
+    def set_awake_pods(self, pods):
+        """Replace the Ready pods of the keep-awake modes ({mode: {"name", "ip"}})."""
+        with self.cond:
+            if pods == self.awake_pods:
+                return
+            self.awake_pods = dict(pods)
+            self.view.awake_pods = dict(pods)
+            self.cond.notify_all()
+            self._notify()   # the page's live status shows which modes are awake
 
     def _notify(self):
         for listener in self.listeners:
@@ -199,7 +212,8 @@ class InstanceState(object):
                          ready_since=ready_since, locked=locked, locked_since=locked_since, loaded_at=self.loaded_at,
                          switching=self.switching, in_flight=self.in_flight, queued=self.queued, last_switch=last,
                          foreign_switch=foreign, uid=((dep or {}).get("metadata") or {}).get("uid"),
-                         resident=dict(self.members))
+                         resident=dict(self.members),
+                         awake_pods=dict(self.awake_pods))
 
     def touch(self):
         with self.cond:
@@ -278,6 +292,7 @@ class Tracker(threading.Thread):
         self.recheck_key = None  # (holder, started_at) of that record
         entries = dict((m, e.entry) for m, e in state.inst.modes.items())
         self.resident = resident.resident_modes(entries)   # non-empty: the resident pods are watched too
+        self.keep_awake = resident.keep_awake_modes(entries)
         self.ready_pods = set()  # uids of resident pods seen Ready
         self.pods = {}           # uid -> the resident set's pods as last seen (the page's awake/asleep)
         self.on_restart = None   # called with the current mode when a resident pod of another mode turns Ready
@@ -325,18 +340,29 @@ class Tracker(threading.Thread):
                     rec.get("phase"), closed["result"], serving)
 
     def resident_pods(self, etype, obj):
-        """A resident pod that turns Ready while its mode is not the current one came back from a restart
-        (a crash, a node reboot) awake: ask for a reconcile of the current mode, which puts it back to
-        sleep (two awake engines that do not fit make the next wake run out of memory). The first list
-        only notes what is Ready."""
-        pods = obj if etype == "SYNC" else [obj]
+        """Follow the resident pods: the Ready pods of the keep-awake modes (the state's
+        ``awake_pods``: requests naming them go there), and restarts."""
         if etype == "SYNC":
-            self.pods = dict((readiness.uid(p), p) for p in pods or [])
+            self.pods = dict((readiness.uid(p), p) for p in obj or [])
         elif etype == "DELETED":
             self.pods.pop(readiness.uid(obj), None)
         else:
             self.pods[readiness.uid(obj)] = obj
-        self.state.set_members(member_states(list(self.pods.values()), self.resident))
+        awake = {}
+        for pod in self.pods.values():
+            mode = ((pod.get("metadata") or {}).get("labels") or {}).get(resident.LABEL_RESIDENT)
+            if mode in self.keep_awake and readiness.is_ready(pod) and not readiness.is_terminating(pod):
+                awake[mode] = {"name": readiness.name_of(pod), "ip": (pod.get("status") or {}).get("podIP")}
+        self.state.set_awake_pods(awake)
+        self.state.set_members(member_states(list(self.pods.values()), self.resident, self.keep_awake))
+        self.restarted(etype, obj)
+
+    def restarted(self, etype, obj):
+        """A resident pod that turns Ready while its mode is not the current one came back from a restart
+        (a crash, a node reboot) awake: ask for a reconcile of the current mode, which puts it back to
+        sleep (two awake engines that do not fit make the next wake run out of memory). A keep-awake
+        mode's pod stays awake: nothing to do. The first list only notes what is Ready."""
+        pods = obj if etype == "SYNC" else [obj]
         if etype == "SYNC":
             self.ready_pods = set(readiness.uid(p) for p in pods or [] if readiness.is_ready(p))
             return
@@ -349,6 +375,8 @@ class Tracker(threading.Thread):
         self.ready_pods.add(uid)
         view = self.state.snapshot()
         mode = ((obj.get("metadata") or {}).get("labels") or {}).get(resident.LABEL_RESIDENT)
+        if mode in self.keep_awake:
+            return
         if view.mode in self.resident and mode != view.mode and view.ready and not view.switching \
                 and not view.foreign_switch and self.on_restart is not None:
             LOG.warning("%s: resident pod %s of mode %s is Ready while %s is the current mode: putting it back to "

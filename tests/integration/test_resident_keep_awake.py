@@ -224,3 +224,56 @@ def test_the_rollback_of_a_failed_cold_switch_starts_the_keep_awake_mode_again_a
         res["final_state"]
     assert sleeping(kube_sim, "embed") is False and sleeping(kube_sim, "ml") is False
     assert sleeping(kube_sim, "r1") is True and behind_service(kube_sim) == ["ml"]
+
+
+# --------------------------------------------------------------------------------------------
+# the gateway, a real process
+
+def completion(gw, model):
+    status, body, _headers = gw.call("POST", "/v1/completions", {"model": model, "prompt": "hi", "max_tokens": 4})
+    return status, body
+
+
+@pytest.mark.sim_only
+def test_the_gateway_answers_the_keep_awake_mode_from_its_pod_without_a_switch(tmp_path, kube_sim):
+    from tests.integration.gateway_helpers import gateway_config, start_gateway
+    first = engine(kube_sim, "ml")
+    assert first["failed"] is False, first["msg"]
+    embed_pod = the_pod(kube_sim, "embed").metadata.name
+    # as its ServiceAccount, with the Role the vllm role renders for a catalog with resident modes
+    gw = start_gateway(tmp_path, kube_sim, gateway_config({"modes": MODES}), as_service_account=True)
+    try:
+        wait_for(lambda: gw.status()["awake"] == ["embed", "ml"], "the gateway does not see embed awake: %s"
+                 % gw.status())
+        assert gw.status()["mode"] == "ml" and gw.status()["awake_pods"] == {"embed": embed_pod}
+        _status, listed, _headers = gw.call("GET", "/v1/models")
+        assert [m["status"] for m in listed["data"] if m["id"] == "bge-small"] == ["loaded"], listed
+        kube_sim.reset_requests()
+        for model in ("bge-small", "embed"):   # a served name, and the mode name as an alias
+            status, body = completion(gw, model)
+            assert status == 200 and body["model"] == "bge-small", body
+        status, body = completion(gw, "Qwen/Qwen3-8B-AWQ")
+        assert status == 200 and body["model"] == "Qwen/Qwen3-8B-AWQ", body
+        # answered by the two awake engines: no switch, no record, no Lease, nothing but the requests
+        assert gw.status()["gateway_switch"] is None and gw.status()["mode"] == "ml"
+        kinds = sorted(set(w["path"].rsplit("/proxy/", 1)[0] for w in writes(kube_sim)))
+        assert kinds == ["/api/v1/namespaces/ml/pods/%s:8000" % embed_pod,
+                         "/api/v1/namespaces/ml/services/vllm-api:8000"], kinds
+        # a switch between the chat modes leaves embed serving, from the same pod
+        res = engine(kube_sim, "r1")
+        assert res["failed"] is False, res["msg"]
+        wait_for(lambda: gw.status()["mode"] == "r1" and gw.status()["ready"], "the gateway does not see r1")
+        status, body = completion(gw, "bge-small")
+        assert status == 200 and body["model"] == "bge-small", body
+        assert gw.status()["gateway_switch"] is None and gw.status()["awake"] == ["embed", "r1"]
+        assert the_pod(kube_sim, "embed").metadata.name == embed_pod
+        # a restarted embed pod comes back awake and serves; the gateway does not reconcile it
+        kube_sim.core.delete_namespaced_pod(embed_pod, NS, grace_period_seconds=0)
+        wait_for(lambda: gw.status()["awake_pods"].get("embed") not in (None, embed_pod),
+                 "the gateway does not see the new embed pod: %s" % gw.status())
+        status, body = completion(gw, "bge-small")
+        assert status == 200 and body["model"] == "bge-small", body
+        assert gw.status()["gateway_switch"] is None and gw.status()["pending_switches"] == 0
+        assert sleeping(kube_sim, "embed") is False and sleeping(kube_sim, "ml") is True
+    finally:
+        gw.stop()

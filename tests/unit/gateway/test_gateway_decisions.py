@@ -205,6 +205,40 @@ def test_upstream_service_goes_straight_to_the_service_and_proxy_through_the_api
         "the API transport", "/api/v1/namespaces/ml/services/vllm-api:8000/proxy/v1/models")
 
 
+def keep_awake_config(**top):
+    modes = copy.deepcopy(MODES)
+    modes["ml"]["resident"] = True
+    modes["embed"] = {"model": "BAAI/bge-small-en-v1.5", "image": "vllm/vllm-openai:v0.8.5.post1",
+                      "served_model_names": ["bge-small"], "resident": True, "keep_awake": True}
+    return make(instances=[{"name": "vllm-server", "service_name": "vllm-api", "port": 8000, "modes": modes}],
+                **top)
+
+
+def test_a_keep_awake_mode_awake_beside_the_current_one_is_answered_by_its_pod():
+    inst = keep_awake_config().instances[0]
+    pod = {"name": "vllm-server-embed-abc", "ip": "10.42.1.7"}
+    assert routing.awake_pod(inst, view("ml", awake_pods={"embed": pod}), "embed") == pod
+    assert routing.awake_pod(inst, view("ml", awake_pods={}), "embed") is None          # not Ready: a switch
+    assert routing.awake_pod(inst, view("embed", awake_pods={"embed": pod}), "embed") is None   # the current one
+    assert routing.awake_pod(inst, view("ml", awake_pods={"embed": pod}), "r1") is None       # not keep-awake
+    assert Gateway.awake_modes(inst, view("ml", serving=True, awake_pods={"embed": pod})) == ["embed", "ml"]
+    assert Gateway.awake_modes(inst, view("gaming", awake_pods={})) == []
+
+
+def test_upstream_of_a_keep_awake_pod_is_its_pod_proxy_or_its_ip():
+    cfg = keep_awake_config(upstream="proxy")
+    pod = {"name": "vllm-server-embed-abc", "ip": "10.42.1.7"}
+    gateway = Gateway(cfg, api=None, proxy_transport="the API transport")
+    assert gateway.upstream(cfg.instances[0], "/v1/embeddings", pod) == (
+        "the API transport", "/api/v1/namespaces/ml/pods/vllm-server-embed-abc:8000/proxy/v1/embeddings")
+    cfg = keep_awake_config()
+    gateway = Gateway(cfg, api=None, proxy_transport="the API transport")
+    transport, path = gateway.upstream(cfg.instances[0], "/v1/embeddings", pod)
+    assert (transport.host, path) == ("http://10.42.1.7:8000", "/v1/embeddings")
+    assert gateway.upstream(cfg.instances[0], "/v1/embeddings", pod)[0] is transport   # kept for the next one
+    gateway.stop()
+
+
 def test_the_gateway_imports_with_the_standard_library_only():
     """It runs on a stock python image with the collection mounted: no site-packages at all."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
