@@ -246,6 +246,8 @@ def test_the_gateway_answers_the_keep_awake_mode_from_its_pod_without_a_switch(t
         wait_for(lambda: gw.status()["awake"] == ["embed", "ml"], "the gateway does not see embed awake: %s"
                  % gw.status())
         assert gw.status()["mode"] == "ml" and gw.status()["awake_pods"] == {"embed": embed_pod}
+        wait_for(lambda: gw.status()["resident"] == {"embed": "awake", "ml": "awake", "r1": "asleep"},
+                 "the page's data does not show embed awake: %s" % gw.status()["resident"])
         _status, listed, _headers = gw.call("GET", "/v1/models")
         assert [m["status"] for m in listed["data"] if m["id"] == "bge-small"] == ["loaded"], listed
         kube_sim.reset_requests()

@@ -25,3 +25,10 @@ def test_a_pod_not_ready_yet_is_starting_and_a_terminating_one_does_not_count():
 
 def test_no_resident_modes_no_states():
     assert member_states([pod("ml", "a")], []) == {}
+
+
+def test_a_ready_keep_awake_engine_is_awake_beside_the_routed_one():
+    pods = [pod("ml", "a", routed=True), pod("r1", "b"), pod("embed", "c")]
+    assert member_states(pods, ["embed", "ml", "r1"], keep_awake=["embed"]) == {
+        "embed": "awake", "ml": "awake", "r1": "asleep"}
+    assert member_states([pod("embed", "d", ready=False)], ["embed"], keep_awake=["embed"]) == {"embed": "starting"}
