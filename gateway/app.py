@@ -56,6 +56,7 @@ class Gateway(object):
         self.upstreams = {}
         self.pod_upstreams = {}   # "ip:port" -> HttpTransport to a keep-awake pod (upstream: service)
         self.pod_lock = threading.Lock()
+        self.proxy_paths = {}   # instance -> its Service's proxy path (upstream: proxy)
         self.page = Page(self)
         for inst in config.instances:
             state = InstanceState(inst, self.holder, clock=clock)
@@ -263,8 +264,11 @@ class Gateway(object):
         if pod is not None:
             return self.pod_transport(pod.get("ip"), inst.port), path
         if self.config.upstream == "proxy":
-            return self.proxy_transport, ns_path(inst.namespace, "services", "%s:%d" % (inst.service_name, inst.port)) \
-                + "/proxy" + path
+            base = self.proxy_paths.get(inst.name)
+            if base is None:   # the same for every request: quoted once
+                base = self.proxy_paths[inst.name] = ns_path(
+                    inst.namespace, "services", "%s:%d" % (inst.service_name, inst.port)) + "/proxy"
+            return self.proxy_transport, base + path
         return self.upstreams[inst.name], path
 
     def pod_transport(self, ip, port):

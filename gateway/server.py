@@ -33,6 +33,8 @@ LOG = logging.getLogger("vllm_gateway")
 # Request headers passed on to vLLM (the API server's proxy gets no client credentials).
 PASS_HEADERS = ("content-type", "accept", "user-agent", "x-request-id", "openai-organization")
 JSON = "application/json"
+# Answer headers passed back from vLLM: (name as received, lower case; name as sent)
+RELAYED = (("content-type", "Content-Type"), ("cache-control", "Cache-Control"), ("x-request-id", "X-Request-Id"))
 
 MAX_HEAD_BYTES = 32768      # request line + header fields (nginx: 4 buffers of 8k)
 MAX_HEADER_FIELDS = 100
@@ -55,6 +57,8 @@ HEXDIGITS = frozenset("0123456789abcdefABCDEF")
 JSON_BYTE_FACTOR = 14
 JSON_VALUE_COST = 64
 DATE = (0, "")   # (second, its Date header): one formatdate per second
+SERVER_DATE = (0, b"")   # (second, the Server and Date lines of an answer)
+STATUS_LINES = {}   # status code -> its status line (bytes), for the reason phrases http.server knows
 # Client errors that end a connection without a bug: one debug line each, no traceback.
 DISCONNECTS = (ConnectionError, socket.timeout, EOFError)
 
@@ -442,12 +446,27 @@ class Handler(http.server.BaseHTTPRequestHandler):
         unless the log level is DEBUG)."""
         if LOG.isEnabledFor(logging.DEBUG):
             self.log_request(code)
-        if message is None:
-            message = self.responses[code][0] if code in self.responses else ""
+        line = STATUS_LINES.get(code) if message is None else None
+        if line is None:
+            if message is None:
+                message = self.responses[code][0] if code in self.responses else ""
+            line = ("%s %d %s\r\n" % (self.protocol_version, code, message)).encode("latin-1")
+            if len(STATUS_LINES) < 100:
+                STATUS_LINES[code] = line
         if not hasattr(self, "_headers_buffer"):
             self._headers_buffer = []
-        self._headers_buffer.append(("%s %d %s\r\nServer: %s\r\nDate: %s\r\n" % (
-            self.protocol_version, code, message, self.version_string(), self.date_time_string())).encode("latin-1"))
+        self._headers_buffer.append(line)
+        self._headers_buffer.append(self.server_and_date())
+
+    def server_and_date(self):
+        """The Server and Date header lines (bytes), made once a second."""
+        global SERVER_DATE  # pylint: disable=global-statement
+        now = int(time.time())
+        second, data = SERVER_DATE
+        if second != now:
+            data = ("Server: %s\r\nDate: %s\r\n" % (self.version_string(), self.date_time_string())).encode("latin-1")
+            SERVER_DATE = (now, data)
+        return data
 
     def log_message(self, format, *args):  # pylint: disable=redefined-builtin
         if LOG.isEnabledFor(logging.DEBUG):
@@ -922,18 +941,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         try:
             self.send_response(resp.status)
             headers = resp.headers
-            for key in ("content-type", "cache-control", "x-request-id"):
-                if headers.get(key):
-                    self.send_header(key.title(), headers[key])
-            for key, value in (extra_headers or {}).items():
-                self.send_header(key, value)
+            fields = ["%s: %s\r\n" % (name, headers[key]) for key, name in RELAYED if headers.get(key)]
+            fields.extend("%s: %s\r\n" % item for item in (extra_headers or {}).items())
             length = headers.get("content-length")
             chunked = length is None or "chunked" in (headers.get("transfer-encoding") or "")
+            fields.append("Transfer-Encoding: chunked\r\n" if chunked else "Content-Length: %s\r\n" % length)
+            self._headers_buffer.append("".join(fields).encode("latin-1"))
             if chunked:
-                self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
-            else:
-                self.send_header("Content-Length", length)
             write = self.wfile.write
             head_sent = chunked
             try:

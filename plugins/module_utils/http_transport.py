@@ -48,7 +48,11 @@ MAX_FIELDS = 100       # header fields of an answer (http.client's limit)
 MAX_LINE = 4096        # a chunk-size line, a trailer field
 MAX_TRAILERS = 32
 BAD_PATH = re.compile(r"[\x00-\x20\x7f]")
-FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")   # a token (RFC 9110 5.6.2)
+TOKEN_CHARS = "!#$%&'*+\\-.^_`|~0-9A-Za-z"   # of a field name (RFC 9110 5.6.2)
+STATUS_LINE = re.compile(r"HTTP/1\.([01]) ([0-9]{3})(?: |\Z)")
+FIELD_LINE = re.compile(r"[%s]+:" % TOKEN_CHARS)
+BAD_FIELD_LINE = re.compile(r"(?:\A|\r\n)(?![%s]+:)" % TOKEN_CHARS)   # a line not starting with a name and a colon
+FIELD_NAMES = re.compile(r"[%s]+(?:\n[%s]+)*\Z" % (TOKEN_CHARS, TOKEN_CHARS))
 NO_BODY_METHODS = ("HEAD",)
 BODY_METHODS = ("POST", "PUT", "PATCH")   # sent with Content-Length: 0 when they have no body
 
@@ -314,32 +318,35 @@ class Connection(object):
                     if had:
                         raise Malformed("the server closed the connection in the middle of the answer's head")
                     raise Closed("the server closed the connection")
-            lines = raw.split(b"\r\n")
-            version, _sep, rest = lines[0].partition(b" ")
-            code = rest[:3]
-            if version not in (b"HTTP/1.1", b"HTTP/1.0") or not code.isdigit() or rest[3:4] not in (b"", b" "):
-                raise Malformed("the answer does not start with an HTTP/1.x status line: %r" % lines[0][:100])
-            status = int(code)
-            if len(lines) > MAX_FIELDS + 1:
-                raise Malformed("the answer has more than %d header fields" % MAX_FIELDS)
+            text = raw.decode("latin-1")
+            status_line, _sep, fields = text.partition("\r\n")
+            match = STATUS_LINE.match(status_line)
+            if match is None:
+                raise Malformed("the answer does not start with an HTTP/1.x status line: %r" % status_line[:100])
+            status = int(match.group(2))
             headers = {}
-            for line in lines[1:]:
-                name, sep, value = line.partition(b":")
-                if not sep or not FIELD_NAME.match(name):
-                    raise Malformed("the answer has a malformed header field: %r" % line[:100])
-                key = name.decode("latin-1").lower()
-                value = value.strip(b" \t").decode("latin-1")
-                headers[key] = headers[key] + ", " + value if key in headers else value
+            if fields:
+                lines = fields.count("\r\n") + 1
+                if lines > MAX_FIELDS:
+                    raise Malformed("the answer has more than %d header fields" % MAX_FIELDS)
+                if BAD_FIELD_LINE.search(fields) or fields.count("\n") != lines - 1 or fields.count("\r") != lines - 1:
+                    bad = [line for line in fields.split("\r\n") if not FIELD_LINE.match(line)]
+                    raise Malformed("the answer has a malformed header field: %r" % (bad or [fields])[0][:100])
+                for line in fields.split("\r\n"):
+                    name, _sep, value = line.partition(":")
+                    key = name.lower()
+                    value = value.strip(" \t")
+                    headers[key] = headers[key] + ", " + value if key in headers else value
             if 100 <= status < 200 and status != 101:
                 continue    # an interim answer (100 Continue): the final one follows
-            self.frame(method, status, version, headers)
+            self.frame(method, status, match.group(1), headers)
             return status, headers
 
     def frame(self, method, status, version, headers):
-        # type: (str, int, bytes, Dict[str, str]) -> None
+        # type: (str, int, str, Dict[str, str]) -> None
         """How the answer's body is delimited (RFC 9112 6.3) and whether the connection stays open."""
-        tokens = [t.strip().lower() for t in headers.get("connection", "").split(",")]
-        self.keep = version == b"HTTP/1.1" and "close" not in tokens
+        self.keep = version == "1" and ("connection" not in headers or "close" not in [
+            t.strip().lower() for t in headers["connection"].split(",")])
         if method in NO_BODY_METHODS or status in (204, 304) or 100 <= status < 200:
             self.framing = ("length", 0)
         elif "transfer-encoding" in headers:
@@ -349,9 +356,11 @@ class Connection(object):
             else:
                 self.framing = ("chunked", 0)
         elif "content-length" in headers:
-            values = set(v.strip() for v in headers["content-length"].split(","))
-            value = values.pop() if len(values) == 1 else ""
-            if not value.isdigit():
+            value = headers["content-length"]
+            if "," in value:   # repeated: the same number each time, or no framing at all
+                values = set(v.strip() for v in value.split(","))
+                value = values.pop() if len(values) == 1 else ""
+            if not value.isascii() or not value.isdigit():
                 raise Malformed("the answer's Content-Length %r is not a number" % headers["content-length"][:50])
             self.framing = ("length", int(value))
         else:
@@ -642,7 +651,7 @@ class HttpTransport(Transport):
         if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1:
             bad = [k for k, v in out.items() if set("\r\n") & set(str(k) + str(v))]
             raise TransportError("the header field %r cannot be sent: it holds a line break" % str(bad[:1])[:100])
-        if any(not FIELD_NAME.match(key.encode("latin-1", "replace")) for key in out):
+        if not FIELD_NAMES.match("\n".join(out)):
             raise TransportError("a header field name of %s cannot be sent: it is not a token" % sorted(out)[:20])
         try:
             return (text + "\r\n\r\n").encode("latin-1")
