@@ -709,7 +709,10 @@ def resident_steps(run, profile, the_plan, live, info, state, bodies, pointer, r
         for mode in the_plan["sleep"]:
             if pods.get(mode):
                 sleepwake.sleep(api, ns, pods[mode], port, max(1.0, deadline - run.now()))
-        clock.mark("sleep")
+        if the_plan["unroute"] or any(pods.get(m) for m in the_plan["sleep"]):
+            clock.mark("sleep")
+        else:
+            clock.skip("sleep")
         begin(bool(the_plan["start"]))
         for mode in the_plan["start"]:
             started.append(mode)
@@ -717,14 +720,20 @@ def resident_steps(run, profile, the_plan, live, info, state, bodies, pointer, r
             pods[mode], nodes[mode] = readiness.name_of(pod), (pod.get("spec") or {}).get("nodeName")
             if mode not in awake:
                 sleepwake.sleep(api, ns, pods[mode], port, max(1.0, deadline - run.now()))
-        clock.mark("start")
+        if the_plan["start"]:
+            clock.mark("start")
+        else:
+            clock.skip("start")
         begin(the_plan["wake"] or bool(the_plan["wake_keep"]))
         if the_plan["wake"]:
             woke = True
             sleepwake.wake(api, ns, pods[target], port, max(1.0, deadline - run.now()))
         for mode in the_plan["wake_keep"]:
             sleepwake.wake(api, ns, pods[mode], port, max(1.0, deadline - run.now()))
-        clock.mark("wake")
+        if the_plan["wake"] or the_plan["wake_keep"]:
+            clock.mark("wake")
+        else:
+            clock.skip("wake")
         begin(True)
         sleepwake.warmup(api, ns, pods[target], port, names[0], max(1.0, min(deadline - run.now(), 60)))
         clock.mark("warmup")

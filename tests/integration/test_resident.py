@@ -5,6 +5,7 @@ The reference lab's GPU is shared by two pods here (time-slicing: nvidia.com/gpu
 modes keep a pod each: the current one awake and behind the Service, the others asleep.
 """
 import copy
+import itertools
 import json
 import os
 import subprocess
@@ -53,13 +54,13 @@ def kube_sim(kube_sim_factory):
     return cluster
 
 
-def engine(cluster, mode, modes=None, **options):
+def engine(cluster, mode, modes=None, now=time.monotonic, **options):
     """One switch through the engine, as the gateway makes it (standard-library transport)."""
     params = {"mode": mode, "modes": modes or MODES, "pod": POD, "registry": {"offline": True},
               "holder": "test", "wait_timeout": None}
     params.update(options)
     api = EngineApi(HttpTransport.from_kubeconfig(cluster.kubeconfig))
-    result, error = engine_switch(api, params)
+    result, error = engine_switch(api, params, now=now)
     return dict(result, failed=error is not None, msg=error)
 
 
@@ -126,6 +127,21 @@ def test_ml_r1_ml_resident_through_the_module_wakes_instead_of_loading(playbook,
     assert cm["VLLM_MODE"] == "ml" and cm["VLLM_MODEL"] == "Qwen/Qwen3-8B-AWQ"
     dep = client.AppsV1Api(kube_sim.api_client()).read_namespaced_deployment("vllm-server", NS)
     assert dep.spec.replicas == 0 and dep.metadata.annotations["homelab.gpu/mode"] == "ml"
+
+
+@pytest.mark.sim_only
+def test_a_phase_with_nothing_to_do_takes_no_time_however_slow_the_machine(kube_sim):
+    """ml -> r1 with both resident starts nothing: its start phase is 0 s, not the time the engine spent
+    between two steps (a loaded CI machine wrote the record's progress there: start 0.023 s)."""
+    assert engine(kube_sim, "ml")["failed"] is False
+    readings = itertools.count()
+
+    def crawling():   # each reading of the clock 50 ms later than the one before: a machine that crawls
+        return time.monotonic() + 0.05 * next(readings)
+    res = engine(kube_sim, "r1", now=crawling)
+    assert res["failed"] is False, res["msg"]
+    assert res["resident"]["plan"]["start"] == [] and res["resident"]["plan"]["wake"] is True
+    assert res["phases"]["start"] == 0.0 and res["phases"]["wake"] > 0, res["phases"]
 
 
 def site_summary(cluster, tmp_path, extra_vars=None):

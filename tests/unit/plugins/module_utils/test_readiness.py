@@ -105,6 +105,19 @@ def test_phase_clock_accounts_each_phase_and_fills_skipped_ones():
     assert clock.current() == "verify"
 
 
+def test_a_skipped_phase_takes_no_time_however_late_it_is_marked():
+    now = FakeTime()
+    clock = readiness.PhaseClock(now)
+    now.t += 5
+    clock.mark("terminate")
+    now.t += 3                  # bookkeeping between two steps on a slow machine
+    clock.skip("schedule")
+    now.t += 7
+    clock.mark("pull")
+    d = clock.durations()
+    assert d["terminate"] == 5 and d["schedule"] == 0 and d["pull"] == 10
+
+
 def test_noop_clock_records_nothing():
     clock = readiness.NoopClock(FakeTime())
     clock.mark("ready")
