@@ -10,6 +10,7 @@ import copy
 import os
 import time
 
+import openai
 import pytest
 from kubernetes import client
 
@@ -49,7 +50,8 @@ def kube_sim(kube_sim_factory):
     cluster.patch_scenario({"nodes": [{"name": "k3s-gpu-worker", "gpu": {"count": 3}}],
                             # the chat models' least need (weights + a minimal KV cache) fits their 0.80 share
                             "models": {EMBED_MODEL: {"vram_mib": 600, "load_seconds": 5, "cached": True,
-                                                     "weights_mib": 130, "sleeping_vram_mib": 400},
+                                                     "weights_mib": 130, "sleeping_vram_mib": 400,
+                                                     "embedding_dim": 384},
                                        "Qwen/Qwen3-8B-AWQ": {"vram_mib": 9000},
                                        "casperhansen/deepseek-r1-distill-qwen-7b-awq": {"vram_mib": 9000}}})
     api = client.CoreV1Api(cluster.api_client())
@@ -251,9 +253,11 @@ def test_the_gateway_answers_the_keep_awake_mode_from_its_pod_without_a_switch(t
         _status, listed, _headers = gw.call("GET", "/v1/models")
         assert [m["status"] for m in listed["data"] if m["id"] == "bge-small"] == ["loaded"], listed
         kube_sim.reset_requests()
+        oai = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", timeout=60, max_retries=0)
         for model in ("bge-small", "embed"):   # a served name, and the mode name as an alias
-            status, body = completion(gw, model)
-            assert status == 200 and body["model"] == "bge-small", body
+            answer = oai.embeddings.create(model=model, input=["a cat", "a dog"])
+            assert answer.model == "bge-small" and [len(d.embedding) for d in answer.data] == [384, 384], answer
+            assert answer.data[0].embedding != answer.data[1].embedding
         status, body = completion(gw, "Qwen/Qwen3-8B-AWQ")
         assert status == 200 and body["model"] == "Qwen/Qwen3-8B-AWQ", body
         # answered by the two awake engines: no switch, no record, no Lease, nothing but the requests
@@ -265,16 +269,14 @@ def test_the_gateway_answers_the_keep_awake_mode_from_its_pod_without_a_switch(t
         res = engine(kube_sim, "r1")
         assert res["failed"] is False, res["msg"]
         wait_for(lambda: gw.status()["mode"] == "r1" and gw.status()["ready"], "the gateway does not see r1")
-        status, body = completion(gw, "bge-small")
-        assert status == 200 and body["model"] == "bge-small", body
+        assert len(oai.embeddings.create(model="bge-small", input="a cat").data[0].embedding) == 384
         assert gw.status()["gateway_switch"] is None and gw.status()["awake"] == ["embed", "r1"]
         assert the_pod(kube_sim, "embed").metadata.name == embed_pod
         # a restarted embed pod comes back awake and serves; the gateway does not reconcile it
         kube_sim.core.delete_namespaced_pod(embed_pod, NS, grace_period_seconds=0)
         wait_for(lambda: gw.status()["awake_pods"].get("embed") not in (None, embed_pod),
                  "the gateway does not see the new embed pod: %s" % gw.status())
-        status, body = completion(gw, "bge-small")
-        assert status == 200 and body["model"] == "bge-small", body
+        assert len(oai.embeddings.create(model="bge-small", input="a cat").data[0].embedding) == 384
         assert gw.status()["gateway_switch"] is None and gw.status()["pending_switches"] == 0
         assert sleeping(kube_sim, "embed") is False and sleeping(kube_sim, "ml") is True
     finally:

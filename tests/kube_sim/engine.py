@@ -13,7 +13,10 @@ The kubelet (tests/kube_sim/kubelet.py) drives its life cycle; the world's proxy
 :meth:`VllmEngine.handle` outside the world lock (a completion blocks only its own request).
 """
 
+import base64
+import hashlib
 import json
+import struct
 import threading
 import time
 import urllib.parse
@@ -251,6 +254,7 @@ class VllmEngine(object):
             log_line("INFO", "launcher.py:36", "Route: /v1/models, Methods: GET"),
             log_line("INFO", "launcher.py:36", "Route: /v1/chat/completions, Methods: POST"),
             log_line("INFO", "launcher.py:36", "Route: /v1/completions, Methods: POST"),
+            log_line("INFO", "launcher.py:36", "Route: /v1/embeddings, Methods: POST"),
             log_line("INFO", "launcher.py:36", "Route: /metrics, Methods: GET"),
         ] + ([
             log_line("WARNING", "api_server.py:1079", "SECURITY WARNING: Development endpoints are enabled! This "
@@ -285,6 +289,7 @@ class VllmEngine(object):
             "/v1/models": ("GET", self._models),
             "/v1/completions": ("POST", self._completions),
             "/v1/chat/completions": ("POST", self._chat),
+            "/v1/embeddings": ("POST", self._embeddings),
             "/metrics": ("GET", self._metrics),
         }
         if self.dev_mode:   # vLLM adds these routes only in dev mode (and from 0.7.3 on): 404 otherwise
@@ -612,6 +617,35 @@ class VllmEngine(object):
                          "stop_reason": None, "prompt_logprobs": None}],
             "usage": _usage(prompt_tokens, generated)})
 
+    def _embeddings(self, _query, body):
+        """/v1/embeddings: served by an embedding model (the scenario's ``embedding_dim``); a generative
+        model answers 400 as vLLM does. ``encoding_format`` float or base64 (little-endian float32, the
+        openai client's default)."""
+        request, error = self._request(body)
+        if error:
+            return error
+        dim = int(self.model_info.get("embedding_dim") or 0)
+        if not dim:
+            return _error(400, "BadRequestError", "The model does not support Embeddings API")
+        texts = request.get("input")
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
+            return _error(400, "BadRequestError", "input must be a non-empty string or a list of non-empty strings.")
+        error = self._asleep_error()
+        if error:
+            return error
+        base64_format = request.get("encoding_format") == "base64"
+        data = []
+        for index, text in enumerate(texts):
+            vector = _vector(text, dim)
+            value = base64.b64encode(struct.pack("<%df" % dim, *vector)).decode() if base64_format else vector
+            data.append({"object": "embedding", "index": index, "embedding": value})
+        tokens = sum(_count_tokens(t) for t in texts)
+        return _json(200, {"id": "embd-" + uuid.uuid4().hex, "object": "list", "created": int(time.time()),
+                           "model": request.get("model") or self.served[0], "data": data,
+                           "usage": _usage(tokens, 0)})
+
     def _chat(self, _query, body):
         request, error = self._request(body)
         if error:
@@ -669,6 +703,18 @@ class VllmEngine(object):
 def _text(start, end):
     """The answer's tokens ``start``..``end`` (exclusive) as text."""
     return "".join(WORDS[i % len(WORDS)] for i in range(start, end)).lstrip() if end > start else ""
+
+
+def _vector(text, dim):
+    """A unit vector of ``dim`` floats that depends on ``text`` only."""
+    raw = []
+    seed = text.encode("utf-8")
+    while len(raw) < dim:
+        seed = hashlib.sha256(seed).digest()
+        raw.extend((b - 127.5) / 127.5 for b in seed)
+    raw = raw[:dim]
+    norm = sum(x * x for x in raw) ** 0.5 or 1.0
+    return [x / norm for x in raw]
 
 
 def _count_tokens(text):

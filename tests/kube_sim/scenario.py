@@ -27,11 +27,13 @@ DEFAULT_IMAGE = {"cuda_version": None, "require_cuda": None, "vllm": None, "pull
                  "env": {}, "forward": None, "sleep_endpoints": None}
 DEFAULT_MODEL = {"vram_mib": 8000, "load_seconds": 20, "first_load_seconds": 60, "cached": False, "crash": None,
                  "max_model_len": 32768, "tokens_per_second": 50, "answer_tokens": 16, "wake_seconds": 2,
-                 "sleep_seconds": 1, "sleeping_vram_mib": 450, "weights_mib": 0, "wake_oom": "asleep"}
+                 "sleep_seconds": 1, "sleeping_vram_mib": 450, "weights_mib": 0, "wake_oom": "asleep",
+                 "embedding_dim": 0}
 # Numeric model keys of the serving simulation -> (smallest value, whether it must be above it, example).
 MODEL_NUMBERS = {"tokens_per_second": (0, True, "50"), "answer_tokens": (1, False, "16"),
                  "wake_seconds": (0, False, "2"), "sleep_seconds": (0, False, "1"),
-                 "sleeping_vram_mib": (0, False, "450"), "weights_mib": (0, False, "5800")}
+                 "sleeping_vram_mib": (0, False, "450"), "weights_mib": (0, False, "5800"),
+                 "embedding_dim": (0, False, "384")}
 WAKE_OOM = ("asleep", "crash")
 DEFAULT_GPU = {"product": "NVIDIA GeForce RTX 3060", "count": 1, "memory_mib": 12288,
                "driver_version": "570.195.03", "cuda_version": None, "compute": "8.6", "family": "ampere",
@@ -219,7 +221,7 @@ def _check_model_numbers(name, entry):
     """ScenarioError unless the model's token rate, answer length, sleep and wake times are numbers in range."""
     for key, (least, strict, example) in MODEL_NUMBERS.items():
         value = entry.get(key)
-        integer = key == "answer_tokens"
+        integer = key in ("answer_tokens", "embedding_dim")
         ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
         if ok and (value <= least if strict else value < least):
             ok = False

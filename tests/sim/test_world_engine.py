@@ -149,3 +149,32 @@ def test_command_line_parsing():
     assert opts["tokenizer"] == "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
     assert parse_args(["vllm", "serve", R1], [])["served_model_names"] == [R1]
     assert parse_args(None, ["--model", R1])["port"] == 8000
+
+
+def test_an_embedding_model_answers_embeddings_and_a_generative_one_refuses_them(lab):
+    cluster, api, v1, apps = lab
+    embed = "BAAI/bge-small-en-v1.5"
+    cluster.patch_scenario({"models": {embed: {"embedding_dim": 384, "vram_mib": 600, "load_seconds": 2,
+                                               "cached": True}}})
+    apps.create_namespaced_deployment("ml", vllm_deployment(container=vllm_container(embed, served=["bge-small"])))
+    name = ready(v1, only_pod(v1).metadata.name).metadata.name
+    status, body = proxy(api, "ml", "pods", name + ":8000", "/v1/embeddings", method="POST",
+                         body={"model": "bge-small", "input": ["a cat", "a cat", "a dog"]})
+    assert status == 200 and body["model"] == "bge-small" and body["usage"]["prompt_tokens"] == 6, body
+    vectors = [d["embedding"] for d in body["data"]]
+    assert [len(v) for v in vectors] == [384] * 3 and vectors[0] == vectors[1] != vectors[2]
+    assert abs(sum(x * x for x in vectors[0]) - 1.0) < 1e-6
+    status, body = proxy(api, "ml", "pods", name + ":8000", "/v1/embeddings", method="POST",
+                         body={"model": "bge-small", "input": "a cat", "encoding_format": "base64"})
+    assert status == 200 and isinstance(body["data"][0]["embedding"], str), body
+    status, body = proxy(api, "ml", "pods", name + ":8000", "/v1/embeddings", method="POST",
+                         body={"model": "bge-small", "input": []})
+    assert status == 400 and "non-empty" in body["message"], body
+    apps.delete_namespaced_deployment("vllm-server", "ml")
+    wait_until(lambda: [p for p in v1.list_namespaced_pod("ml").items if p.metadata.name == name],
+               lambda found: not found, what="the embedding pod gone")
+    apps.create_namespaced_deployment("ml", vllm_deployment(container=vllm_container(QWEN, served=[QWEN])))
+    name = ready(v1, only_pod(v1).metadata.name).metadata.name
+    status, body = proxy(api, "ml", "pods", name + ":8000", "/v1/embeddings", method="POST",
+                         body={"model": QWEN, "input": "a cat"})
+    assert (status, body["message"]) == (400, "The model does not support Embeddings API"), body
