@@ -228,6 +228,25 @@ def test_the_rollback_of_a_failed_cold_switch_starts_the_keep_awake_mode_again_a
     assert sleeping(kube_sim, "r1") is True and behind_service(kube_sim) == ["ml"]
 
 
+@pytest.mark.sim_only
+def test_a_sleeper_that_must_load_again_makes_the_awake_set_sleep_then_wake_keep_awake_included(kube_sim):
+    assert engine(kube_sim, "ml")["failed"] is False
+    embed_uid = the_pod(kube_sim, "embed").metadata.uid
+    old = the_pod(kube_sim, "r1").metadata.name
+    kube_sim.core.delete_namespaced_pod(old, NS, grace_period_seconds=0)
+    # r1 comes back awake and cannot load beside ml and embed (vLLM checks free memory at start)
+    wait_for(lambda: [p for p in pods(kube_sim, "homelab.gpu/resident=r1") if p.metadata.name != old],
+             "no new r1 pod")
+    res = engine(kube_sim, "ml")
+    assert res["failed"] is False and res["changed"] is True, res["msg"]
+    moves = res["resident"]["plan"]
+    assert (moves["start"], moves["sleep"], moves["wake"], moves["wake_keep"]) == (["r1"], ["embed", "ml"], True,
+                                                                                    ["embed"]), moves
+    assert sleeping(kube_sim, "r1") is True and sleeping(kube_sim, "ml") is False
+    assert sleeping(kube_sim, "embed") is False and the_pod(kube_sim, "embed").metadata.uid == embed_uid
+    assert behind_service(kube_sim) == ["ml"]
+
+
 # --------------------------------------------------------------------------------------------
 # the gateway, a real process
 
