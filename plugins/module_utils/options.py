@@ -59,14 +59,14 @@ DEFAULTS = {
     "lease_seconds": 30,                    # the Lease's duration (renewed every third of it); not a module option
     "status_configmap": "llm-fallback-config",  # client ConfigMap; "" = don't write
     "cpu_fallback_endpoint": None,
-    "trigger": "person",                    # who asked: person | request | idle | reconcile (recorded)
+    "trigger": "person",                    # who asked: person | request | idle | reconcile | boot (recorded)
     "holder": None,                         # Lease holder identity; None: <hostname>/<pid>
 }
 
 CHOICES = {
     "cuda_check": ("strict", "warn", "skip"),
     "verify": ("none", "health", "models", "completion"),
-    "trigger": ("person", "request", "idle", "reconcile"),
+    "trigger": ("person", "request", "idle", "reconcile", "boot"),
 }
 
 Options = namedtuple("Options", sorted(DEFAULTS))

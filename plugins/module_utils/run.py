@@ -187,12 +187,39 @@ def plan_switch(run, profile):
                            served_alias=run.opts.served_alias, pod=run.opts.pod)
 
 
+def refusal_text(namespace, name, mode, refusals):
+    # type: (str, str, str, List[dict]) -> str
+    """The sentence that refuses a switch on the preflight's blocking verdicts. Pure."""
+    return "Refusing to switch %s/%s to mode %s before touching the cluster: %s" \
+        % (namespace, name, mode, " ".join(c.get("message") or "" for c in refusals))
+
+
 def refusal(run, profile, checks, refusals, result):
     # type: (Run, dict, dict, List[dict], dict) -> SwitchFailed
     text = " ".join(c.get("message") or "" for c in refusals)
-    return SwitchFailed("Refusing to switch %s/%s to mode %s before touching the cluster: %s"
-                        % (run.opts.namespace, run.opts.name, profile["mode"], text),
+    return SwitchFailed(refusal_text(run.opts.namespace, run.opts.name, profile["mode"], refusals),
                         dict(result, failure={"phase": "preflight", "reason": "CheckFailed", "message": text}))
+
+
+def preflight_refusal(params, nodes=None):
+    # type: (dict, Optional[List[dict]]) -> Optional[str]
+    """The preflight alone (stage 3, no API request): the sentence that would refuse a switch to
+    ``params``' mode on ``nodes`` (default none: the GPU of the driver_version and gpu_product
+    options), or None when nothing blocks. For a front end that must know the GPU can run the mode
+    even when the switch would be a no-op (the boot unit, after a driver or kernel change).
+    Bad options or catalog entries are a sentence too."""
+    try:
+        opts = options.parse(params)
+        modes = catalog.validate_catalog(opts.modes)
+        profile = pick_mode(modes, opts.mode)
+    except (catalog.ProfileError, options.OptionError) as exc:
+        return "%s Nothing was changed." % exc
+    except SwitchFailed as exc:
+        return exc.message
+    resolved = preflight.resolve_image(profile, opts.cuda_check, opts.registry, {})
+    _checks, refusals = preflight.preflight(profile, nodes or [], resolved, opts.pod, opts.cuda_check,
+                                            opts.driver_version, opts.gpu_product)
+    return refusal_text(opts.namespace, opts.name, profile["mode"], refusals) if refusals else None
 
 
 def run_switch(run, profile, check_mode=False, want_diff=False):
