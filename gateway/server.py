@@ -196,6 +196,14 @@ def body_framing(headers, version):
     return "none", 0
 
 
+def _length(value):
+    """The Content-Length header ``value`` as a number, None when absent or not one."""
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
 def normalise_target(target):
     """(path, query) of a request target: the origin form, or the path of the absolute form;
     percent-encoded unreserved characters decoded and ``.``/``..`` segments removed (RFC 3986 6.2.2),
@@ -396,6 +404,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     server_version = "vllm-gateway/1"
     gateway = None   # set on the subclass by make_server
     api_key = None   # the keys.ApiKey of the current /v1 request (None: no keys configured)
+    settle = None    # counts the current /v1 answer once (see settled); None when counted or not forwarded
 
     # Routes: (method, path) -> the name of the method that answers; a GET route answers HEAD too.
     # Paths are normalised first (normalise_target). A new endpoint is one line here and one method.
@@ -767,6 +776,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.api_key is not None:
             self.gateway.metrics.key_requests.inc(self.api_key.name, str(status))
 
+    def settled(self, status):
+        """Count the forwarded answer now, before its last bytes go out (once per request): a client that
+        has its whole answer and then reads /metrics finds it counted."""
+        settle, self.settle = self.settle, None
+        if settle is not None:
+            settle(status)
+
     def start_stream_response(self, headers):
         self.send_response(200)
         for key, value in headers.items():
@@ -783,6 +799,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def forward_counted(self, route, method, path, body, model):
         gateway = self.gateway
+        self.settle = lambda status: self.count(model, status)
         stream = self.progress_stream(route, path, body, model)
         try:
             try:
@@ -795,10 +812,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                             waiting=stream.tick if stream is not None else None, fallback_ok=False)
                 else:
                     status = self.answer_fallback(route, path, body, need, stream)
-                    self.count(model, status)
+                    self.settled(status)
                     return status
         except RouteError as exc:
-            self.count(model, exc.status)
+            self.settled(exc.status)
             if stream is not None and stream.started:
                 stream.fail(error_body(exc.message, exc.err_type, exc.code, extra=exc.extra)["error"])
                 return exc.status
@@ -819,7 +836,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         finally:
             gateway.release(route)
             gateway.metrics.in_flight.set(route.instance.name, value=gateway.states[route.instance.name].in_flight)
-        self.count(model, status)
+        self.settled(status)   # when the answer did not go out whole (the client went away, a broken stream)
         return status
 
     def rewrite(self, route, payload, body):
@@ -847,6 +864,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             resp = transport.send(method, upath, body=body or None, headers=headers,
                                   timeout=gateway.config.upstream_timeout, stream=True)
         except TransportError as exc:
+            self.settled(502)
             return self.send_error_json(502, "vLLM of %s (mode %s) did not answer: %s" % (
                 route.instance.name, route.mode, exc.message), err_type="upstream_error", code="upstream_error")
         return self.relay(resp, route.instance.name)
@@ -870,6 +888,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             resp = transport.send(method, upath, body=body or None, headers=headers,
                                   timeout=self.gateway.config.upstream_timeout, stream=True)
         except TransportError as exc:
+            self.settled(502)
             stream.fail(error_body("vLLM of %s (mode %s) did not answer: %s" % (
                 route.instance.name, route.mode, exc.message), "upstream_error", "upstream_error")["error"])
             return 502
@@ -883,6 +902,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if not isinstance(error, dict):
                     error = error_body("%s answered %d: %s" % (label, resp.status, str(resp.json())[:500]),
                                        "upstream_error", "upstream_error")["error"]
+                self.settled(resp.status)
                 stream.fail(error)
                 return resp.status
             try:
@@ -892,6 +912,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 LOG.warning("the stream from %s broke: %s", label, exc.message)
                 self.close_connection = True
                 return resp.status
+            self.settled(resp.status)
             stream.end()
         except (BrokenPipeError, ConnectionResetError, socket.timeout):
             self.close_connection = True
@@ -922,6 +943,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                    err_type="fallback_error", code="fallback_error",
                                    extra={"fallback_reason": need.reason})
                 if stream is not None and stream.started:
+                    self.settled(502)
                     stream.fail(error_body(error.message, error.err_type, error.code, extra=error.extra)["error"])
                     return 502
                 raise error
@@ -951,8 +973,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.end_headers()
             write = self.wfile.write
             head_sent = chunked
+            left = _length(length)   # bytes of a Content-Length answer still to send
             try:
                 for chunk in resp.chunks():
+                    if left is not None:
+                        left -= len(chunk)
+                        if left <= 0:
+                            self.settled(resp.status)   # counted before its last piece goes out
                     if chunked:
                         write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                     elif head_sent:
@@ -965,10 +992,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.close_connection = True
                 if not head_sent:   # nothing of the answer went out: say what happened
                     self._headers_buffer = []
+                    self.settled(502)
                     self.send_error_json(502, "%s answered %d but its answer broke off: %s" % (
                         label, resp.status, exc.message), err_type="upstream_error", code="upstream_error")
                     return 502
                 return resp.status
+            self.settled(resp.status)
             if chunked:
                 write(b"0\r\n\r\n")
             elif not head_sent:

@@ -87,3 +87,34 @@ def test_a_streamed_answer_reaches_the_client_chunk_by_chunk(front):
     expected = {"model": "Qwen/Qwen3-8B-AWQ", "stream": True, "messages": []}
     assert vllm.bodies == [(PROXY + "/v1/chat/completions", expected)]
     conn.close()
+
+
+def test_a_client_that_has_its_whole_answer_finds_it_counted_in_the_metrics(front):
+    """The request is counted before the answer's last bytes go out. On a loaded machine the handler
+    can lag after its last write (here it is held where it gives the request back to the instance):
+    a client that has read its whole answer and then asks /metrics must still find it counted."""
+    server, vllm = front
+    vllm.release.set()
+    gateway = server.RequestHandlerClass.gateway
+    held = threading.Event()
+    give_back = gateway.release
+
+    def lagging_release(route):
+        held.wait(10)
+        give_back(route)
+
+    gateway.release = lagging_release
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+        conn.request("POST", "/v1/chat/completions", body=json.dumps({"model": "ml", "messages": []}),
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == b"data: Hel\n\ndata: lo\n\ndata: [DONE]\n\n"
+        metrics = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+        metrics.request("GET", "/metrics")
+        text = metrics.getresponse().read().decode()
+        assert 'vllm_gateway_requests_total{model="ml",status="200"} 1\n' in text, text
+        metrics.close()
+        conn.close()
+    finally:
+        held.set()
