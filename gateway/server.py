@@ -42,8 +42,8 @@ MAX_CHUNK_LINE = 1024       # a chunk-size line with its extensions
 MAX_TRAILER_LINES = 32
 RECV_SIZE = 65536
 TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-# a line of the header section that does not start with a field name and a colon (the slow path says which)
-BAD_FIELD_LINE = re.compile(r"^(?![!#$%&'*+\-.^_`|~0-9A-Za-z]+:)", re.M)
+# the field names of a request head, one a line
+FIELD_NAMES = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*\Z")
 BAD_TARGET = re.compile(r"[\x00-\x20\x7f#]")   # control characters, space, DEL, a fragment
 HEX = re.compile(rb"^[0-9A-Fa-f]{1,15}$")
 VERSION = re.compile(r"^HTTP/[0-9]\.[0-9]$")
@@ -141,11 +141,15 @@ def parse_head(head):
     if version not in ("HTTP/1.1", "HTTP/1.0"):
         raise HttpError(505, "HTTP version %s is not supported; send HTTP/1.1." % version, "http_version")
     text = head[len(lines[0]) + 1:].decode("latin-1") if len(lines) > 1 else ""
-    if not BAD_FIELD_LINE.search(text):   # the common case: every line a field (one regex, one decode)
-        fields = []
-        for line in text.split("\n") if text else ():
-            name, _sep, value = line.rstrip("\r").partition(":")
-            fields.append((name, value.strip(" \t")))
+    fields = []
+    colons = True
+    for line in text.split("\n") if text else ():
+        name, sep, value = line.rstrip("\r").partition(":")
+        colons = colons and sep
+        fields.append((name, value.strip(" \t")))
+    # the common case: every line a field name (a token) and a colon, checked with one regex; else the
+    # loop below says which line is wrong
+    if colons and (not fields or FIELD_NAMES.match("\n".join([name for name, _value in fields]))):
         if len(fields) > MAX_HEADER_FIELDS:
             raise HttpError(431, "The request has more than %d header fields; send fewer." % MAX_HEADER_FIELDS,
                             "headers_too_large")

@@ -50,8 +50,7 @@ MAX_TRAILERS = 32
 BAD_PATH = re.compile(r"[\x00-\x20\x7f]")
 TOKEN_CHARS = "!#$%&'*+\\-.^_`|~0-9A-Za-z"   # of a field name (RFC 9110 5.6.2)
 STATUS_LINE = re.compile(r"HTTP/1\.([01]) ([0-9]{3})(?: |\Z)")
-FIELD_LINE = re.compile(r"[%s]+:" % TOKEN_CHARS)
-BAD_FIELD_LINE = re.compile(r"(?:\A|\r\n)(?![%s]+:)" % TOKEN_CHARS)   # a line not starting with a name and a colon
+FIELD_LINE = re.compile(r"[%s]+:[^\r\n]*\Z" % TOKEN_CHARS)
 FIELD_NAMES = re.compile(r"[%s]+(?:\n[%s]+)*\Z" % (TOKEN_CHARS, TOKEN_CHARS))
 NO_BODY_METHODS = ("HEAD",)
 BODY_METHODS = ("POST", "PUT", "PATCH")   # sent with Content-Length: 0 when they have no body
@@ -329,14 +328,18 @@ class Connection(object):
                 lines = fields.count("\r\n") + 1
                 if lines > MAX_FIELDS:
                     raise Malformed("the answer has more than %d header fields" % MAX_FIELDS)
-                if BAD_FIELD_LINE.search(fields) or fields.count("\n") != lines - 1 or fields.count("\r") != lines - 1:
-                    bad = [line for line in fields.split("\r\n") if not FIELD_LINE.match(line)]
-                    raise Malformed("the answer has a malformed header field: %r" % (bad or [fields])[0][:100])
+                colons = True
                 for line in fields.split("\r\n"):
-                    name, _sep, value = line.partition(":")
+                    name, sep, value = line.partition(":")
+                    colons = colons and sep
                     key = name.lower()
                     value = value.strip(" \t")
                     headers[key] = headers[key] + ", " + value if key in headers else value
+                # every line a name (a token), a colon and a value without CR or LF: checked at once
+                if not colons or fields.count("\n") != lines - 1 or fields.count("\r") != lines - 1 or \
+                        not FIELD_NAMES.match("\n".join(headers)):
+                    bad = [line for line in fields.split("\r\n") if not FIELD_LINE.match(line)]
+                    raise Malformed("the answer has a malformed header field: %r" % (bad or [fields])[0][:100])
             if 100 <= status < 200 and status != 101:
                 continue    # an interim answer (100 Continue): the final one follows
             self.frame(method, status, match.group(1), headers)
