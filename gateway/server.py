@@ -529,7 +529,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.refuse(exc.status, exc.message, exc.code)
             return
         self.path = path + ("?" + query if query else "")
-        tokens = [t.strip().lower() for t in (headers.get("Connection") or "").split(",")]
+        connection = headers.joined.get("connection")
+        tokens = [t.strip().lower() for t in connection.split(",")] if connection else ()
         self.close_connection = "close" in tokens or (version == "HTTP/1.0" and "keep-alive" not in tokens)
         self.body = None if self.framing[0] != "none" else b""
         try:
@@ -666,7 +667,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return {}, body
         self.hold(max(0, json_cost(body) - self.held))
         try:
-            payload = json.loads(body)
+            # a body that starts with "{" is UTF-8 (RFC 8259 8.1): decoded here, json skips its guess
+            payload = json.loads(body.decode("utf-8", "surrogatepass") if body[:1] == b"{" else body)
         except (ValueError, RecursionError) as exc:
             reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
             raise RouteError(400, "The request body is not valid JSON (%s); send a JSON object." % reason,
@@ -878,7 +880,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         gateway = self.gateway
         query = self.path.split("?", 1)[1] if "?" in self.path else ""
         transport, upath = gateway.upstream(route.instance, path + ("?" + query if query else ""), route.pod)
-        headers = dict((k, v) for k, v in self.headers.items() if k.lower() in PASS_HEADERS)
+        headers = dict((k, v) for k, v in self.headers.fields if k.lower() in PASS_HEADERS)
         if gateway.config.upstream == "service" and self.headers.get("Authorization") and not gateway.keys:
             headers["Authorization"] = self.headers["Authorization"]
         if body:

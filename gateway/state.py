@@ -266,8 +266,9 @@ class InstanceState(object):
             return self.in_flight
 
     def snapshot(self):
-        with self.cond:
-            return self.view
+        """The current View (replaced, never changed but for its counters, by the updates: reading the
+        attribute needs no lock)."""
+        return self.view
 
     def open_record(self):
         """(record data, its resourceVersion, the mode that serves) when the record is open, no switch of
