@@ -402,3 +402,33 @@ def test_streams_in_flight_hold_only_their_bytes_of_max_body_memory_bytes():
         server.server_close()
         upstream.shutdown()
         upstream.server_close()
+
+
+def test_an_answer_that_breaks_off_before_its_body_is_a_502_that_says_so(front):
+    """vLLM's head promises a body and the connection ends: the client gets a whole 502 it can read, not
+    a 200 head with no body."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+
+    def broken():
+        conn, _addr = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n")
+
+    threading.Thread(target=broken, daemon=True).start()
+    server = front()
+    server.RequestHandlerClass.gateway.upstreams["vllm-server"] = HttpTransport(
+        "http://127.0.0.1:%d" % listener.getsockname()[1], timeout=5)
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+    try:
+        conn.request("POST", "/v1/completions", body=json.dumps({"model": "ml", "prompt": "hi"}),
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        error = json.loads(resp.read())["error"]
+    finally:
+        conn.close()
+        listener.close()
+    assert resp.status == 502 and error["code"] == "upstream_error"
+    assert "broke off" in error["message"]
