@@ -130,13 +130,15 @@ def test_gpu_mode_prints_each_phase_as_it_happens_and_status_shows_the_switch_in
     assert abs(float(missed.group(2)) - 1 - float(missed.group(1))) < 0.11
     # and the watcher has ended with the playbook
     deadline = time.monotonic() + 10
-    while watchers() and time.monotonic() < deadline:
+    while watchers(cluster) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert watchers() == []
+    assert watchers(cluster) == []
 
 
-def watchers():
-    """The progress watchers this checkout started (gpu-mode's)."""
+def watchers(cluster):
+    """The progress watchers gpu-mode started for ``cluster`` (by its kubeconfig: other test files that run
+    gpu-mode from this checkout at the same time have watchers of their own)."""
+    mine = ("KUBECONFIG=%s" % cluster.kubeconfig).encode()
     found = []
     for pid in (p for p in os.listdir("/proc") if p.isdigit()):
         try:
@@ -146,6 +148,7 @@ def watchers():
                 env = handle.read()
         except OSError:
             continue
-        if b"plugins.module_utils.watch" in cmd and (ROOT + "/.collections").encode() in env:
+        if b"plugins.module_utils.watch" in cmd and (ROOT + "/.collections").encode() in env and \
+                mine in env.split(b"\0"):
             found.append(int(pid))
     return found
