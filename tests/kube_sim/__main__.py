@@ -1,7 +1,8 @@
-"""Entry point: ``python -m tests.kube_sim serve --kubeconfig PATH [--port N] [--scenario FILE] [--speed F]
-[--tls-san NAME]... [--insecure-http]``.
+"""Entry point: ``python -m tests.kube_sim serve --kubeconfig PATH [--port N] [--bind ADDRESS] [--scenario FILE]
+[--speed F] [--tls-san NAME]... [--insecure-http]``.
 
-Starts the simulated k3s cluster on 127.0.0.1 (HTTPS, as k3s), writes the admin kubeconfig as k3s
+Starts the simulated k3s cluster on 127.0.0.1 (HTTPS, as k3s; ``--bind 0.0.0.0`` also lets
+containers reach it, e.g. Molecule's test hosts at ``host.containers.internal``), writes the admin kubeconfig as k3s
 writes it (kubeconfig.py), prints ``ready <url>`` once it accepts requests and runs until SIGTERM
 or SIGINT (exit 0). :class:`Cluster` is the same wiring for in-process use (the pytest fixtures).
 """
@@ -24,12 +25,12 @@ class Cluster(object):
 
     ``scenario`` is a scenario file path (None: the reference home lab) or a scenario dict."""
 
-    def __init__(self, scenario=None, speed=1.0, port=0, kubeconfig=None, tls=True, extra_sans=()):
+    def __init__(self, scenario=None, speed=1.0, port=0, kubeconfig=None, tls=True, extra_sans=(), host="127.0.0.1"):
         self.clock = Clock(speed)
         self.scenario = load_scenario(scenario) if not isinstance(scenario, dict) else _scenario_from_dict(scenario)
         self.store = Store(self.clock)
         self.world = World(self.store, self.scenario, self.clock)
-        self.server = ApiServer(self.store, self.world, host="127.0.0.1", port=port, tls=tls, extra_sans=extra_sans)
+        self.server = ApiServer(self.store, self.world, host=host, port=port, tls=tls, extra_sans=extra_sans)
         self.kubeconfig = kubeconfig
         self._started = False
 
@@ -74,6 +75,9 @@ def main(argv=None):
     serve = sub.add_parser("serve", help="run the simulated cluster until SIGTERM or SIGINT")
     serve.add_argument("--kubeconfig", required=True, help="where to write the kubeconfig that reaches it")
     serve.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default 0: a free port)")
+    serve.add_argument("--bind", default="127.0.0.1", metavar="ADDRESS",
+                       help="address to listen on (default 127.0.0.1; 0.0.0.0: every interface, the kubeconfig "
+                            "still names 127.0.0.1)")
     serve.add_argument("--scenario", default=None, help="scenario YAML file (default: the reference home lab)")
     serve.add_argument("--speed", type=float, default=1.0,
                        help="simulated delays run this many times faster (default 1)")
@@ -90,7 +94,7 @@ def main(argv=None):
         parser.error("--speed must be greater than 0, e.g. --speed 20")
     try:
         cluster = Cluster(scenario=args.scenario, speed=args.speed, port=args.port, kubeconfig=args.kubeconfig,
-                          tls=not args.insecure_http, extra_sans=args.tls_san)
+                          tls=not args.insecure_http, extra_sans=args.tls_san, host=args.bind)
     except (OSError, ValueError) as exc:  # ScenarioError is a ValueError
         print("kube_sim: cannot start: %s" % exc, file=sys.stderr)
         return 1

@@ -121,7 +121,9 @@ class ApiServer(object):
 
     @property
     def url(self):
-        return "%s://%s:%d" % ("https" if self.tls else "http", self.host, self.port)
+        """The URL clients of this machine use (127.0.0.1 when it listens on every interface)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return "%s://%s:%d" % ("https" if self.tls else "http", host, self.port)
 
     @property
     def stopping(self):

@@ -4,11 +4,14 @@ a kubeconfig the unmodified kubernetes client accepts, a clean exit on SIGTERM."
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 import pytest
+
+from tests.kube_sim.kubeconfig import ssl_context
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -61,6 +64,37 @@ def test_serve_prints_ready_writes_kubeconfig_and_exits_0_on_sigterm(tmp_path):
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert out == ""
+
+
+def test_bind_to_every_interface_keeps_127_0_0_1_in_the_kubeconfig_and_serves_the_extra_name(tmp_path):
+    # Molecule's test hosts reach a simulator bound to 0.0.0.0 at host.containers.internal.
+    from kubernetes import client, config
+
+    proc, kubeconfig, line = _start(tmp_path, "--bind", "0.0.0.0", "--tls-san", "host.containers.internal")
+    try:
+        url = line.split()[1]
+        assert url.startswith("https://127.0.0.1:")
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection((primary_address(), port), timeout=10) as conn:
+            with ssl_context(str(kubeconfig)).wrap_socket(conn, server_hostname="host.containers.internal") as tls:
+                assert tls.version()   # the handshake checked the certificate for the extra name
+        api = config.new_client_from_config(config_file=str(kubeconfig))
+        assert client.VersionApi(api).get_code().git_version.endswith("+k3s1")
+        api.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+
+
+def primary_address():
+    """An address of this machine other than loopback (the one a UDP socket would send from)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("198.51.100.7", 9))   # no packet is sent (TEST-NET-2)
+        return probe.getsockname()[0]
+    finally:
+        probe.close()
 
 
 def test_sigint_also_stops_with_exit_0(tmp_path):
