@@ -29,12 +29,14 @@ def _raw_watch(api, path, **params):
 def test_watch_starts_with_current_objects_and_sees_changes(api, ns):
     v1 = client.CoreV1Api(api)
     v1.create_namespaced_config_map(ns, _cm("before"))
+    opened = threading.Event()
 
     def writer():
-        time.sleep(0.2)
-        v1.create_namespaced_config_map(ns, _cm("after"))
-        v1.patch_namespaced_config_map("after", ns, {"data": {"k": "2"}})
-        v1.delete_namespaced_config_map("after", ns)
+        # once the watch runs (its first event came): a fixed pause could end before a loaded machine opened it
+        if opened.wait(20):
+            v1.create_namespaced_config_map(ns, _cm("after"))
+            v1.patch_namespaced_config_map("after", ns, {"data": {"k": "2"}})
+            v1.delete_namespaced_config_map("after", ns)
 
     thread = threading.Thread(target=writer)
     thread.start()
@@ -42,8 +44,10 @@ def test_watch_starts_with_current_objects_and_sees_changes(api, ns):
     stream = watch.Watch()
     for event in stream.stream(v1.list_namespaced_config_map, ns, timeout_seconds=20):
         seen.append((event["type"], event["object"].metadata.name))
+        opened.set()
         if event["type"] == "DELETED":
             stream.stop()
+    opened.set()
     thread.join()
     assert seen == [("ADDED", "before"), ("ADDED", "kube-root-ca.crt"), ("ADDED", "after"), ("MODIFIED", "after"),
                     ("DELETED", "after")]
@@ -136,16 +140,23 @@ def test_watch_of_one_pod_by_field_selector(api, ns):
     assert seen == ["b"]
 
 
-def _stream(api, path, limit):
-    """The first ``limit`` events of a raw watch (client-go's watch-list requests)."""
+def _stream(api, path, limit, opened=None):
+    """The first ``limit`` events of a raw watch (client-go's watch-list requests); ``opened`` (a
+    threading.Event) is set once the first event came."""
     import urllib.request
     req = urllib.request.Request(api.configuration.host + path, headers={"Accept": "application/json"})
     events = []
-    with raw_request(api, req) as resp:
-        for line in resp:
-            events.append(json.loads(line))
-            if len(events) == limit:
-                break
+    try:
+        with raw_request(api, req) as resp:
+            for line in resp:
+                events.append(json.loads(line))
+                if opened is not None:
+                    opened.set()
+                if len(events) == limit:
+                    break
+    finally:
+        if opened is not None:
+            opened.set()
     return events
 
 
@@ -154,14 +165,17 @@ def test_watch_list_sends_the_state_then_a_bookmark_then_changes(api, ns):
     v1 = client.CoreV1Api(api)
     v1.create_namespaced_config_map(ns, _cm("a"))
     done = threading.Event()
+    opened = threading.Event()
 
     def later():
-        time.sleep(0.5)
-        v1.create_namespaced_config_map(ns, _cm("b"))
+        # once the watch runs (its first event came): a fixed pause could end before a loaded machine opened it
+        if opened.wait(20):
+            v1.create_namespaced_config_map(ns, _cm("b"))
         done.set()
     threading.Thread(target=later).start()
     events = _stream(api, "/api/v1/namespaces/%s/configmaps?watch=1&sendInitialEvents=true"
-                          "&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=10" % ns, 4)
+                          "&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=10" % ns, 4,
+                     opened)
     done.wait(10)
     assert [(e["type"], e["object"]["metadata"].get("name")) for e in events] == [
         ("ADDED", "a"), ("ADDED", "kube-root-ca.crt"), ("BOOKMARK", None), ("ADDED", "b")]
