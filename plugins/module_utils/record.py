@@ -8,7 +8,8 @@ Deployment write, so a later run knows what to roll back to when this one is kil
 Keys: ``mode`` (the target), ``previous_mode``, ``previous`` (the previous Deployment as JSON),
 ``in_progress`` ("true" until the run ends), ``started_at``, ``holder``, ``trigger`` (person,
 request, idle: who asked), and at the end ``result`` (ok, rolled back, failed), ``finished_at``
-and, when a later run closed it, ``closed_by`` and ``note`` (why and as what). A new record blanks
+and, when a later run closed it, ``closed_by`` and ``note`` (why and as what); a failed run names
+``failed_mode``, the mode whose step failed (the target, or a keep-awake or sleeping mode). A new record blanks
 the keys of the end, so an open record never shows the previous run's ``result``.
 
 While the run waits, the record shows where it stands (``Progress``): ``phase`` (terminate,
@@ -48,7 +49,7 @@ ROLLBACK = "rollback"
 # Every phase a record can show, in order (rollback only after a failure).
 PROGRESS_PHASES = ALL_PHASES + (ROLLBACK, DONE)
 # The keys a run writes when it ends: a new record blanks them.
-END_KEYS = ("result", "finished_at", "closed_by", "note")
+END_KEYS = ("result", "finished_at", "closed_by", "note", "failed_mode")
 
 
 def record_name(name):
@@ -115,11 +116,13 @@ def start(api, namespace, name, mode, previous_mode, previous_spec, holder, trig
     return data
 
 
-def finish(api, namespace, name, result, closed_by=None, phases=None, note=None, resource_version=None):
-    # type: (object, str, str, str, Optional[str], Optional[dict], Optional[str], Optional[str]) -> dict
+def finish(api, namespace, name, result, closed_by=None, phases=None, note=None, resource_version=None,
+           failed_mode=None):
+    # type: (object, str, str, str, Optional[str], Optional[dict], Optional[str], Optional[str], Optional[str]) -> dict
     """Close the record: ``in_progress: "false"``, ``result``, ``finished_at``, ``phase: done`` (and
     ``closed_by`` and ``note`` when a later run closes the record of a killed one; ``phases``, the
-    seconds of each phase, when the run measured them). With ``resource_version`` the write is
+    seconds of each phase, when the run measured them; ``failed_mode``, the mode whose step failed, when
+    the run failed). With ``resource_version`` the write is
     refused (409) when the record changed since it was read. Returns the keys written."""
     finished = micro_time()
     data = {"in_progress": "false", "result": result, "finished_at": finished, "phase": DONE,
@@ -130,6 +133,8 @@ def finish(api, namespace, name, result, closed_by=None, phases=None, note=None,
         data["note"] = note
     if phases is not None:
         data["phases"] = phases_text(phases)
+    if failed_mode:
+        data["failed_mode"] = failed_mode
     body = {"data": data}
     if resource_version:
         body["metadata"] = {"resourceVersion": resource_version}

@@ -55,22 +55,27 @@ def target(rec, live, plan):
 
 def resident_plan(modes, prev_mode, failed_mode):
     # type: (Dict[str, dict], Optional[str], Optional[str]) -> dict
-    """What the rollback of a failed switch from ``prev_mode`` to ``failed_mode`` does with the
-    resident set of catalog ``modes`` (normalised), so that it ends as it was before the switch. Pure.
+    """What the rollback of a failed switch to or from ``prev_mode`` does with the resident set of
+    catalog ``modes`` (normalised), so that it ends as it was before the switch. ``failed_mode``:
+    the mode whose step failed (the target, a keep-awake mode whose wake failed, a sleeper that
+    could not start, the previous mode itself in a reconcile; None: a step of no mode). Pure.
 
-    Returns {"stop": the resident modes whose pods are stopped first (the failed target: after a
-    failed wake its memory state is unknown, the next switch to it starts it cold), "stop_set":
-    every resident pod is stopped (the previous mode is not resident and needs the GPU free),
-    "awake": the resident mode put back awake, warmed up, verified and routed (None: the previous
-    mode is not resident, the recorded Deployment ``<name>`` is put back instead), "asleep": the
-    resident modes that run asleep beside it (started cold, one at a time, where they do not run)}.
+    Returns {"stop": the resident modes whose pods are stopped first (the failed one: after a
+    failed start, sleep or wake its memory state is unknown, the next switch to it starts it cold),
+    "stop_set": every resident pod is stopped (the previous mode is not resident and needs the GPU
+    free), "awake": the resident mode put back awake, warmed up, verified and routed (None: the
+    previous mode is not resident, the recorded Deployment ``<name>`` is put back instead; when it
+    is the failed one too, it is started again cold), "leave_out": the stopped modes that stay
+    stopped, "asleep": the resident modes that run asleep beside it (started cold, one at a time,
+    where they do not run)}.
     """
     residents = sorted(m for m, e in modes.items() if e.get("resident"))
     stop = [m for m in residents if m == failed_mode]
     if prev_mode not in residents:
-        return {"stop": stop, "stop_set": bool(residents), "awake": None, "asleep": []}
-    return {"stop": stop, "stop_set": False, "awake": prev_mode,
-            "asleep": [m for m in residents if m not in (prev_mode, failed_mode)]}
+        return {"stop": stop, "stop_set": bool(residents), "awake": None, "leave_out": stop, "asleep": []}
+    leave_out = [m for m in stop if m != prev_mode]
+    return {"stop": stop, "stop_set": False, "awake": prev_mode, "leave_out": leave_out,
+            "asleep": [m for m in residents if m != prev_mode and m not in leave_out]}
 
 
 def diagnostics(api, namespace, pod_name, failure_reason=None):

@@ -423,7 +423,7 @@ def journal(run, work):
     # type: (Run, Callable[[], dict]) -> dict
     """Run steps 5-9 with the record open and close it however they end: ok, rolled back, or
     failed (a refusal, a failed write, a failed rollback, any error)."""
-    word, phases = "failed", None
+    word, phases, failed_mode = "failed", None, None
     try:
         result = work()
         word, phases = record.result_word(result), result.get("phases")
@@ -431,11 +431,12 @@ def journal(run, work):
     except SwitchFailed as exc:
         word = record.result_word(dict(exc.result, failure=exc.result.get("failure") or {"message": exc.message}))
         phases = exc.result.get("phases")
+        failed_mode = (exc.result.get("failure") or {}).get("mode")
         raise
     finally:
         run.progress.end()
         try:
-            record.finish(run.api, run.opts.namespace, run.opts.name, word, phases=phases)
+            record.finish(run.api, run.opts.namespace, run.opts.name, word, phases=phases, failed_mode=failed_mode)
         except KubeError as exc:
             run.warn("could not close the switch record %s (result %s): %s"
                      % (record.record_name(run.opts.name), word, exc.message))
@@ -514,7 +515,7 @@ def steps(run, profile, the_plan, live, result, wait_timeout, nodes, nodes_rv, t
         run.finish(profile["mode"], profile.get("model") if profile["replicas"] else None,
                    names if profile["replicas"] else [])
         return result
-    failure = dict(outcome.failure)                                               # 8. diagnostics, rollback
+    failure = dict(outcome.failure, mode=profile["mode"])                         # 8. diagnostics, rollback
     failure["logs"], failure["events"] = rollback.diagnostics(run.api, opts.namespace, failure.get("pod"),
                                                               failure.get("reason"))
     result = dict(result, failure=failure)
@@ -529,7 +530,7 @@ def steps(run, profile, the_plan, live, result, wait_timeout, nodes, nodes_rv, t
     back = rollback.resident_plan(run.catalog, target.mode, profile["mode"])
     if back["awake"] and restored.final.get("ready"):
         # the previous mode is resident: its pointer is back (the failed pod gone), now the set it points to
-        restored = restore_set(run, back["awake"], back["stop"])
+        restored = restore_set(run, back["awake"], back["leave_out"])
     run.finish(restored.mode, restored.model, restored.names)
     final = restored.final
     raise SwitchFailed(message + " Rolled back to %s: %s." % (
@@ -712,6 +713,7 @@ def resident_steps(run, profile, the_plan, live, info, state, bodies, pointer, r
     keep = [m for m in awake if m != target and (m in the_plan["wake_keep"] or m in the_plan["start"])]
     woke = False
     started = []
+    acting = None   # the resident mode whose step runs now (None: a step of the main Deployment)
 
     def begin(slow):
         """The next phase begins: written to the record at once when it blocks on one long call (a
@@ -732,9 +734,11 @@ def resident_steps(run, profile, the_plan, live, info, state, bodies, pointer, r
         clock.mark("terminate")
         begin(bool(the_plan["sleep"]))
         for mode in the_plan["unroute"]:
+            acting = mode
             sleepwake.route(api, ns, pods[mode], False)
         for mode in the_plan["sleep"]:
             if pods.get(mode):
+                acting = mode
                 sleepwake.sleep(api, ns, pods[mode], port, max(1.0, deadline - run.now()))
         if the_plan["unroute"] or any(pods.get(m) for m in the_plan["sleep"]):
             clock.mark("sleep")
@@ -743,6 +747,7 @@ def resident_steps(run, profile, the_plan, live, info, state, bodies, pointer, r
         begin(bool(the_plan["start"]))
         for mode in the_plan["start"]:
             started.append(mode)
+            acting = mode
             pod = start_member(run, mode, bodies[mode], state[mode], deadline - run.now())
             pods[mode], nodes[mode] = readiness.name_of(pod), (pod.get("spec") or {}).get("nodeName")
             if mode not in awake:
@@ -753,27 +758,32 @@ def resident_steps(run, profile, the_plan, live, info, state, bodies, pointer, r
             clock.skip("start")
         begin(the_plan["wake"] or bool(the_plan["wake_keep"]))
         if the_plan["wake"]:
-            woke = True
+            woke, acting = True, target
             sleepwake.wake(api, ns, pods[target], port, max(1.0, deadline - run.now()))
         for mode in the_plan["wake_keep"]:
+            acting = mode
             sleepwake.wake(api, ns, pods[mode], port, max(1.0, deadline - run.now()))
         if the_plan["wake"] or the_plan["wake_keep"]:
             clock.mark("wake")
         else:
             clock.skip("wake")
         begin(True)
+        acting = target
         sleepwake.warmup(api, ns, pods[target], port, names[0], max(1.0, min(deadline - run.now(), 60)))
         clock.mark("warmup")
         begin(False)
         sleepwake.verify(api, ns, pods[target], port, names)
         for mode in keep:   # no warm-up: a keep-awake mode may not serve completions (an embedding model)
+            acting = mode
             sleepwake.verify(api, ns, pods[mode], port, catalog.served_names(run.catalog[mode], opts.served_alias))
+        acting = target
         sleepwake.route(api, ns, pods[target], True)
         clock.mark("verify")
     except (sleepwake.EngineError, KubeError) as exc:
         failure = exc.failure if isinstance(exc, sleepwake.EngineError) else \
             {"phase": clock.current() or "verify", "reason": "ApiError", "message": exc.message}
-        return resident_failed(run, profile, info, live, state, pods, dict(failure, pod=pods.get(target)), clock,
+        return resident_failed(run, profile, info, live, state, pods,
+                               dict(failure, pod=pods.get(acting) if acting else None, mode=acting), clock,
                                dict(result, woke=woke), the_start=started)
     elapsed = run.elapsed()
     result = dict(result, pod=pods[target], node=nodes.get(target), phases=clock.durations(), elapsed=elapsed,
@@ -785,49 +795,74 @@ def resident_steps(run, profile, the_plan, live, info, state, bodies, pointer, r
 
 def resident_failed(run, profile, info, live, state, pods, failure, clock, result, the_start=None):
     # type: (Run, dict, dict, Optional[dict], dict, dict, dict, readiness.PhaseClock, dict, Optional[list]) -> dict
-    """A switch to a resident mode failed: diagnostics, then the rollback. The failed target's pod
-    is stopped (after a failed wake its memory state is unknown and vLLM may have leaked the blocks
-    it mapped; the next switch to it starts it cold), then the previous mode is put back: a resident
-    one woken, warmed up, verified and routed; a non-resident one restored from the record's spec.
-    Raises SwitchFailed."""
+    """A switch to a resident mode (or the reconcile of the current one) failed: diagnostics, then
+    the rollback (rollback.resident_plan). The pod of the mode whose step failed (``failure["mode"]``:
+    the target, a keep-awake mode whose wake failed, a sleeper that could not start, the current mode
+    itself) is stopped (after a failed start, sleep or wake its memory state is unknown and vLLM may
+    have leaked the blocks it mapped; the next switch starts it cold), then the previous mode is put
+    back: a resident one woken (started again cold when it was the failed one), warmed up, verified
+    and routed; a non-resident one restored from the record's spec. Raises SwitchFailed."""
     opts = run.opts
     api, ns, name, port = run.api, opts.namespace, opts.name, opts.pod["port"]
     target = profile["mode"]
+    failed = failure.get("mode")
     result = dict(result)
     result.pop("woke", None)
     failure["logs"], failure["events"] = rollback.diagnostics(api, ns, failure.get("pod"), failure.get("reason"))
     result = dict(result, failure=failure, phases=clock.durations(), elapsed=run.elapsed(), within_budget=False,
                   within_target=False)
-    message = "Switch of %s/%s to resident mode %s failed in phase %s (%s): %s" % (
-        ns, name, target, failure.get("phase"), failure.get("reason"), failure.get("message"))
     prev = info["mode"] if info["exists"] else None
+    message = failed_text(ns, name, target, prev, failed, run.catalog, failure)
     if not opts.rollback:
         raise SwitchFailed(message + " Not rolled back (rollback is off).",
                            dict(result, final_state={"mode": target, "ready": False, "pod": failure.get("pod")}))
     run.progress.show(record.ROLLBACK)
-    back = rollback.resident_plan(run.catalog, prev, target)
+    back = rollback.resident_plan(run.catalog, prev, failed)
     try:
-        if back["stop"] and (state[target]["deployment"] is not None or target in (the_start or [])):
-            sleepwake.scale(api, ns, resident.deployment_name(name, target), 0)
-        wait_gone(run, resident.pod_selector(name, target), 60)
+        for mode in back["stop"]:
+            if state[mode]["deployment"] is not None or mode in (the_start or []):
+                sleepwake.scale(api, ns, resident.deployment_name(name, mode), 0)
+            wait_gone(run, resident.pod_selector(name, mode), 60)
         if back["awake"]:
             pointer = resident.render_pointer(run.catalog[prev], name, ns, opts.served_alias, opts.pod,
                                               selector=info["selector"] if info["exists"] else None)
             api.apply(apply.deployment_path(ns, name), pointer, catalog.MANAGER, force=True)
-            restored = restore_set(run, prev, back["stop"])
+            restored = restore_set(run, prev, back["leave_out"])
         else:
             stop_set(run, sleepwake.read_set(api, ns, name, resident.resident_modes(run.catalog), {}, port,
                                              ask=False))
             restored = rollback.rollback(run, prev, apply.sanitize(live))
     except (sleepwake.EngineError, KubeError) as exc:
         text = exc.failure["message"] if isinstance(exc, sleepwake.EngineError) else exc.message
-        restored = rollback.Restored({"mode": prev, "ready": False, "message": "the rollback failed: %s" % text},
+        restored = rollback.Restored({"mode": prev, "ready": False,
+                                      "message": "the rollback failed: %s; run the switch to %s again once the cause "
+                                                 "is fixed" % (text, prev or "the mode you want")},
                                      None, None, None)
     run.finish(restored.mode, restored.model, restored.names)
     final = restored.final
-    raise SwitchFailed(message + " Rolled back to %s: %s." % (
-        final.get("mode") or "no Deployment", "ready and verified" if final.get("ready") else final.get("message")),
-        dict(result, rolled_back=True, final_state=final))
+    if back["awake"] and back["leave_out"] and final.get("ready"):
+        final = dict(final, stopped=sorted(set(final.get("stopped") or []) | set(back["leave_out"])),
+                     message="%s; resident mode %s, whose %s failed, is stopped: the next switch to a resident mode "
+                             "starts it again, cold, once the cause is fixed"
+                             % (final.get("message"), ", ".join(back["leave_out"]), failure.get("phase")))
+    said = final.get("message") or ""
+    if final.get("ready") and not said.startswith("ready and verified"):
+        said = "ready and verified"
+    raise SwitchFailed(message + " Rolled back to %s: %s." % (final.get("mode") or "no Deployment", said),
+                       dict(result, rolled_back=True, final_state=final))
+
+
+def failed_text(namespace, name, target, prev, failed, modes, failure):
+    # type: (str, str, str, Optional[str], Optional[str], dict, dict) -> str
+    """The first sentence of a failed resident switch: which switch, which phase, whose step. Pure."""
+    what = "Reconcile of %s/%s in resident mode %s" % (namespace, name, target) if prev == target \
+        else "Switch of %s/%s to resident mode %s" % (namespace, name, target)
+    whose = ""
+    if failed and failed != target:
+        whose = " of %s mode %s" % ("keep-awake" if (modes.get(failed) or {}).get("keep_awake") else "resident",
+                                    failed)
+    return "%s failed in phase %s%s (%s): %s" % (what, failure.get("phase"), whose, failure.get("reason"),
+                                                 failure.get("message"))
 
 
 def restore_set(run, mode, leave_out=()):
@@ -845,6 +880,13 @@ def restore_set(run, mode, leave_out=()):
     names = catalog.served_names(entry, opts.served_alias)
     clock = readiness.PhaseClock(run.now, resident.PHASES)
     pod, stopped = None, []
+
+    def drop(member):
+        """A member other than ``mode`` that cannot sleep, start or wake: stopped and named."""
+        sleepwake.scale(api, ns, resident.deployment_name(name, member), 0)
+        wait_gone(run, resident.pod_selector(name, member), 60)
+        stopped.append(member)
+
     try:
         bodies = dict((m, resident.render(e, name, ns, opts.served_alias, opts.pod)) for m, e in members.items())
         wanted = dict((m, b["metadata"]["annotations"][catalog.ANN_FINGERPRINT]) for m, b in bodies.items())
@@ -856,27 +898,34 @@ def restore_set(run, mode, leave_out=()):
         for member in moves["unroute"]:
             sleepwake.route(api, ns, pods[member], False)
         for member in moves["sleep"]:
-            sleepwake.sleep(api, ns, pods[member], port, max(1.0, deadline - run.now()))
+            try:
+                sleepwake.sleep(api, ns, pods[member], port, max(1.0, deadline - run.now()))
+            except sleepwake.EngineError:
+                if member == mode:
+                    raise
+                drop(member)
         clock.mark("sleep")
         for member in moves["start"]:
             try:
                 pods[member] = readiness.name_of(start_member(run, member, bodies[member], state[member],
                                                               deadline - run.now()))
+                if member not in awake:
+                    sleepwake.sleep(api, ns, pods[member], port, max(1.0, deadline - run.now()))
             except sleepwake.EngineError:
                 if member == mode:
                     raise
-                sleepwake.scale(api, ns, resident.deployment_name(name, member), 0)
-                wait_gone(run, resident.pod_selector(name, member), 60)
-                stopped.append(member)
-                continue
-            if member not in awake:
-                sleepwake.sleep(api, ns, pods[member], port, max(1.0, deadline - run.now()))
+                drop(member)
         clock.mark("start")
         pod = pods[mode]
         if moves["wake"]:
             sleepwake.wake(api, ns, pod, port, max(1.0, deadline - run.now()))
         for member in moves["wake_keep"]:
-            sleepwake.wake(api, ns, pods[member], port, max(1.0, deadline - run.now()))
+            if member in stopped:
+                continue
+            try:
+                sleepwake.wake(api, ns, pods[member], port, max(1.0, deadline - run.now()))
+            except sleepwake.EngineError:
+                drop(member)
         clock.mark("wake")
         sleepwake.warmup(api, ns, pod, port, names[0], max(1.0, min(deadline - run.now(), 60)))
         clock.mark("warmup")
@@ -889,12 +938,14 @@ def restore_set(run, mode, leave_out=()):
                                   "message": "the rollback did not bring resident mode %s back: %s; run the switch "
                                              "to %s again once the cause is fixed" % (mode, text, mode)},
                                  None, None, None)
-    asleep = sorted(m for m in members if m not in awake and m not in stopped)
-    message = "ready and verified" + ("" if not stopped else " (%s could not start and stay stopped)"
-                                      % ", ".join(stopped))
-    return rollback.Restored({"mode": mode, "ready": True, "pod": pod, "phases": clock.durations(),
-                              "resident": dict(resident.summary(members, mode), asleep=asleep), "message": message},
-                             mode, entry["model"], names)
+    summary = resident.summary(dict((m, e) for m, e in members.items() if m not in stopped), mode)
+    message = "ready and verified" + ("" if not stopped else " (%s could not be put back and stay%s stopped)"
+                                      % (", ".join(stopped), "" if len(stopped) > 1 else "s"))
+    final = {"mode": mode, "ready": True, "pod": pod, "phases": clock.durations(), "resident": summary,
+             "message": message}
+    if stopped:
+        final["stopped"] = sorted(stopped)
+    return rollback.Restored(final, mode, entry["model"], names)
 
 
 def switch(api, params, check_mode=False, diff=False, warn=None, now=time.monotonic, sleep=time.sleep):

@@ -278,14 +278,16 @@ rolled_back:
 final_state:
   description: After a failure - the state the cluster is left in (C(mode), C(ready), C(pod), C(message)). A rollback
     to a resident mode also gives C(resident) (C(awake), C(asleep), C(also_awake) as the resident set runs again)
-    and the rollback's C(phases).
+    and the rollback's C(phases), and C(stopped) (the resident modes stopped because their step failed, the next
+    switch to a resident mode starts them again, cold).
   returned: on failure after the write
   type: dict
 failure:
   description: Why the switch failed - C(phase) (preflight, terminate, schedule, pull, start, ready, verify),
     C(reason) (e.g. ImagePullBackOff, CrashLoopBackOff, OOMKilled, NvidiaRequirementError, Unschedulable,
-    NodeNotReady, NoGPUCapacity, Timeout, CheckFailed), C(message), C(pod), C(logs) (last lines) and
-    C(events) (recent events of the pod).
+    NodeNotReady, NoGPUCapacity, Timeout, CheckFailed), C(message), C(pod), C(logs) (last lines),
+    C(events) (recent events of the pod) and C(mode) (the mode whose step failed - the target, or in a resident
+    switch a keep-awake mode whose wake failed, a sleeping mode that could not sleep or start, the current mode).
   returned: on failure
   type: dict
 would:

@@ -371,6 +371,41 @@ def test_a_failed_switch_from_a_cold_mode_to_a_resident_one_stops_the_set_and_pu
     assert rec["mode"] == "r1" and rec["previous_mode"] == "coder" and rec["result"] == "rolled back", rec
 
 
+@pytest.mark.sim_only
+def test_a_failed_reconcile_says_what_failed_and_leaves_the_current_mode_awake_through_the_module(playbook,
+                                                                                                 kube_sim):
+    # ml serves, r1 sleeps; r1's pod restarts and its engine can no longer start (a corrupt checkpoint), so the
+    # reconcile (the switch to ml, the current mode) must start it afresh while ml sleeps, and that fails
+    assert engine(kube_sim, "ml")["failed"] is False
+    kube_sim.patch_scenario({"models": {"casperhansen/deepseek-r1-distill-qwen-7b-awq": {
+        "crash": "RuntimeError: the r1 checkpoint is corrupt"}}})
+    old = pods(kube_sim, "homelab.gpu/resident=r1")[0].metadata.name
+    kube_sim.core.delete_namespaced_pod(old, NS, grace_period_seconds=0)
+    wait_for(lambda: [p for p in pods(kube_sim, "homelab.gpu/resident=r1") if p.metadata.name != old],
+             "no new r1 pod")
+    run = playbook.run([{"name": "reconcile", "ignore_errors": True,
+                         "homelab.gpu.vllm_mode": {"mode": "ml", "modes": MODES, "pod": POD,
+                                                   "registry": {"offline": True}}}],
+                       kubeconfig=kube_sim.kubeconfig)
+    res = run.result("reconcile")
+    # one sentence, no Python traceback: what failed, where the set stands, what to do
+    assert res["failed"] is True and "Traceback" not in run.stdout + run.stderr, res
+    assert res["rolled_back"] is True and res["failure"]["mode"] == "r1", res
+    assert res["msg"].startswith("Reconcile of ml/vllm-server in resident mode ml failed in phase start of resident "
+                                 "mode r1 ("), res["msg"]
+    assert "Rolled back to ml: ready and verified; resident mode r1, whose start failed, is stopped: the next " \
+           "switch to a resident mode starts it again" in res["msg"], res["msg"]
+    final = res["final_state"]
+    assert final["mode"] == "ml" and final["ready"] is True and final["stopped"] == ["r1"], final
+    assert final["resident"] == {"awake": "ml", "asleep": []}, final
+    # ml serves as before, the r1 engine that cannot start is stopped (not crash-looping beside it)
+    assert sleeping(kube_sim, "ml") is False and behind_service(kube_sim) == ["ml"]
+    assert "Qwen/Qwen3-8B-AWQ" in models_through_service(kube_sim)
+    assert pods(kube_sim, "homelab.gpu/resident=r1") == []
+    rec = switch_record(kube_sim)
+    assert rec["mode"] == "ml" and rec["result"] == "rolled back" and rec["failed_mode"] == "r1", rec
+
+
 # --------------------------------------------------------------------------------------------
 # the gateway, a real process
 

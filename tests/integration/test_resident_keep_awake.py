@@ -247,6 +247,39 @@ def test_a_sleeper_that_must_load_again_makes_the_awake_set_sleep_then_wake_keep
     assert behind_service(kube_sim) == ["ml"]
 
 
+@pytest.mark.sim_only
+def test_a_keep_awake_wake_that_fails_during_a_switch_is_blamed_and_stopped_not_the_target(kube_sim):
+    # r1 really takes 85 % of the GPU awake (its catalog entry claims 80 %). embed was found asleep (a run cut off
+    # after it put the set to sleep), so the switch to r1 wakes r1, then embed: that wake does not fit (OOM).
+    lying = copy.deepcopy(MODES)
+    lying["r1"]["args"] = chat_args("0.85")
+    first = engine(kube_sim, "ml", modes=lying)
+    assert first["failed"] is False, first["msg"]
+    kube_sim.core.connect_post_namespaced_pod_proxy_with_path(the_pod(kube_sim, "embed").metadata.name + ":8000",
+                                                              NS, "sleep")
+    assert sleeping(kube_sim, "embed") is True
+    r1_pod = the_pod(kube_sim, "r1").metadata.uid
+    res = engine(kube_sim, "r1", modes=lying)
+    assert res["failed"] is True and res["rolled_back"] is True, res["msg"]
+    assert res["resident"]["plan"]["wake_keep"] == ["embed"], res["resident"]["plan"]
+    # the outcome, the failure and the switch record name embed, whose wake failed, not r1
+    assert res["msg"].startswith("Switch of ml/vllm-server to resident mode r1 failed in phase wake of keep-awake "
+                                 "mode embed ("), res["msg"]
+    assert res["failure"]["mode"] == "embed" and res["failure"]["pod"].startswith("vllm-server-embed-"), \
+        res["failure"]
+    assert any("out of memory" in line for line in res["failure"]["logs"]), res["failure"]["logs"]
+    assert "resident mode embed, whose wake failed, is stopped" in res["msg"], res["msg"]
+    rec = kube_sim.core.read_namespaced_config_map("vllm-server-switch", NS).data
+    assert rec["mode"] == "r1" and rec["failed_mode"] == "embed" and rec["result"] == "rolled back", rec
+    # the previous mode serves again; r1 (its wake worked) sleeps in its pod, embed is stopped
+    final = res["final_state"]
+    assert final["mode"] == "ml" and final["ready"] is True and final["stopped"] == ["embed"], final
+    assert final["resident"] == {"awake": "ml", "asleep": ["r1"]}, final
+    assert sleeping(kube_sim, "ml") is False and behind_service(kube_sim) == ["ml"]
+    assert sleeping(kube_sim, "r1") is True and the_pod(kube_sim, "r1").metadata.uid == r1_pod
+    assert pods(kube_sim, "homelab.gpu/resident=embed") == []
+
+
 # --------------------------------------------------------------------------------------------
 # the gateway, a real process
 
