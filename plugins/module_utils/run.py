@@ -778,6 +778,7 @@ def resident_steps(run, profile, the_plan, live, info, state, bodies, pointer, r
             sleepwake.verify(api, ns, pods[mode], port, catalog.served_names(run.catalog[mode], opts.served_alias))
         acting = target
         sleepwake.route(api, ns, pods[target], True)
+        served(run, pods[target], names, max(run.now() + 5, deadline))
         clock.mark("verify")
     except (sleepwake.EngineError, KubeError) as exc:
         failure = exc.failure if isinstance(exc, sleepwake.EngineError) else \
@@ -865,6 +866,15 @@ def failed_text(namespace, name, target, prev, failed, modes, failure):
                                                  failure.get("message"))
 
 
+def served(run, pod_name, names, deadline):
+    # type: (Run, str, List[str], float) -> None
+    """The pod just put behind the Service answers through it (Verifier.through_service): a switch
+    says ready and verified only once the Service's clients reach the mode."""
+    failure = run.verifier.through_service(pod_name, names, deadline)
+    if failure:
+        raise sleepwake.EngineError(failure["phase"], failure["reason"], failure["message"])
+
+
 def restore_set(run, mode, leave_out=()):
     # type: (Run, str, Sequence[str]) -> rollback.Restored
     """The rollback to resident mode ``mode`` once its pointer is back: every resident mode but
@@ -931,6 +941,7 @@ def restore_set(run, mode, leave_out=()):
         clock.mark("warmup")
         sleepwake.verify(api, ns, pod, port, names)
         sleepwake.route(api, ns, pod, True)
+        served(run, pod, names, max(run.now() + 5, deadline))
         clock.mark("verify")
     except (sleepwake.EngineError, KubeError) as exc:
         text = exc.failure["message"] if isinstance(exc, sleepwake.EngineError) else exc.message

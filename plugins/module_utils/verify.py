@@ -115,6 +115,51 @@ class Verifier(object):
                                    "(last: %s)" % (path, last)}
             self.sleep(min(0.5, 0.02 * attempt))
 
+    def through_service(self, pod_name, names, deadline):
+        # type: (str, List[str], float) -> Optional[dict]
+        """After a resident pod ``pod_name`` was put behind the Service (a label on the pod): wait until
+        the Service answers /v1/models with ``names``, as its clients will (its endpoints follow the
+        label a moment later; a pod taken off it may still answer until then, a sleeping one with 503).
+        None when it does before ``deadline`` (or verify is none; or, with a warning, when there is no
+        such Service or it still has no endpoints 5 s on: its selector does not match the pod), else a
+        failure dict (phase verify, reason VerifyTimeout)."""
+        if self.how == "none":
+            return None
+        path = "/v1/models"
+        last = "no answer"
+        attempt = 0
+        no_endpoints_since = None
+        while True:
+            attempt += 1
+            self.renew()
+            try:
+                status, body = self.api.raw("GET", self.service_base() + path, timeout=10)
+                text = status_text(body)
+                if status == 404 and "services" in text:
+                    self.warn("Service %s/%s not found: pod %s was verified through its own proxy only."
+                              % (self.namespace, self.service_name, pod_name))
+                    return None
+                if status == 503 and "no endpoints" in text:
+                    no_endpoints_since = no_endpoints_since or self.now()
+                    if self.now() - no_endpoints_since > 5:
+                        self.warn("Service %s/%s has no endpoints for pod %s (its selector does not match the pod's "
+                                  "labels, app.kubernetes.io/name=vllm and app.kubernetes.io/instance): clients of the "
+                                  "Service do not reach the mode; pod %s was verified through its own proxy only."
+                                  % (self.namespace, self.service_name, pod_name, pod_name))
+                        return None
+                ids = served_ids(body) if status < 300 else []
+                if status < 300 and all(n in ids for n in names):
+                    return None
+                last = "HTTP %s: %s" % (status, text) if status >= 300 else \
+                    "it lists %s" % (", ".join(str(i) for i in ids) or "nothing")
+            except KubeError as exc:
+                last = exc.message
+            if self.now() >= deadline:
+                return {"phase": "verify", "reason": "VerifyTimeout",
+                        "message": "pod %s answers but the Service %s/%s did not list %s on %s in time (last: %s)"
+                                   % (pod_name, self.namespace, self.service_name, ", ".join(names), path, last)}
+            self.sleep(min(0.5, 0.02 * attempt))
+
     def check_answer(self, base, body, names):
         """(done, failure or None, last answer) for a 200 answer of ``base``; not done: ask again."""
         if self.how == "health":

@@ -372,6 +372,29 @@ def test_a_failed_switch_from_a_cold_mode_to_a_resident_one_stops_the_set_and_pu
 
 
 @pytest.mark.sim_only
+def test_a_resident_switch_checks_the_service_reaches_the_awake_pod_and_says_so_when_it_does_not(kube_sim):
+    # a Service of the user's whose selector asks for one more label: the awake pod is routed but no client
+    # of the Service reaches it; the switch verifies through the Service and names the mismatch
+    kube_sim.core.patch_namespaced_service("vllm-api", NS, {"spec": {"selector": dict(SERVICE_SELECTOR,
+                                                                                      tier="gpu")}})
+    warnings = []
+    params = {"mode": "ml", "modes": MODES, "pod": POD, "registry": {"offline": True}, "holder": "test",
+              "wait_timeout": None}
+    result, error = engine_switch(EngineApi(HttpTransport.from_kubeconfig(kube_sim.kubeconfig)), params,
+                                  warn=warnings.append)
+    assert error is None, error
+    assert any(w.startswith("Service ml/vllm-api has no endpoints for pod %s (its selector does not match"
+                            % result["pod"]) for w in warnings), warnings
+    # with the role's selector the Service answers at once, and no warning is given
+    kube_sim.core.patch_namespaced_service("vllm-api", NS, {"spec": {"selector": {"tier": None}}})
+    del warnings[:]
+    result, error = engine_switch(EngineApi(HttpTransport.from_kubeconfig(kube_sim.kubeconfig)),
+                                  dict(params, mode="r1"), warn=warnings.append)
+    assert error is None and warnings == [], (error, warnings)
+    assert "casperhansen/deepseek-r1-distill-qwen-7b-awq" in models_through_service(kube_sim)
+
+
+@pytest.mark.sim_only
 def test_a_failed_reconcile_says_what_failed_and_leaves_the_current_mode_awake_through_the_module(playbook,
                                                                                                  kube_sim):
     # ml serves, r1 sleeps; r1's pod restarts and its engine can no longer start (a corrupt checkpoint), so the
