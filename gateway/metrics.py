@@ -29,6 +29,7 @@ def _number(value):
 
 
 OTHER = "unknown"   # the label value of anything outside a label's closed set
+MAX_ALLOWED = 4096  # label tuples a metric remembers as checked (the rest are checked on every call)
 
 
 class Metric(object):
@@ -45,16 +46,20 @@ class Metric(object):
         self.lock = threading.Lock()
         self.closed = [(index, frozenset(closed[label])) for index, label in enumerate(self.label_names)
                        if label in (closed or {})]
+        self.allowed = {}   # label tuples seen inside the closed sets (bounded by them): checked once
 
     def key(self, labels):
         """The series key of ``labels``, with values outside a closed set replaced by ``unknown``."""
-        if not self.closed:
+        if not self.closed or labels in self.allowed:
             return labels
         out = list(labels)
         for index, allowed in self.closed:
             if index < len(out) and out[index] not in allowed:
                 out[index] = OTHER
-        return tuple(out)
+        out = tuple(out)
+        if out == labels and len(self.allowed) < MAX_ALLOWED:
+            self.allowed[labels] = True
+        return out
 
     def header(self):
         return ["# HELP %s %s" % (self.name, self.help), "# TYPE %s %s" % (self.name, self.kind)]
@@ -82,9 +87,8 @@ class Gauge(Counter):
     kind = "gauge"
 
     def set(self, *labels, value=0):
-        labels = self.key(labels)
-        with self.lock:
-            self.values[labels] = value
+        # one dictionary store, atomic in CPython: no lock (twice per forwarded request)
+        self.values[self.key(labels)] = value
 
 
 class Histogram(Metric):

@@ -68,7 +68,8 @@ class Page(object):
         """Something the page shows changed: wake the event streams."""
         with self.cond:
             self.version += 1
-            self.cond.notify_all()
+            if self.clients:   # no page open (the usual case, twice per request): nobody to wake
+                self.cond.notify_all()
 
     def observe(self, instance, record):
         """An instance's state changed (the watch, a request counter, a switch flag): ``record`` is its

@@ -98,8 +98,10 @@ class Headers(object):
     def __init__(self, fields):
         self.fields = fields
         self.joined = {}
+        self.lowered = []   # each field's name in lower case, in arrival order
         for name, value in fields:
             key = name.lower()
+            self.lowered.append(key)
             self.joined[key] = self.joined[key] + ", " + value if key in self.joined else value
 
     def get(self, name, default=None):
@@ -191,8 +193,11 @@ def body_framing(headers, version):
                             "bad_framing")
         return "chunked", None
     if lengths is not None:
-        values = set(v.strip() for v in lengths.split(","))
-        value = values.pop() if len(values) == 1 else ""
+        if "," in lengths:   # repeated: the same number each time, or no framing at all
+            values = set(v.strip() for v in lengths.split(","))
+            value = values.pop() if len(values) == 1 else ""
+        else:
+            value = lengths.strip()
         if not value or not value.isascii() or not value.isdigit():
             raise HttpError(400, "Content-Length %r is not a non-negative number; send the body's size in bytes."
                             % lengths[:100], "bad_framing")
@@ -880,7 +885,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         gateway = self.gateway
         query = self.path.split("?", 1)[1] if "?" in self.path else ""
         transport, upath = gateway.upstream(route.instance, path + ("?" + query if query else ""), route.pod)
-        headers = dict((k, v) for k, v in self.headers.fields if k.lower() in PASS_HEADERS)
+        headers = {}
+        for (name, value), key in zip(self.headers.fields, self.headers.lowered):
+            if key in PASS_HEADERS:
+                headers[name] = value
         if gateway.config.upstream == "service" and self.headers.get("Authorization") and not gateway.keys:
             headers["Authorization"] = self.headers["Authorization"]
         if body:

@@ -117,6 +117,7 @@ class InstanceState(object):
         self.view = View()
         self.listeners = []    # called as listener(name, record data) after every change (the page's feed)
         self.members = {}      # resident mode -> awake, asleep, starting or stopped (member_states)
+        self.draining = 0      # threads in wait_drained: a request's counters wake only those
 
     # -- updates --------------------------------------------------------------------------------
     def set_objects(self, deployment=False, record=False):
@@ -226,16 +227,19 @@ class InstanceState(object):
             self.queued += queued
             self.last_activity = self.clock()
             if switching is None and override is False:
-                # counters only (every request): no need to read the Deployment again
+                # counters only (every request): no need to read the Deployment again, and only a
+                # switch waiting for the requests to drain needs waking (no notify_all per request)
                 self.view.in_flight = self.in_flight
                 self.view.queued = self.queued
+                if self.draining:
+                    self.cond.notify_all()
             else:
                 if switching is not None:
                     self.switching = switching
                 if override is not False:
                     self.override = override
                 self._recompute()
-            self.cond.notify_all()
+                self.cond.notify_all()
             self._notify()
 
     def try_enter(self, mode, ignore_foreign=False):
@@ -255,11 +259,15 @@ class InstanceState(object):
         Returns the number still in flight (0 when drained)."""
         deadline = self.clock() + timeout
         with self.cond:
-            while self.in_flight > 0:
-                left = deadline - self.clock()
-                if left <= 0:
-                    break
-                self.cond.wait(min(left, 0.5))
+            self.draining += 1
+            try:
+                while self.in_flight > 0:
+                    left = deadline - self.clock()
+                    if left <= 0:
+                        break
+                    self.cond.wait(min(left, 0.5))
+            finally:
+                self.draining -= 1
             self.switching = True
             self._recompute()
             self._notify()

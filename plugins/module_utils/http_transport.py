@@ -649,7 +649,7 @@ class HttpTransport(Transport):
         if BAD_PATH.search(url):
             raise TransportError("the path %r cannot be sent: it holds a space or a control character" % url[:200])
         lines = ["%s %s HTTP/1.1" % (method, url)]
-        lines.extend("%s: %s" % item for item in out.items())
+        lines += ["%s: %s" % item for item in out.items()]
         text = "\r\n".join(lines)
         if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1:
             bad = [k for k, v in out.items() if set("\r\n") & set(str(k) + str(v))]
@@ -675,7 +675,7 @@ class HttpTransport(Transport):
 
     def _send(self, method, path, query, body, headers, timeout, stream):
         timeout = timeout or self.timeout
-        url = self.prefix + path + encode_query(query)
+        url = self.prefix + path + encode_query(query) if query else self.prefix + path
         head = self._head(method, url, headers, body)
         for attempt in (1, 2):
             conn, reused = self._take(timeout)
@@ -708,7 +708,7 @@ class HttpTransport(Transport):
                 conn.close()
                 raise TransportError("reading the answer of %s failed: %s" % (self.host, exc))
             self._release(conn)
-            return Response(status, resp_headers, data)
+            return Response(status, resp_headers, data, lowered=True)
 
         def chunks():
             try:
@@ -719,7 +719,7 @@ class HttpTransport(Transport):
             except (OSError, Malformed) as exc:
                 raise TransportError("the stream from %s broke: %s" % (self.host, exc or type(exc).__name__))
 
-        return Response(status, resp_headers, b"", chunks=chunks(), close=lambda: self._release(conn))
+        return Response(status, resp_headers, b"", chunks=chunks(), close=lambda: self._release(conn), lowered=True)
 
     def _release(self, conn):
         """Back to the pool when its answer was read to the end and the server keeps it, else closed."""

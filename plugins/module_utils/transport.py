@@ -65,9 +65,10 @@ class Response(object):
     """An HTTP answer: ``status``, ``headers`` (lower-case names) and ``body`` (bytes), or, when
     it was asked for with ``stream=True`` and succeeded, ``chunks()`` as they arrive."""
 
-    def __init__(self, status, headers=None, body=b"", chunks=None, close=None):
+    def __init__(self, status, headers=None, body=b"", chunks=None, close=None, lowered=False):
         self.status = status
-        self.headers = dict((k.lower(), v) for k, v in (headers or {}).items())
+        # ``lowered``: ``headers`` is already a dict of lower-case names made for this answer (taken as is)
+        self.headers = headers if lowered else dict((k.lower(), v) for k, v in (headers or {}).items())
         self.body = body
         self._chunks = chunks
         self._close = close
