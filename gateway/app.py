@@ -109,7 +109,7 @@ class Gateway(object):
             self.pod_upstreams.clear()
 
     def views(self):
-        return dict((name, state.snapshot()) for name, state in self.states.items())
+        return {name: state.view for name, state in self.states.items()}
 
     # -- OpenAI front ---------------------------------------------------------------------------------
     def models(self):

@@ -58,7 +58,8 @@ class Page(object):
         self.max_clients = max_clients
         self.keepalive = keepalive
         self.history = history_mod.History()
-        self.cond = threading.Condition()
+        self.lock = threading.RLock()   # the condition's lock, taken directly by publish (twice per request)
+        self.cond = threading.Condition(self.lock)
         self.version = 0
         self.clients = 0
         self.observed = {}   # instance -> the record data last read into the history
@@ -66,7 +67,7 @@ class Page(object):
     # -- feeds ------------------------------------------------------------------------------------------
     def publish(self):
         """Something the page shows changed: wake the event streams."""
-        with self.cond:
+        with self.lock:
             self.version += 1
             if self.clients:   # no page open (the usual case, twice per request): nobody to wake
                 self.cond.notify_all()

@@ -85,7 +85,7 @@ class Table(object):
             if view.mode == mode:
                 return 0 if view.ready else 1
             return 2 if not view.locked else 4
-        inst, mode = sorted(targets, key=rank)[0]
+        inst, mode = targets[0] if len(targets) == 1 else sorted(targets, key=rank)[0]
         rewrite = None if model in inst.modes[mode].served_names else inst.modes[mode].served_names[0]
         return Route(inst, mode, rewrite)
 

@@ -101,7 +101,10 @@ class InstanceState(object):
         self.inst = inst
         self.holder = holder
         self.clock = clock
-        self.cond = threading.Condition()
+        # the condition's own lock, taken directly where nothing waits (a request's counters): the
+        # Condition's Python-level __enter__/__exit__ cost two calls each time
+        self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
         self.deployment = None
         self.record = {}
         self.record_version = None
@@ -222,7 +225,7 @@ class InstanceState(object):
 
     def change(self, in_flight=0, queued=0, switching=None, override=False):
         """Adjust the counters (and the switching flag / the known mode); wakes waiters."""
-        with self.cond:
+        with self.lock:
             self.in_flight += in_flight
             self.queued += queued
             self.last_activity = self.clock()
@@ -244,7 +247,7 @@ class InstanceState(object):
 
     def try_enter(self, mode, ignore_foreign=False):
         """Count a request in flight when ``mode`` serves now and no switch runs; True when entered."""
-        with self.cond:
+        with self.lock:
             view = self.view
             if view.mode == mode and view.ready and not self.switching and \
                     (ignore_foreign or not view.foreign_switch):
