@@ -19,6 +19,7 @@ The edge is bounded (docs/gateway.md, "The HTTP edge"): the request head is read
 import http.server
 import json
 import logging
+import os
 import re
 import socket
 import sys
@@ -391,15 +392,27 @@ class Reader(object):
 
 
 class Writer(object):
-    """``wfile``: each write sent at once, within ``timeout`` (a client that stops reading is dropped)."""
+    """``wfile``: each write sent at once, within ``timeout`` (a client that stops reading is dropped).
+
+    A socket with a timeout is non-blocking underneath: the write is tried at once (one system call
+    for an answer that fits the socket's buffer, where ``sendall`` polls first and the timeout, set
+    again, costs another); only what does not fit waits, with the timeout set."""
 
     def __init__(self, sock, timeout):
         self.sock = sock
         self.timeout = timeout
+        self.fileno = sock.fileno()
 
     def write(self, data):
-        set_timeout(self.sock, self.timeout)
-        self.sock.sendall(data)
+        sent = 0
+        if self.sock.gettimeout():   # non-blocking underneath (a blocking socket would wait unbounded)
+            try:
+                sent = os.write(self.fileno, data)
+            except BlockingIOError:
+                sent = 0
+        if sent < len(data):
+            set_timeout(self.sock, self.timeout)
+            self.sock.sendall(memoryview(data)[sent:] if sent else data)
         return len(data)
 
     def flush(self):

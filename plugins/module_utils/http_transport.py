@@ -251,6 +251,9 @@ class Connection(object):
         self.reusable = False
         self.framing = None      # ("length", bytes left) / ("chunked", bytes left in the chunk) / ("close", None)
         self.keep = False
+        # plain TCP (no TLS): a write may go straight to the descriptor (request)
+        self.plain = not isinstance(sock, ssl.SSLSocket)
+        self.fileno = sock.fileno()
 
     def close(self):
         # type: () -> None
@@ -268,7 +271,17 @@ class Connection(object):
     def request(self, head, body):
         # type: (bytes, Optional[bytes]) -> None
         self.reusable = False
-        self.sock.sendall(head + body if body and len(body) <= READ_SIZE else head)
+        data = head + body if body and len(body) <= READ_SIZE else head
+        sent = 0
+        if self.plain and self.sock.gettimeout():
+            # non-blocking underneath (it has a timeout): a request that fits the socket's buffer goes
+            # out in one system call, without the poll before it; only what does not fit waits
+            try:
+                sent = os.write(self.fileno, data)
+            except BlockingIOError:
+                sent = 0
+        if sent < len(data):
+            self.sock.sendall(memoryview(data)[sent:] if sent else data)
         if body and len(body) > READ_SIZE:
             self.sock.sendall(body)
 

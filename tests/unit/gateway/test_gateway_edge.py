@@ -20,7 +20,7 @@ from ansible_collections.homelab.gpu.plugins.module_utils.http_transport import 
 from ansible_collections.homelab.gpu.gateway.app import Gateway
 from ansible_collections.homelab.gpu.gateway.config import Config
 from ansible_collections.homelab.gpu.gateway.server import HttpError, body_framing, json_cost, make_server, \
-    normalise_target, parse_head
+    Writer, normalise_target, parse_head
 
 MODES = {"ml": {"model": "Qwen/Qwen3-8B-AWQ", "image": "vllm/vllm-openai:v0.8.5.post1"},
          "gaming": {"replicas": 0}}
@@ -432,3 +432,39 @@ def test_an_answer_that_breaks_off_before_its_body_is_a_502_that_says_so(front):
         listener.close()
     assert resp.status == 502 and error["code"] == "upstream_error"
     assert "broke off" in error["message"]
+
+
+def test_an_answer_larger_than_the_socket_buffer_arrives_whole():
+    """The answer's write goes straight to the socket; what does not fit waits for the client to read."""
+    ours, theirs = socket.socketpair()
+    ours.settimeout(5)
+    data = bytes(range(256)) * 32768   # 8 MiB, far more than a socket's buffer
+    got = bytearray()
+
+    def client():
+        while len(got) < len(data):
+            piece = theirs.recv(1 << 20)
+            if not piece:
+                return
+            got.extend(piece)
+
+    reader = threading.Thread(target=client)
+    reader.start()
+    try:
+        assert Writer(ours, 5).write(data) == len(data)
+        reader.join(10)
+    finally:
+        ours.close()
+        theirs.close()
+    assert bytes(got) == data
+
+
+def test_a_client_that_stops_reading_is_dropped_after_the_write_timeout():
+    ours, theirs = socket.socketpair()
+    ours.settimeout(5)
+    try:
+        with pytest.raises(socket.timeout):
+            Writer(ours, 0.2).write(b"x" * (8 << 20))   # nobody reads: the write may wait 0.2 s, not 5
+    finally:
+        ours.close()
+        theirs.close()
