@@ -123,14 +123,27 @@ def test_role_renders_every_object_kind(rendered):
         assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "home-lab"
 
 
-def test_boot_account_may_only_touch_the_vllm_deployments(rendered):
+def test_boot_account_may_only_touch_the_vllm_deployments_and_their_switch_objects(rendered):
+    # the boot unit runs the engine's switch: it writes the vLLM Deployments, their switch records,
+    # client ConfigMaps and Leases by name, and creates only a first record or Lease
     role = next(o for o in rendered["objects"] if o["kind"] == "Role")
+    written = {}
     for rule in role["rules"]:
-        assert "*" not in rule["verbs"] and "delete" not in rule["verbs"] and "create" not in rule["verbs"]
-        if "deployments" in rule["resources"]:
-            assert rule["resourceNames"] == ["vllm-server", "vllm-server-2"]
-        if "configmaps" in rule["resources"]:
-            assert rule["resourceNames"] == ["llm-fallback-config", "vllm-server-2-fallback-config"]
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
+        for resource in rule["resources"]:
+            for verb in rule["verbs"]:
+                if verb in ("patch", "update", "delete"):
+                    assert rule.get("resourceNames"), "%s %s without resourceNames" % (verb, resource)
+                    written.setdefault(resource, set()).update(rule["resourceNames"])
+                if verb == "create":
+                    assert resource in ("configmaps", "leases", "services/proxy"), rule
+                if verb == "delete":
+                    assert resource == "leases", rule
+    assert written == {
+        "deployments": {"vllm-server", "vllm-server-2"},
+        "configmaps": {"vllm-server-switch", "vllm-server-2-switch", "llm-fallback-config", "vllm-server-2-fallback-config"},
+        "leases": {"vllm-server-switch", "vllm-server-2-switch"},
+    }
 
 
 def test_plain_objects_validate(rendered):
