@@ -19,10 +19,8 @@ from kubernetes import client
 from ansible_collections.homelab.gpu.plugins.module_utils.api import Api as EngineApi
 from ansible_collections.homelab.gpu.plugins.module_utils.http_transport import HttpTransport
 from ansible_collections.homelab.gpu.plugins.module_utils.run import switch as engine_switch
+from tests.integration.resident_helpers import NS, POD, SERVICE_SELECTOR, WRITES, resident_cluster
 
-NS = "ml"
-POD = {"node_selector": {"nvidia.com/gpu.present": "true"},
-       "tolerations": [{"key": "gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"}]}
 MODES = {
     "ml": {"model": "Qwen/Qwen3-8B-AWQ", "image": "vllm/vllm-openai:v0.8.5.post1",
            "args": ["--quantization", "awq_marlin", "--max-model-len", "8192", "--gpu-memory-utilization", "0.90"],
@@ -32,26 +30,11 @@ MODES = {
            "vram_mib": 10650, "wait_timeout": 120, "resident": True, "sleeping_vram_mib": 1024, "weights_mib": 5600},
     "gaming": {"replicas": 0, "wait_timeout": 30},
 }
-WRITES = ("POST", "PUT", "PATCH", "DELETE")
-SPEED = float(os.environ.get("HOMELAB_GPU_SIM_SPEED") or 50)
-SERVICE_SELECTOR = {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": "vllm-server"}
 
 
 @pytest.fixture
 def kube_sim(kube_sim_factory):
-    cluster = kube_sim_factory(speed=SPEED)
-    cluster.patch_scenario({"nodes": [{"name": "k3s-gpu-worker", "gpu": {"count": 2}}]})
-    api = client.CoreV1Api(cluster.api_client())
-    deadline = time.monotonic() + 30
-    while (api.read_node("k3s-gpu-worker").status.allocatable or {}).get("nvidia.com/gpu") != "2":
-        assert time.monotonic() < deadline, "the node does not advertise two GPU slots"
-        time.sleep(0.1)
-    api.create_namespace({"metadata": {"name": NS}})
-    api.create_namespaced_service(NS, {"metadata": {"name": "vllm-api"},
-                                       "spec": {"selector": SERVICE_SELECTOR,
-                                                "ports": [{"name": "http", "port": 8000, "targetPort": "http"}]}})
-    cluster.core = api
-    return cluster
+    return resident_cluster(kube_sim_factory, 2)
 
 
 def engine(cluster, mode, modes=None, now=time.monotonic, **options):

@@ -7,20 +7,16 @@ a pod each. Awake: ml at --gpu-memory-utilization 0.80 (9830 MiB) and embed at 0
 asleep keeps 1126 MiB: 12184 of 12288 MiB.
 """
 import copy
-import os
 import time
 
 import openai
 import pytest
-from kubernetes import client
 
 from ansible_collections.homelab.gpu.plugins.module_utils.api import Api as EngineApi
 from ansible_collections.homelab.gpu.plugins.module_utils.http_transport import HttpTransport
 from ansible_collections.homelab.gpu.plugins.module_utils.run import switch as engine_switch
+from tests.integration.resident_helpers import NS, POD, SERVICE_SELECTOR, WRITES, resident_cluster
 
-NS = "ml"
-POD = {"node_selector": {"nvidia.com/gpu.present": "true"},
-       "tolerations": [{"key": "gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"}]}
 EMBED_MODEL = "BAAI/bge-small-en-v1.5"
 IMAGE = "vllm/vllm-openai:v0.8.5.post1"
 
@@ -39,32 +35,16 @@ MODES = {
               "resident": True, "keep_awake": True, "sleeping_vram_mib": 512, "weights_mib": 130},
     "gaming": {"replicas": 0, "wait_timeout": 30},
 }
-WRITES = ("POST", "PUT", "PATCH", "DELETE")
-SPEED = float(os.environ.get("HOMELAB_GPU_SIM_SPEED") or 50)
-SERVICE_SELECTOR = {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": "vllm-server"}
 
 
 @pytest.fixture
 def kube_sim(kube_sim_factory):
-    cluster = kube_sim_factory(speed=SPEED)
-    cluster.patch_scenario({"nodes": [{"name": "k3s-gpu-worker", "gpu": {"count": 3}}],
-                            # the chat models' least need (weights + a minimal KV cache) fits their 0.80 share
-                            "models": {EMBED_MODEL: {"vram_mib": 600, "load_seconds": 5, "cached": True,
-                                                     "weights_mib": 130, "sleeping_vram_mib": 400,
-                                                     "embedding_dim": 384},
-                                       "Qwen/Qwen3-8B-AWQ": {"vram_mib": 9000},
-                                       "casperhansen/deepseek-r1-distill-qwen-7b-awq": {"vram_mib": 9000}}})
-    api = client.CoreV1Api(cluster.api_client())
-    deadline = time.monotonic() + 30
-    while (api.read_node("k3s-gpu-worker").status.allocatable or {}).get("nvidia.com/gpu") != "3":
-        assert time.monotonic() < deadline, "the node does not advertise three GPU slots"
-        time.sleep(0.1)
-    api.create_namespace({"metadata": {"name": NS}})
-    api.create_namespaced_service(NS, {"metadata": {"name": "vllm-api"},
-                                       "spec": {"selector": SERVICE_SELECTOR,
-                                                "ports": [{"name": "http", "port": 8000, "targetPort": "http"}]}})
-    cluster.core = api
-    return cluster
+    # the chat models' least need (weights + a minimal KV cache) fits their 0.80 share
+    return resident_cluster(kube_sim_factory, 3, {
+        EMBED_MODEL: {"vram_mib": 600, "load_seconds": 5, "cached": True, "weights_mib": 130,
+                      "sleeping_vram_mib": 400, "embedding_dim": 384},
+        "Qwen/Qwen3-8B-AWQ": {"vram_mib": 9000},
+        "casperhansen/deepseek-r1-distill-qwen-7b-awq": {"vram_mib": 9000}})
 
 
 def engine(cluster, mode, modes=None, **options):
