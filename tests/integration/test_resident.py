@@ -378,8 +378,8 @@ def test_a_resident_switch_checks_the_service_reaches_the_awake_pod_and_says_so_
 
 
 @pytest.mark.sim_only
-def test_a_failed_reconcile_says_what_failed_and_leaves_the_current_mode_awake_through_the_module(playbook,
-                                                                                                 kube_sim):
+def test_a_failed_reconcile_says_what_failed_and_leaves_the_current_mode_awake_through_the_module(
+        playbook, kube_sim):
     # ml serves, r1 sleeps; r1's pod restarts and its engine can no longer start (a corrupt checkpoint), so the
     # reconcile (the switch to ml, the current mode) must start it afresh while ml sleeps, and that fails
     assert engine(kube_sim, "ml")["failed"] is False

@@ -220,8 +220,8 @@ def test_a_sleeper_that_must_load_again_makes_the_awake_set_sleep_then_wake_keep
     res = engine(kube_sim, "ml")
     assert res["failed"] is False and res["changed"] is True, res["msg"]
     moves = res["resident"]["plan"]
-    assert (moves["start"], moves["sleep"], moves["wake"], moves["wake_keep"]) == (["r1"], ["embed", "ml"], True,
-                                                                                    ["embed"]), moves
+    assert (moves["start"], moves["sleep"], moves["wake"], moves["wake_keep"]) == \
+        (["r1"], ["embed", "ml"], True, ["embed"]), moves
     assert sleeping(kube_sim, "r1") is True and sleeping(kube_sim, "ml") is False
     assert sleeping(kube_sim, "embed") is False and the_pod(kube_sim, "embed").metadata.uid == embed_uid
     assert behind_service(kube_sim) == ["ml"]
