@@ -82,7 +82,9 @@ def wait_for(predicate, timeout=10):
 
 
 def test_slow_clients_are_capped_at_max_connections_and_closed_after_header_timeout(gateway):
-    gw = gateway(max_connections=20, header_timeout=1)
+    # header_timeout well above the time the 60 connections take to open on a loaded machine: none of
+    # the first 20 may time out (and free its place) before the last one has arrived
+    gw = gateway(max_connections=20, header_timeout=3)
     threads_before = proc_status(gw, "Threads")
     slow = []
     for _round in range(60):
