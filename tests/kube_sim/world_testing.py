@@ -120,6 +120,12 @@ def container_status(pod, name=None):
     return None
 
 
+def restarts(pod, name=None):
+    """The container's restart count, 0 while the pod has no container status yet (still pending)."""
+    status = container_status(pod, name)
+    return (status.restart_count or 0) if status is not None else 0
+
+
 def condition(obj, ctype):
     """The condition ``ctype`` of a client object's status, or None."""
     if obj.status is None:

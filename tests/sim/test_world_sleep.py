@@ -9,8 +9,8 @@ the figures vLLM logs ("It took N seconds"), computed from the scenario, never a
 import pytest
 from kubernetes import client
 
-from tests.kube_sim.world_testing import (QWEN, R1, container_status, gpu_pod_spec, proxy, vllm_container, wait_for,
-                                          wait_until)
+from tests.kube_sim.world_testing import (QWEN, R1, container_status, gpu_pod_spec, proxy, restarts, vllm_container,
+                                          wait_for, wait_until)
 
 pytestmark = pytest.mark.sim_only
 
@@ -132,7 +132,7 @@ def test_a_wake_out_of_memory_can_kill_the_engine_which_restarts_awake(lab):
     status, body = post(api, "ml-engine", "/wake_up")
     assert status == 503 and "error trying to reach service: EOF" in str(body)
     pod = wait_until(lambda: v1.read_namespaced_pod("ml-engine", "ml"),
-                     lambda p: (container_status(p).restart_count or 0) >= 1, what="ml-engine restarted")
+                     lambda p: restarts(p) >= 1, what="ml-engine restarted")
     assert container_status(pod).last_state.terminated.exit_code == 1
     # it starts cold and awake: with r1 awake there is no room until r1 sleeps
     assert post(api, "r1-engine", "/sleep")[0] == 200
@@ -150,7 +150,7 @@ def test_host_ram_for_parked_weights_is_counted(lab):
     status, body = post(api, "tight", "/sleep")
     assert status == 503 and "EOF" in str(body)
     pod = wait_until(lambda: v1.read_namespaced_pod("tight", "ml"),
-                     lambda p: (container_status(p).restart_count or 0) >= 1, what="tight OOMKilled")
+                     lambda p: restarts(p) >= 1, what="tight OOMKilled")
     assert container_status(pod).last_state.terminated.reason == "OOMKilled"
     assert container_status(pod).last_state.terminated.exit_code == 137
     v1.delete_namespaced_pod("tight", "ml", grace_period_seconds=0)
@@ -162,7 +162,7 @@ def test_host_ram_for_parked_weights_is_counted(lab):
     ready(v1, "ml-engine")
     assert post(api, "ml-engine", "/sleep")[0] == 503
     pod = wait_until(lambda: v1.read_namespaced_pod("ml-engine", "ml"),
-                     lambda p: (container_status(p).restart_count or 0) >= 1, what="ml-engine OOMKilled")
+                     lambda p: restarts(p) >= 1, what="ml-engine OOMKilled")
     assert container_status(pod).last_state.terminated.reason == "OOMKilled"
 
 
@@ -189,7 +189,7 @@ def test_old_vllm_images_have_no_http_sleep_endpoints(lab):
     # before 0.7.0 the flag itself is unknown: vllm serve exits with a usage error
     start(v1, "ancient", image="vllm/vllm-openai:v0.6.6")
     pod = wait_until(lambda: v1.read_namespaced_pod("ancient", "ml"),
-                     lambda p: (container_status(p).restart_count or 0) >= 1, what="ancient exiting")
+                     lambda p: restarts(p) >= 1, what="ancient exiting")
     assert container_status(pod).last_state.terminated.exit_code == 2
     assert "vllm serve: error: unrecognized arguments: --enable-sleep-mode" in \
         v1.read_namespaced_pod_log("ancient", "ml", previous=True)
