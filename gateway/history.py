@@ -8,7 +8,9 @@ Two sources feed it: the switch record the gateway watches (every switch that wr
 the gateway's own, ``ansible-playbook switch_mode.yml``, ``gpu-mode``) and the gateway's own runs
 (which also cover switches the engine refused before it wrote the record, e.g. a CUDA refusal).
 A switch seen through both is kept once: ``merge`` matches the record's start time against the
-window of the gateway's run. The decisions are pure functions; ``History`` only adds a lock.
+window of the gateway's run. A failed switch's entry names the mode whose step failed and the phase it
+failed in (``failed_mode``, ``failed_phase``: the target, or a keep-awake or sleeping mode; the page shows
+"failed: embed (wake)"). The decisions are pure functions; ``History`` only adds a lock.
 """
 
 import datetime
@@ -49,12 +51,14 @@ def from_record(data):
             "by": who(data.get("holder")), "outcome": OUTCOMES.get(data.get("result"), data.get("result") or None),
             "started_at": data.get("started_at"), "finished_at": data.get("finished_at"),
             "seconds": total_seconds(phases, data.get("started_at"), data.get("finished_at")),
-            "phases": phases, "message": None, "source": "record"}
+            "phases": phases, "message": None, "failed_mode": data.get("failed_mode") or None,
+            "failed_phase": data.get("failed_phase") or None, "source": "record"}
 
 
-def from_run(previous, target, trigger, outcome, started_at, finished_at, phases, message):
-    """The history entry of a switch the gateway ran (``outcome`` as the switcher says it), or None for a
-    switch that changed nothing."""
+def from_run(previous, target, trigger, outcome, started_at, finished_at, phases, message, failure=None):
+    """The history entry of a switch the gateway ran (``outcome`` as the switcher says it; ``failure``:
+    the engine result's, whose ``mode`` and ``phase`` say which step failed), or None for a switch that
+    changed nothing."""
     if outcome == "unchanged":
         return None
     phases = dict((k, round(float(v), 1)) for k, v in (phases or {}).items()
@@ -62,6 +66,7 @@ def from_run(previous, target, trigger, outcome, started_at, finished_at, phases
     return {"from": previous, "to": target, "trigger": trigger, "by": "gateway",
             "outcome": OUTCOMES.get(outcome, outcome), "started_at": started_at, "finished_at": finished_at,
             "seconds": total_seconds(phases, started_at, finished_at), "phases": phases, "message": message,
+            "failed_mode": (failure or {}).get("mode") or None, "failed_phase": (failure or {}).get("phase") or None,
             "source": "gateway"}
 
 
@@ -85,12 +90,17 @@ def merge(entries, entry, limit=LIMIT):
     out = list(entries)
     for index, old in enumerate(out):
         if old["source"] == entry["source"] == "record" and old["started_at"] == entry["started_at"]:
-            out[index] = dict(entry, message=old["message"])
+            out[index] = dict(entry, message=old["message"], failed_mode=entry["failed_mode"] or old.get("failed_mode"),
+                              failed_phase=entry["failed_phase"] or old.get("failed_phase"))
             return out[-limit:]
         pair = (old, entry) if old["source"] == "gateway" else (entry, old)
         if old["source"] != entry["source"] and same_switch(pair[0], pair[1]):
-            # keep the record's times and phases, and the engine's sentence of the gateway's run
-            out[index] = dict(pair[1], message=pair[0]["message"], by="gateway")
+            # keep the record's times and phases, and the engine's sentence of the gateway's run (and its
+            # failed step when the record does not name one: a record a later run closed)
+            run, rec = pair
+            out[index] = dict(rec, message=run["message"], by="gateway",
+                              failed_mode=rec.get("failed_mode") or run.get("failed_mode"),
+                              failed_phase=rec.get("failed_phase") or run.get("failed_phase"))
             return out[-limit:]
     out.append(entry)
     out.sort(key=lambda e: parse_time(e["started_at"]) or datetime.datetime.min.replace(tzinfo=datetime.timezone.utc))

@@ -473,6 +473,10 @@ SCRIPT = r"""'use strict';
     });
     return list;
   }
+  // the mode whose step failed and that phase: the target, or a keep-awake or sleeping mode
+  function failedStep(sw) {
+    return 'failed: ' + (sw.failed_mode || sw.to) + (sw.failed_phase ? ' (' + sw.failed_phase + ')' : '');
+  }
   function historyTable(switches) {
     var body = el('tbody');
     switches.forEach(function (sw) {
@@ -482,6 +486,9 @@ SCRIPT = r"""'use strict';
       var trigger = (sw.trigger || 'unknown') + (sw.by === 'console' ? ' (Ansible/gpu-mode)' : sw.by === 'gateway' &&
         sw.trigger === 'person' ? ' (this page or the API)' : '');
       var outcome = el('td', {}, [el('span', { class: sw.outcome === 'ok' ? 'v-ok' : 'v-bad', text: sw.outcome || 'unknown' })]);
+      if (sw.failed_mode || sw.failed_phase) {
+        outcome.appendChild(el('span', { class: 'small failed-step', text: failedStep(sw) }));
+      }
       if (sw.message) { outcome.appendChild(el('span', { class: 'small', text: sw.message })); }
       body.appendChild(el('tr', {}, [el('td', { text: when(sw.finished_at) }),
         el('td', { class: 'switch-pair', text: (sw.from || '-') + ' \u2192 ' + sw.to }), el('td', { text: trigger }), outcome,

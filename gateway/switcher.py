@@ -205,7 +205,7 @@ class Switcher(threading.Thread):
                      "elapsed": round(elapsed, 3), "phases": result.get("phases"), "finished_at": now_text(),
                      "message": message}
         entry = history.from_run(previous, job.target, job.trigger, outcome, started_at, self.last["finished_at"],
-                                 result.get("phases"), message)
+                                 result.get("phases"), message, result.get("failure"))
         for listener in self.listeners:
             listener(inst.name, entry)
         if message is None:

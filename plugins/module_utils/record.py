@@ -9,8 +9,8 @@ Keys: ``mode`` (the target), ``previous_mode``, ``previous`` (the previous Deplo
 ``in_progress`` ("true" until the run ends), ``started_at``, ``holder``, ``trigger`` (person,
 request, idle: who asked), and at the end ``result`` (ok, rolled back, failed), ``finished_at``
 and, when a later run closed it, ``closed_by`` and ``note`` (why and as what); a failed run names
-``failed_mode``, the mode whose step failed (the target, or a keep-awake or sleeping mode). A new record blanks
-the keys of the end, so an open record never shows the previous run's ``result``.
+``failed_mode`` and ``failed_phase``, the mode whose step failed (the target, or a keep-awake or sleeping mode)
+and the phase it failed in. A new record blanks the keys of the end, so an open record never shows the previous run's ``result``.
 
 While the run waits, the record shows where it stands (``Progress``): ``phase`` (terminate,
 schedule, pull, start, ready, verify, ``rollback`` while a failed switch puts the previous mode
@@ -49,7 +49,7 @@ ROLLBACK = "rollback"
 # Every phase a record can show, in order (rollback only after a failure).
 PROGRESS_PHASES = ALL_PHASES + (ROLLBACK, DONE)
 # The keys a run writes when it ends: a new record blanks them.
-END_KEYS = ("result", "finished_at", "closed_by", "note", "failed_mode")
+END_KEYS = ("result", "finished_at", "closed_by", "note", "failed_mode", "failed_phase")
 
 
 def record_name(name):
@@ -117,12 +117,12 @@ def start(api, namespace, name, mode, previous_mode, previous_spec, holder, trig
 
 
 def finish(api, namespace, name, result, closed_by=None, phases=None, note=None, resource_version=None,
-           failed_mode=None):
-    # type: (object, str, str, str, Optional[str], Optional[dict], Optional[str], Optional[str], Optional[str]) -> dict
+           failed_mode=None, failed_phase=None):
+    # type: (object, str, str, str, Optional[str], Optional[dict], Optional[str], Optional[str], Optional[str], Optional[str]) -> dict
     """Close the record: ``in_progress: "false"``, ``result``, ``finished_at``, ``phase: done`` (and
     ``closed_by`` and ``note`` when a later run closes the record of a killed one; ``phases``, the
-    seconds of each phase, when the run measured them; ``failed_mode``, the mode whose step failed, when
-    the run failed). With ``resource_version`` the write is
+    seconds of each phase, when the run measured them; ``failed_mode`` and ``failed_phase``, the mode
+    whose step failed and the phase it failed in, when the run failed). With ``resource_version`` the write is
     refused (409) when the record changed since it was read. Returns the keys written."""
     finished = micro_time()
     data = {"in_progress": "false", "result": result, "finished_at": finished, "phase": DONE,
@@ -135,6 +135,8 @@ def finish(api, namespace, name, result, closed_by=None, phases=None, note=None,
         data["phases"] = phases_text(phases)
     if failed_mode:
         data["failed_mode"] = failed_mode
+    if failed_phase:
+        data["failed_phase"] = failed_phase
     body = {"data": data}
     if resource_version:
         body["metadata"] = {"resourceVersion": resource_version}

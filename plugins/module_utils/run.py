@@ -423,20 +423,21 @@ def journal(run, work):
     # type: (Run, Callable[[], dict]) -> dict
     """Run steps 5-9 with the record open and close it however they end: ok, rolled back, or
     failed (a refusal, a failed write, a failed rollback, any error)."""
-    word, phases, failed_mode = "failed", None, None
+    word, phases, failure = "failed", None, {}
     try:
         result = work()
-        word, phases = record.result_word(result), result.get("phases")
+        word, phases, failure = record.result_word(result), result.get("phases"), result.get("failure") or {}
         return result
     except SwitchFailed as exc:
         word = record.result_word(dict(exc.result, failure=exc.result.get("failure") or {"message": exc.message}))
         phases = exc.result.get("phases")
-        failed_mode = (exc.result.get("failure") or {}).get("mode")
+        failure = exc.result.get("failure") or {}
         raise
     finally:
         run.progress.end()
         try:
-            record.finish(run.api, run.opts.namespace, run.opts.name, word, phases=phases, failed_mode=failed_mode)
+            record.finish(run.api, run.opts.namespace, run.opts.name, word, phases=phases,
+                          failed_mode=failure.get("mode"), failed_phase=failure.get("phase"))
         except KubeError as exc:
             run.warn("could not close the switch record %s (result %s): %s"
                      % (record.record_name(run.opts.name), word, exc.message))

@@ -207,6 +207,10 @@ def test_a_crash_looping_target_answers_with_the_reason_and_ml_serves_again(clus
     assert gw.status()["mode"] == "ml"
     metrics = gw.call("GET", "/metrics")[1]
     assert 'trigger="request",outcome="rolled_back"} 1' in metrics
+    # the page's history names the mode whose step failed and that phase, as the answer did
+    last = gw.status()["switches"][0]
+    assert last["to"] == "r1" and last["outcome"] == "rolled back", last
+    assert last["failed_mode"] == "r1" and last["failed_phase"] == error["phase"], last
 
 
 def test_idle_release_to_idle_then_a_request_wakes_the_default_mode(cluster, gateway):

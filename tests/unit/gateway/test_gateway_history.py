@@ -12,10 +12,10 @@ from ansible_collections.homelab.gpu.gateway.page_assets import SCRIPT
 
 
 def closed_record(mode="r1", previous="ml", started="2026-12-07T10:00:00.250000Z", finished="2026-12-07T10:00:40.750000Z",
-                  holder="console-host/4242", trigger="person", result="ok"):
-    return {"mode": mode, "previous_mode": previous, "in_progress": "false", "started_at": started,
-            "finished_at": finished, "holder": holder, "trigger": trigger, "result": result, "phase": "done",
-            "phases": '{"pull": 1.5, "ready": 30.25, "terminate": 2.0, "verify": 0.5}'}
+                  holder="console-host/4242", trigger="person", result="ok", **extra):
+    return dict({"mode": mode, "previous_mode": previous, "in_progress": "false", "started_at": started,
+                 "finished_at": finished, "holder": holder, "trigger": trigger, "result": result, "phase": "done",
+                 "phases": '{"pull": 1.5, "ready": 30.25, "terminate": 2.0, "verify": 0.5}'}, **extra)
 
 
 def test_a_closed_record_is_a_history_entry_and_an_open_one_is_not():
@@ -46,6 +46,33 @@ def test_a_refused_run_keeps_the_engines_sentence_and_a_no_op_is_no_switch():
     assert refused["outcome"] == "failed" and refused["phases"] == {} and "nothing was changed" in refused["message"]
     assert history.from_run("ml", "ml", "person", "unchanged", "2026-12-07T10:00:00Z", "2026-12-07T10:00:00Z",
                             {}, None) is None
+
+
+def test_a_failed_switch_names_the_mode_whose_step_failed_and_the_phase_from_the_record_or_the_run():
+    # a keep-awake member's wake failed during ml -> r1: the record names embed, not the target
+    rec = history.from_record(closed_record(holder="vllm-gateway/pod/1", result="rolled back",
+                                            failed_mode="embed", failed_phase="wake"))
+    assert rec["outcome"] == "rolled back" and rec["failed_mode"] == "embed" and rec["failed_phase"] == "wake"
+    ok = history.from_record(closed_record())
+    assert ok["failed_mode"] is None and ok["failed_phase"] is None
+    run = history.from_run("ml", "r1", "person", "rolled_back", "2026-12-07T10:00:00Z", "2026-12-07T10:00:41Z",
+                           {"wake": 3.0}, "Switch ... failed in phase wake of keep-awake mode embed",
+                           {"phase": "wake", "reason": "OutOfMemory", "mode": "embed"})
+    assert run["failed_mode"] == "embed" and run["failed_phase"] == "wake"
+    refused = history.from_run("ml", "r1", "person", "failed", "2026-12-07T10:00:00Z", "2026-12-07T10:00:01Z",
+                               {}, "CUDA ...; nothing was changed.", {"phase": "preflight", "reason": "CheckFailed"})
+    assert refused["failed_mode"] is None and refused["failed_phase"] == "preflight"
+    # one switch seen through both: the record's names are kept; a record a later run closed (no names) takes the run's
+    bare = history.from_record(closed_record(holder="vllm-gateway/pod/1", result="rolled back"))
+    for record_entry in (rec, bare):
+        for first, second in ((record_entry, run), (run, record_entry)):
+            merged = history.merge(history.merge([], first), second)
+            assert len(merged) == 1 and merged[0]["seconds"] == 40.5, merged
+            assert merged[0]["failed_mode"] == "embed" and merged[0]["failed_phase"] == "wake", merged
+    # the same record seen again keeps them too
+    merged = history.merge(history.merge(history.merge([], run), bare), dict(bare))
+    assert len(merged) == 1 and merged[0]["failed_mode"] == "embed", merged
+    assert "'failed: '" in SCRIPT and "sw.failed_phase" in SCRIPT
 
 
 def test_the_history_keeps_the_last_twenty_switches_per_instance_newest_first():

@@ -512,6 +512,19 @@ def test_a_new_record_does_not_show_the_previous_runs_result():
     assert data["result"] == ""
 
 
+def test_a_failed_switch_records_the_mode_and_phase_that_failed_and_the_next_record_blanks_them():
+    cluster = deployed("ml")
+    cluster.crash.add(MODES["r1"]["model"])
+    result, error, _w = switch(cluster, "r1")
+    assert error and result["rolled_back"] is True, error
+    rec = cluster.objects[RECORD]["data"]
+    assert rec["result"] == "rolled back" and rec["failed_mode"] == "r1", rec
+    assert rec["failed_phase"] == result["failure"]["phase"] and rec["failed_phase"] in ("start", "ready"), rec
+    record_mod.start(api_mod.Api(cluster), NS, "vllm-server", "r1", "ml", None, "test/2", "person")
+    rec = cluster.objects[RECORD]["data"]
+    assert rec["failed_mode"] == "" and rec["failed_phase"] == "", rec
+
+
 def test_a_switch_finding_an_open_record_whose_target_serves_keeps_that_mode_as_the_rollback_target():
     cluster = deployed("ml")
     ml_spec = apply.sanitize(cluster.objects[DEPLOYMENT])
