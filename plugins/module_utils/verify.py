@@ -36,6 +36,28 @@ def served_ids(body):
     return [m.get("id") for m in (body or {}).get("data") or [] if isinstance(m, dict)]
 
 
+def service_path(how):
+    # type: (str) -> str
+    """What the Service is asked after a resident switch: /health with ``verify: health`` (an image
+    without /v1/models, or a user who asked for a health check only), else /v1/models. Pure."""
+    return "/health" if how == "health" else "/v1/models"
+
+
+def service_answer(how, status, body, names):
+    # type: (str, int, object, List[str]) -> Optional[str]
+    """None when the Service's answer (``status``, ``body``) to ``service_path(how)`` shows the mode
+    serves (``health``: 200, as ``verify`` takes it: any 2xx; else /v1/models lists every one of
+    ``names``), else what it answered, for the message. Pure."""
+    if status >= 300:
+        return "HTTP %s: %s" % (status, status_text(body))
+    if how == "health":
+        return None
+    ids = served_ids(body)
+    if all(n in ids for n in names):
+        return None
+    return "it lists %s" % (", ".join(str(i) for i in ids) or "nothing")
+
+
 class Verifier(object):
     """Verification of one Deployment's API (``how``: none | health | models | completion)."""
 
@@ -119,13 +141,14 @@ class Verifier(object):
         # type: (str, List[str], float) -> Optional[dict]
         """After a resident pod ``pod_name`` was put behind the Service (a label on the pod): wait until
         the Service answers /v1/models with ``names``, as its clients will (its endpoints follow the
-        label a moment later; a pod taken off it may still answer until then, a sleeping one with 503).
+        label a moment later; a pod taken off it may still answer until then, a sleeping one with 503);
+        with verify ``health``, until it answers /health with 200 (service_path, service_answer).
         None when it does before ``deadline`` (or verify is none; or, with a warning, when there is no
         such Service or it still has no endpoints 5 s on: its selector does not match the pod), else a
         failure dict (phase verify, reason VerifyTimeout)."""
         if self.how == "none":
             return None
-        path = "/v1/models"
+        path = service_path(self.how)
         last = "no answer"
         attempt = 0
         no_endpoints_since = None
@@ -147,17 +170,16 @@ class Verifier(object):
                                   "Service do not reach the mode; pod %s was verified through its own proxy only."
                                   % (self.namespace, self.service_name, pod_name, pod_name))
                         return None
-                ids = served_ids(body) if status < 300 else []
-                if status < 300 and all(n in ids for n in names):
+                last = service_answer(self.how, status, body, names)
+                if last is None:
                     return None
-                last = "HTTP %s: %s" % (status, text) if status >= 300 else \
-                    "it lists %s" % (", ".join(str(i) for i in ids) or "nothing")
             except KubeError as exc:
                 last = exc.message
             if self.now() >= deadline:
+                expected = "answer %s" % path if self.how == "health" else "list %s on %s" % (", ".join(names), path)
                 return {"phase": "verify", "reason": "VerifyTimeout",
-                        "message": "pod %s answers but the Service %s/%s did not list %s on %s in time (last: %s)"
-                                   % (pod_name, self.namespace, self.service_name, ", ".join(names), path, last)}
+                        "message": "pod %s answers but the Service %s/%s did not %s in time (last: %s)"
+                                   % (pod_name, self.namespace, self.service_name, expected, last)}
             self.sleep(min(0.5, 0.02 * attempt))
 
     def check_answer(self, base, body, names):

@@ -375,6 +375,14 @@ def test_a_resident_switch_checks_the_service_reaches_the_awake_pod_and_says_so_
                                   dict(params, mode="r1"), warn=warnings.append)
     assert error is None and warnings == [], (error, warnings)
     assert "casperhansen/deepseek-r1-distill-qwen-7b-awq" in models_through_service(kube_sim)
+    # verify: health (an image without /v1/models, or a health check asked for): the Service is asked /health only
+    kube_sim.reset_requests()
+    result, error = engine_switch(EngineApi(HttpTransport.from_kubeconfig(kube_sim.kubeconfig)),
+                                  dict(params, mode="ml", verify="health"), warn=warnings.append)
+    assert error is None and warnings == [] and result["mode"] == "ml", (error, warnings)
+    service = "/api/v1/namespaces/ml/services/vllm-api:8000/proxy"
+    asked = set(r["path"] for r in kube_sim.requests()["log"] if r["path"].startswith(service))
+    assert asked == {service + "/health"}, asked
 
 
 @pytest.mark.sim_only
