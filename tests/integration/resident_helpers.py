@@ -1,9 +1,15 @@
 """What the resident-mode tests share: a simulated cluster whose GPU node advertises several
-time-sliced GPU slots, with the namespace and the Service the resident pods stand behind."""
+time-sliced GPU slots, with the namespace and the Service the resident pods stand behind, a switch
+through the engine, and what the tests read back (writes, pods, a pod's proxy, who sleeps, who is
+behind the Service)."""
 import os
 import time
 
 from kubernetes import client
+
+from ansible_collections.homelab.gpu.plugins.module_utils.api import Api as EngineApi
+from ansible_collections.homelab.gpu.plugins.module_utils.http_transport import HttpTransport
+from ansible_collections.homelab.gpu.plugins.module_utils.run import switch as engine_switch
 
 NS = "ml"
 POD = {"node_selector": {"nvidia.com/gpu.present": "true"},
@@ -32,3 +38,52 @@ def resident_cluster(kube_sim_factory, slots, models=None):
                                                 "ports": [{"name": "http", "port": 8000, "targetPort": "http"}]}})
     cluster.core = api
     return cluster
+
+
+def engine_for(catalog):
+    """``engine(cluster, mode, modes=None, now=time.monotonic, **options)``: one switch through the
+    engine, as the gateway makes it (standard-library transport), with ``catalog`` unless ``modes``."""
+    def engine(cluster, mode, modes=None, now=time.monotonic, **options):
+        params = {"mode": mode, "modes": modes or catalog, "pod": POD, "registry": {"offline": True},
+                  "holder": "test", "wait_timeout": None}
+        params.update(options)
+        api = EngineApi(HttpTransport.from_kubeconfig(cluster.kubeconfig))
+        result, error = engine_switch(api, params, now=now)
+        return dict(result, failed=error is not None, msg=error)
+    return engine
+
+
+def writes(cluster):
+    return [r for r in cluster.requests()["log"] if r["method"] in WRITES and not r["path"].startswith("/_sim")]
+
+
+def pods(cluster, selector="app.kubernetes.io/instance=vllm-server"):
+    return [p for p in cluster.core.list_namespaced_pod(NS, label_selector=selector).items
+            if p.metadata.deletion_timestamp is None]
+
+
+def the_pod(cluster, mode):
+    found = pods(cluster, "homelab.gpu/resident=%s" % mode)
+    assert len(found) == 1, [p.metadata.name for p in found]
+    return found[0]
+
+
+def proxy(cluster, pod, path):
+    return cluster.core.connect_get_namespaced_pod_proxy_with_path(pod + ":8000", NS, path.lstrip("/"))
+
+
+def sleeping(cluster, mode):
+    return "true" in str(proxy(cluster, the_pod(cluster, mode).metadata.name, "is_sleeping")).lower()
+
+
+def behind_service(cluster):
+    """The resident modes whose pod the Service selects."""
+    selector = ",".join("%s=%s" % kv for kv in SERVICE_SELECTOR.items())
+    return sorted(p.metadata.labels.get("homelab.gpu/resident") or "main" for p in pods(cluster, selector))
+
+
+def wait_for(check, what, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)

@@ -19,7 +19,8 @@ from kubernetes import client
 from ansible_collections.homelab.gpu.plugins.module_utils.api import Api as EngineApi
 from ansible_collections.homelab.gpu.plugins.module_utils.http_transport import HttpTransport
 from ansible_collections.homelab.gpu.plugins.module_utils.run import switch as engine_switch
-from tests.integration.resident_helpers import NS, POD, SERVICE_SELECTOR, WRITES, resident_cluster
+from tests.integration.resident_helpers import (NS, POD, SERVICE_SELECTOR, behind_service, engine_for, pods,
+                                                resident_cluster, sleeping, wait_for, writes)
 
 MODES = {
     "ml": {"model": "Qwen/Qwen3-8B-AWQ", "image": "vllm/vllm-openai:v0.8.5.post1",
@@ -32,45 +33,12 @@ MODES = {
 }
 
 
+engine = engine_for(MODES)
+
+
 @pytest.fixture
 def kube_sim(kube_sim_factory):
     return resident_cluster(kube_sim_factory, 2)
-
-
-def engine(cluster, mode, modes=None, now=time.monotonic, **options):
-    """One switch through the engine, as the gateway makes it (standard-library transport)."""
-    params = {"mode": mode, "modes": modes or MODES, "pod": POD, "registry": {"offline": True},
-              "holder": "test", "wait_timeout": None}
-    params.update(options)
-    api = EngineApi(HttpTransport.from_kubeconfig(cluster.kubeconfig))
-    result, error = engine_switch(api, params, now=now)
-    return dict(result, failed=error is not None, msg=error)
-
-
-def writes(cluster):
-    return [r for r in cluster.requests()["log"] if r["method"] in WRITES and not r["path"].startswith("/_sim")]
-
-
-def pods(cluster, selector="app.kubernetes.io/instance=vllm-server"):
-    return [p for p in cluster.core.list_namespaced_pod(NS, label_selector=selector).items
-            if p.metadata.deletion_timestamp is None]
-
-
-def proxy(cluster, pod, path):
-    return cluster.core.connect_get_namespaced_pod_proxy_with_path(pod + ":8000", NS, path.lstrip("/"))
-
-
-def sleeping(cluster, mode):
-    found = pods(cluster, "homelab.gpu/resident=%s" % mode)
-    assert len(found) == 1, [p.metadata.name for p in found]
-    text = proxy(cluster, found[0].metadata.name, "is_sleeping")
-    return "true" in str(text).lower()
-
-
-def behind_service(cluster):
-    """The resident modes whose pod the Service selects."""
-    selector = ",".join("%s=%s" % kv for kv in SERVICE_SELECTOR.items())
-    return sorted(p.metadata.labels.get("homelab.gpu/resident") or "main" for p in pods(cluster, selector))
 
 
 def models_through_service(cluster):
@@ -439,13 +407,6 @@ def chat(gw, model):
     status, body, _headers = gw.call("POST", "/v1/chat/completions", {
         "model": model, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]})
     return status, body
-
-
-def wait_for(check, what, timeout=60):
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
 
 
 @pytest.mark.sim_only

@@ -7,15 +7,12 @@ a pod each. Awake: ml at --gpu-memory-utilization 0.80 (9830 MiB) and embed at 0
 asleep keeps 1126 MiB: 12184 of 12288 MiB.
 """
 import copy
-import time
 
 import openai
 import pytest
 
-from ansible_collections.homelab.gpu.plugins.module_utils.api import Api as EngineApi
-from ansible_collections.homelab.gpu.plugins.module_utils.http_transport import HttpTransport
-from ansible_collections.homelab.gpu.plugins.module_utils.run import switch as engine_switch
-from tests.integration.resident_helpers import NS, POD, SERVICE_SELECTOR, WRITES, resident_cluster
+from tests.integration.resident_helpers import (NS, POD, behind_service, engine_for, pods, proxy, resident_cluster,
+                                                sleeping, the_pod, wait_for, writes)
 
 EMBED_MODEL = "BAAI/bge-small-en-v1.5"
 IMAGE = "vllm/vllm-openai:v0.8.5.post1"
@@ -37,6 +34,9 @@ MODES = {
 }
 
 
+engine = engine_for(MODES)
+
+
 @pytest.fixture
 def kube_sim(kube_sim_factory):
     # the chat models' least need (weights + a minimal KV cache) fits their 0.80 share
@@ -45,51 +45,6 @@ def kube_sim(kube_sim_factory):
                       "sleeping_vram_mib": 400, "embedding_dim": 384},
         "Qwen/Qwen3-8B-AWQ": {"vram_mib": 9000},
         "casperhansen/deepseek-r1-distill-qwen-7b-awq": {"vram_mib": 9000}})
-
-
-def engine(cluster, mode, modes=None, **options):
-    """One switch through the engine, as the gateway makes it (standard-library transport)."""
-    params = {"mode": mode, "modes": modes or MODES, "pod": POD, "registry": {"offline": True},
-              "holder": "test", "wait_timeout": None}
-    params.update(options)
-    api = EngineApi(HttpTransport.from_kubeconfig(cluster.kubeconfig))
-    result, error = engine_switch(api, params)
-    return dict(result, failed=error is not None, msg=error)
-
-
-def writes(cluster):
-    return [r for r in cluster.requests()["log"] if r["method"] in WRITES and not r["path"].startswith("/_sim")]
-
-
-def pods(cluster, selector="app.kubernetes.io/instance=vllm-server"):
-    return [p for p in cluster.core.list_namespaced_pod(NS, label_selector=selector).items
-            if p.metadata.deletion_timestamp is None]
-
-
-def the_pod(cluster, mode):
-    found = pods(cluster, "homelab.gpu/resident=%s" % mode)
-    assert len(found) == 1, [p.metadata.name for p in found]
-    return found[0]
-
-
-def proxy_get(cluster, pod, path):
-    return cluster.core.connect_get_namespaced_pod_proxy_with_path(pod + ":8000", NS, path.lstrip("/"))
-
-
-def sleeping(cluster, mode):
-    return "true" in str(proxy_get(cluster, the_pod(cluster, mode).metadata.name, "is_sleeping")).lower()
-
-
-def behind_service(cluster):
-    selector = ",".join("%s=%s" % kv for kv in SERVICE_SELECTOR.items())
-    return sorted(p.metadata.labels.get("homelab.gpu/resident") or "main" for p in pods(cluster, selector))
-
-
-def wait_for(check, what, timeout=60):
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
 
 
 @pytest.mark.sim_only
@@ -105,7 +60,7 @@ def test_ml_awake_with_embed_then_r1_through_the_module_leaves_embed_awake_and_u
     # both awake engines answer at once
     assert "Qwen/Qwen3-8B-AWQ" in str(kube_sim.core.connect_get_namespaced_service_proxy_with_path(
         "vllm-api:8000", NS, "v1/models"))
-    assert "bge-small" in str(proxy_get(kube_sim, embed_pod.metadata.name, "v1/models"))
+    assert "bge-small" in str(proxy(kube_sim, embed_pod.metadata.name, "v1/models"))
 
     kube_sim.reset_requests()
     tasks = [{"name": "switch", "homelab.gpu.vllm_mode": {"mode": "r1", "modes": MODES, "pod": POD,
