@@ -15,6 +15,7 @@ in as the admin, as before TLS came (the ``--insecure-http`` option).
 import hashlib
 import json
 import random
+import re
 import socket
 import ssl
 import threading
@@ -95,8 +96,36 @@ class _HTTPServer(ThreadingHTTPServer):
         return sock, address
 
 
+# Host: a DNS name or IPv4 address, or a bracketed IPv6 address, with an optional port.
+_HOST_HEADER = re.compile(r"^(?:\[([0-9A-Fa-f:.]{2,45})\]|([A-Za-z0-9][A-Za-z0-9.-]{0,252}))(?::([0-9]{1,5}))?$")
+
+
+def _host_port(host, port):
+    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+
+
+def server_address(bound_host, bound_port, host_header, local=None):
+    """serverAddressByClientCIDRs' address for one request (a pure function).
+
+    A server bound to one address advertises it, as kube-apiserver advertises its
+    --advertise-address. Bound to every interface (0.0.0.0, ::), it advertises the address the
+    client reached it at: the request's Host header (with the listening port when the header
+    names none), or, without a well-formed header, the connection's local address ``local``
+    ((host, port) of the accepted socket)."""
+    if bound_host not in ("0.0.0.0", "::", ""):
+        return _host_port(bound_host, bound_port)
+    match = _HOST_HEADER.match((host_header or "").strip())
+    if match:
+        name, port = match.group(1) or match.group(2), int(match.group(3) or bound_port)
+        if 0 < port < 65536 and name not in ("0.0.0.0", "::"):
+            return _host_port(name, port)
+    if local and local[0] not in ("0.0.0.0", "::", ""):
+        return _host_port(local[0], local[1])
+    return _host_port("127.0.0.1", bound_port)
+
+
 class ApiServer(object):
-    """The simulated kube-apiserver on 127.0.0.1."""
+    """The simulated kube-apiserver (on 127.0.0.1 unless told another address)."""
 
     def __init__(self, store, world=None, host="127.0.0.1", port=0, tls=True, extra_sans=()):
         self.store = store
@@ -475,6 +504,15 @@ class RestHandler(object):
         self.registry = api.store.registry
         self.openapi = openapi.Documents(self.registry, version_info(), _BUILTIN_GROUPS)
 
+    def _server_address(self, req):
+        """The address /api advertises: the one this server listens on, or, when it listens on
+        every interface, the one this client used (never 0.0.0.0, which no client can reach)."""
+        try:
+            local = req.connection.getsockname()[:2]
+        except OSError:
+            local = None
+        return server_address(self.api.host, self.api.port, req.headers.get("Host"), local)
+
     # ------------------------------------------------------------------ routing
     def handle(self, req, method, path, params, body):
         parts = [urllib.parse.unquote(p) for p in path.split("/") if p]
@@ -486,7 +524,7 @@ class RestHandler(object):
             return req.send_json(200, version_info())
         if path == "/api":
             return req.send_json(200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
-                {"clientCIDR": "0.0.0.0/0", "serverAddress": "%s:%d" % (self.api.host, self.api.port)}]})
+                {"clientCIDR": "0.0.0.0/0", "serverAddress": self._server_address(req)}]})
         if path == "/apis":
             groups = [self._group_doc(g, vs) for g, vs in sorted(self.registry.groups().items())]
             return req.send_json(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})

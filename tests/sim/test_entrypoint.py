@@ -1,6 +1,8 @@
 """The entry point `python -m tests.kube_sim serve` as a user runs it: a subprocess, the ready line,
 a kubeconfig the unmodified kubernetes client accepts, a clean exit on SIGTERM."""
 
+import http.client
+import json
 import os
 import select
 import signal
@@ -81,6 +83,49 @@ def test_bind_to_every_interface_keeps_127_0_0_1_in_the_kubeconfig_and_serves_th
         api = config.new_client_from_config(config_file=str(kubeconfig))
         assert client.VersionApi(api).get_code().git_version.endswith("+k3s1")
         api.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+
+
+def _api_versions(kubeconfig, address, port, host_header=None, server_hostname="localhost"):
+    """GET /api over TLS at ``address`` (the kubeconfig's client certificate), with ``host_header``
+    as the Host header (default: address:port, as a client that dialled that address sends)."""
+    with socket.create_connection((address, port), timeout=10) as conn:
+        with ssl_context(str(kubeconfig)).wrap_socket(conn, server_hostname=server_hostname) as tls:
+            request = http.client.HTTPSConnection(address, port, timeout=10)
+            request.sock = tls
+            request.putrequest("GET", "/api", skip_host=True)
+            request.putheader("Host", host_header or "%s:%d" % (address, port))
+            request.putheader("Accept", "application/json")
+            request.endheaders()
+            response = request.getresponse()
+            assert response.status == 200, response.read()
+            return json.loads(response.read())
+
+
+def test_bind_to_every_interface_advertises_the_address_the_client_used_never_0_0_0_0(tmp_path):
+    # kubectl and the kubernetes client read /api's serverAddressByClientCIDRs; a container that
+    # reached the simulator at host.containers.internal must be told that name, not 0.0.0.0.
+    from kubernetes import client, config
+
+    proc, kubeconfig, line = _start(tmp_path, "--bind", "0.0.0.0", "--tls-san", "host.containers.internal")
+    try:
+        port = int(line.split()[1].rsplit(":", 1)[1])
+        api = config.new_client_from_config(config_file=str(kubeconfig))
+        versions = client.CoreApi(api).get_api_versions()
+        api.close()
+        assert [(a.client_cidr, a.server_address) for a in versions.server_address_by_client_cidrs] == \
+            [("0.0.0.0/0", "127.0.0.1:%d" % port)]
+        seen = _api_versions(kubeconfig, primary_address(), port, "host.containers.internal:%d" % port,
+                             server_hostname="host.containers.internal")
+        assert seen["serverAddressByClientCIDRs"] == [
+            {"clientCIDR": "0.0.0.0/0", "serverAddress": "host.containers.internal:%d" % port}]
+        # a Host header that names no address (or 0.0.0.0): the address the connection reached
+        for header in ("not a host", "0.0.0.0:%d" % port):
+            seen = _api_versions(kubeconfig, primary_address(), port, header, server_hostname="host.containers.internal")
+            assert seen["serverAddressByClientCIDRs"][0]["serverAddress"] == "%s:%d" % (primary_address(), port)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
