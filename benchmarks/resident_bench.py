@@ -53,7 +53,9 @@ POD = {"node_selector": {"nvidia.com/gpu.present": "true"},
 SCENARIO = {"extends": "default", "nodes": {"k3s-gpu-worker": {"gpu": {"time_slicing": {"replicas": 2}}}}}
 # What resident modes add to the role's entries: the weights a sleep parks in host RAM (the AWQ
 # checkpoints) and the GPU memory a sleeping engine keeps (the simulated lab's 1.1 GiB; the catalog's
-# default of 1536 MiB would not fit beside an awake engine at --gpu-memory-utilization 0.90).
+# default of 1536 MiB would not fit beside an awake engine at --gpu-memory-utilization 0.90). The role's
+# 0.90 stays because the simulator cannot load ml below its fixed 10820 MiB; on a real RTX 3060 use 0.80
+# and the default residue (docs/vllm_mode.md, "Resident modes").
 RESIDENT = {"ml": {"resident": True, "weights_mib": 5800, "sleeping_vram_mib": 1126},
             "r1": {"resident": True, "weights_mib": 5300, "sleeping_vram_mib": 1126}}
 STEPS = ("ml", "r1", "ml")
