@@ -773,10 +773,11 @@ def resident_steps(run, profile, the_plan, live, info, state, bodies, pointer, r
         sleepwake.warmup(api, ns, pods[target], port, names[0], max(1.0, min(deadline - run.now(), 60)))
         clock.mark("warmup")
         begin(False)
-        sleepwake.verify(api, ns, pods[target], port, names)
+        sleepwake.verify(api, ns, pods[target], port, names, opts.verify)
         for mode in keep:   # no warm-up: a keep-awake mode may not serve completions (an embedding model)
             acting = mode
-            sleepwake.verify(api, ns, pods[mode], port, catalog.served_names(run.catalog[mode], opts.served_alias))
+            sleepwake.verify(api, ns, pods[mode], port, catalog.served_names(run.catalog[mode], opts.served_alias),
+                             opts.verify)
         acting = target
         sleepwake.route(api, ns, pods[target], True)
         served(run, pods[target], names, max(run.now() + 5, deadline))
@@ -940,7 +941,7 @@ def restore_set(run, mode, leave_out=()):
         clock.mark("wake")
         sleepwake.warmup(api, ns, pod, port, names[0], max(1.0, min(deadline - run.now(), 60)))
         clock.mark("warmup")
-        sleepwake.verify(api, ns, pod, port, names)
+        sleepwake.verify(api, ns, pod, port, names, opts.verify)
         sleepwake.route(api, ns, pod, True)
         served(run, pod, names, max(run.now() + 5, deadline))
         clock.mark("verify")

@@ -20,7 +20,7 @@ from ansible_collections.homelab.gpu.plugins.module_utils import readiness, resi
 from ansible_collections.homelab.gpu.plugins.module_utils.api import KubeError, ns_path
 from ansible_collections.homelab.gpu.plugins.module_utils.apply import deployment_path
 from ansible_collections.homelab.gpu.plugins.module_utils.catalog import ANN_FINGERPRINT, MANAGER
-from ansible_collections.homelab.gpu.plugins.module_utils.verify import served_ids, status_text
+from ansible_collections.homelab.gpu.plugins.module_utils.verify import pod_checks, served_ids, service_answer, status_text
 
 ASK_TIMEOUT = 10          # seconds for /is_sleeping, /v1/models and labels
 RETRIES = 2               # a POST whose connection broke before any answer is sent again at most this often
@@ -152,20 +152,32 @@ def warmup(api, namespace, pod_name, port, name, timeout):
                           "%s: %s" % (pod_name, status, status_text(answer)))
 
 
-def verify(api, namespace, pod_name, port, names):
-    # type: (object, str, str, int, List[str]) -> None
-    """/is_sleeping says false and /v1/models lists every name."""
-    asleep = is_sleeping(api, namespace, pod_name, port)
-    if asleep is not False:
-        raise EngineError("verify", "StillAsleep", "pod %s %s after its wake-up." % (
-            pod_name, "still sleeps" if asleep else "does not answer GET /is_sleeping"))
-    try:
-        status, body = api.raw("GET", pod_base(namespace, pod_name, port) + "/v1/models", timeout=ASK_TIMEOUT)
-    except KubeError as exc:
-        raise EngineError("verify", "VerifyTimeout", "GET /v1/models of pod %s did not answer: %s"
-                          % (pod_name, exc.message))
-    ids = served_ids(body) if status < 300 else []
-    missing = [n for n in names if n not in ids]
-    if missing:
+def verify(api, namespace, pod_name, port, names, how="models"):
+    # type: (object, str, str, int, List[str], str) -> None
+    """The check of a woken (and warmed-up) pod as the switch's ``verify`` setting says
+    (verify.pod_checks): ``none`` nothing; ``health`` /health answers 2xx; ``models`` and
+    ``completion`` /is_sleeping says false and /v1/models lists every name."""
+    checks = pod_checks(how or "models")
+    if "/is_sleeping" in checks:
+        asleep = is_sleeping(api, namespace, pod_name, port)
+        if asleep is not False:
+            raise EngineError("verify", "StillAsleep", "pod %s %s after its wake-up." % (
+                pod_name, "still sleeps" if asleep else "does not answer GET /is_sleeping"))
+    for path in checks:
+        if path == "/is_sleeping":
+            continue
+        try:
+            status, body = api.raw("GET", pod_base(namespace, pod_name, port) + path, timeout=ASK_TIMEOUT)
+        except KubeError as exc:
+            raise EngineError("verify", "VerifyTimeout", "GET %s of pod %s did not answer: %s"
+                              % (path, pod_name, exc.message))
+        problem = service_answer(how, status, body, names)
+        if problem is None:
+            continue
+        if path == "/health":
+            raise EngineError("verify", "Unhealthy", "GET /health of pod %s answered %s after its wake-up."
+                              % (pod_name, problem))
+        ids = served_ids(body) if status < 300 else []
+        missing = [n for n in names if n not in ids]
         raise EngineError("verify", "ModelNotServed", "/v1/models of pod %s lists %s but not %s."
                           % (pod_name, ", ".join(str(i) for i in ids) or "nothing", ", ".join(missing)))

@@ -43,6 +43,19 @@ def service_path(how):
     return "/health" if how == "health" else "/v1/models"
 
 
+def pod_checks(how):
+    # type: (str) -> List[str]
+    """What a resident pod is asked after its wake (and the target's warm-up), before the target is
+    put behind the Service, as the ``verify`` setting says: ``none`` nothing; ``health`` /health
+    (an image without /v1/models; its POST /wake_up already answered 2xx); else /is_sleeping
+    (false) and /v1/models (every served name). Pure."""
+    if how == "none":
+        return []
+    if how == "health":
+        return ["/health"]
+    return ["/is_sleeping", "/v1/models"]
+
+
 def service_answer(how, status, body, names):
     # type: (str, int, object, List[str]) -> Optional[str]
     """None when the Service's answer (``status``, ``body``) to ``service_path(how)`` shows the mode

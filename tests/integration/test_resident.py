@@ -349,8 +349,15 @@ def test_a_resident_switch_checks_the_service_reaches_the_awake_pod_and_says_so_
                                   dict(params, mode="ml", verify="health"), warn=warnings.append)
     assert error is None and warnings == [] and result["mode"] == "ml", (error, warnings)
     service = "/api/v1/namespaces/ml/services/vllm-api:8000/proxy"
-    asked = set(r["path"] for r in kube_sim.requests()["log"] if r["path"].startswith(service))
+    log = kube_sim.requests()["log"]
+    asked = set(r["path"] for r in log if r["path"].startswith(service))
     assert asked == {service + "/health"}, asked
+    # and the woken ml pod is checked with /health too, never asked /v1/models (nor /is_sleeping after its wake)
+    pod = "/api/v1/namespaces/ml/pods/%s:8000/proxy" % result["pod"]
+    woken = min(r["seq"] for r in log if r["method"] == "POST" and r["path"] == pod + "/wake_up")
+    checks = [r["path"] for r in log if r["seq"] > woken and r["method"] == "GET" and r["path"].startswith(pod)]
+    assert checks == [pod + "/health"], checks
+    assert not [r["path"] for r in log if "/pods/" in r["path"] and r["path"].endswith("/v1/models")]
 
 
 @pytest.mark.sim_only

@@ -1,8 +1,9 @@
 """The Service check after a resident switch (verify.service_path, service_answer, Verifier.through_service):
-what it asks the Service for each ``verify`` setting and which answers mean the mode serves. No cluster."""
+what it asks the Service for each ``verify`` setting and which answers mean the mode serves; the check of a
+woken pod (verify.pod_checks, sleepwake.verify). No cluster."""
 import pytest
 
-from ansible_collections.homelab.gpu.plugins.module_utils import verify
+from ansible_collections.homelab.gpu.plugins.module_utils import sleepwake, verify
 
 NAMES = ["Qwen/Qwen3-8B-AWQ", "local-llm"]
 LISTED = {"object": "list", "data": [{"id": "Qwen/Qwen3-8B-AWQ"}, {"id": "local-llm"}]}
@@ -65,3 +66,41 @@ def test_a_service_that_never_answers_health_fails_with_what_it_answered():
     assert failure["reason"] == "VerifyTimeout" and set(api.asked) == {("GET", "/health")}, failure
     assert failure["message"] == ("pod vllm-server-ml-0 answers but the Service ml/vllm-api did not answer /health in "
                                   "time (last: HTTP 503: no healthy upstream)")
+
+
+def test_a_woken_pod_is_checked_as_the_verify_setting_says():
+    assert verify.pod_checks("none") == []
+    assert verify.pod_checks("health") == ["/health"]
+    for how in ("models", "completion"):
+        assert verify.pod_checks(how) == ["/is_sleeping", "/v1/models"]
+
+
+class PodApi(FakeApi):
+    """A woken pod of an image without /v1/models (404 there), awake, healthy."""
+
+    def __init__(self, health=(200, "")):
+        super(PodApi, self).__init__({"/health": health, "/is_sleeping": (200, {"is_sleeping": False}),
+                                      "/v1/models": (404, {"detail": "Not Found"})})
+
+
+@pytest.mark.parametrize("how,asked", [("none", []), ("health", [("GET", "/health")])])
+def test_the_check_after_a_wake_asks_the_pod_only_what_the_verify_setting_names(how, asked):
+    api = PodApi()
+    sleepwake.verify(api, "ml", "vllm-server-ml-0", 8000, NAMES, how)
+    assert api.asked == asked
+
+
+def test_the_check_after_a_wake_with_models_still_wants_every_name():
+    api = PodApi()
+    with pytest.raises(sleepwake.EngineError) as failed:
+        sleepwake.verify(api, "ml", "vllm-server-ml-0", 8000, NAMES, "models")
+    assert api.asked == [("GET", "/is_sleeping"), ("GET", "/v1/models")]
+    assert failed.value.failure["reason"] == "ModelNotServed", failed.value.failure
+
+
+def test_an_unhealthy_woken_pod_fails_the_health_check_with_what_it_answered():
+    api = PodApi(health=(500, {"message": "EngineDeadError"}))
+    with pytest.raises(sleepwake.EngineError) as failed:
+        sleepwake.verify(api, "ml", "vllm-server-ml-0", 8000, NAMES, "health")
+    assert failed.value.failure == {"phase": "verify", "reason": "Unhealthy", "message": (
+        "GET /health of pod vllm-server-ml-0 answered HTTP 500: EngineDeadError after its wake-up.")}
