@@ -20,6 +20,7 @@ __metaclass__ = type
 
 import re
 import time
+from typing import Optional
 
 PHASES = ("terminate", "schedule", "pull", "start", "ready", "verify")
 # The phases of a switch between resident modes (vLLM sleep mode), and every phase a record can
@@ -118,6 +119,58 @@ def gpu_capacity(node, resource="nvidia.com/gpu"):
             except ValueError:
                 return 0
     return 0
+
+
+def requests_gpu(pod, resource="nvidia.com/gpu"):
+    # type: (dict, str) -> bool
+    """Whether a container of the pod asks for ``resource`` (limits or requests above 0)."""
+    for ctr in ((pod or {}).get("spec") or {}).get("containers") or []:
+        res = ctr.get("resources") or {}
+        for key in ("limits", "requests"):
+            value = (res.get(key) or {}).get(resource)
+            try:
+                if value is not None and int(str(value)) > 0:
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
+def gpu_holders(pods, resource="nvidia.com/gpu"):
+    # type: (list, str) -> list
+    """The terminating pods among ``pods`` that still hold ``resource`` on a node: bound and
+    asking for it. Until such a pod is gone the scheduler counts its GPU as taken."""
+    return [p for p in pods or [] if is_terminating(p) and (p.get("spec") or {}).get("nodeName")
+            and requests_gpu(p, resource)]
+
+
+# The longest the kube-scheduler waits before it tries an unschedulable pod again after the pod
+# that held its resource is deleted (its pod backoff tops out at 10 s).
+SCHEDULER_RETRY_SECONDS = 10.0
+
+
+def gpu_wait(pod, pods, released_at, now, resource="nvidia.com/gpu", retry_seconds=SCHEDULER_RETRY_SECONDS):
+    # type: (dict, list, Optional[float], float, str, float) -> Optional[str]
+    """Why a pod the scheduler found Unschedulable is waited for instead of failing the switch, or None.
+
+    ``pods``: the pods of the instance the caller follows; ``released_at``: when the caller last saw
+    a terminating pod of the instance that held the GPU go away (None: never), on the clock of ``now``.
+    "terminating": the scheduler's message says the GPU is insufficient and a terminating pod of
+    the instance still holds one (the pod is scheduled once it is gone); "released": such a pod
+    went away less than ``retry_seconds`` ago, and the scheduler has not tried the pod again yet.
+    None when the pod is not Unschedulable for the GPU, or nothing of the instance holds or just
+    released one: a real shortage (another workload holds the GPU, or no node has one). Pure."""
+    if is_scheduled(pod):
+        return None
+    sched = condition(pod, "PodScheduled") or {}
+    if sched.get("status") != "False" or sched.get("reason") != "Unschedulable" \
+            or ("Insufficient %s" % resource) not in (sched.get("message") or ""):
+        return None
+    if [p for p in gpu_holders(pods, resource) if uid(p) != uid(pod)]:
+        return "terminating"
+    if released_at is not None and now - released_at < retry_seconds:
+        return "released"
+    return None
 
 
 # --------------------------------------------------------------------------
@@ -376,6 +429,10 @@ class SwitchTracker(object):
     old_uids: pods of the Deployment that must be gone (template changed or zero replicas).
     replicas: wanted pods. Pods not in old_uids are the new pods.
     node_of_interest: the nodes GPU pods may use (for NotReady / capacity loss).
+
+    A new pod the scheduler cannot place because a terminating pod of the instance still holds the
+    GPU is waited for (``gpu_wait``), in phase terminate while that pod exists, then up to
+    SCHEDULER_RETRY_SECONDS for the scheduler to try it again; any other Unschedulable fails at once.
     """
 
     def __init__(self, clock, old_uids, replicas, gpu_resource="nvidia.com/gpu", container="vllm"):
@@ -388,14 +445,20 @@ class SwitchTracker(object):
         self.nodes = {}
         self.failure = None
         self.pod = None
+        self.released_at = None
 
     # feeding -------------------------------------------------------------
     def set_pods(self, pods):
+        before = set(uid(p) for p in gpu_holders(self.pods.values(), self.gpu_resource))
         self.pods = dict((uid(p), p) for p in pods or [])
+        if before - set(self.pods):
+            self.released_at = self.clock.now()
 
     def pod_event(self, etype, pod):
         if etype == "DELETED":
-            self.pods.pop(uid(pod), None)
+            gone = self.pods.pop(uid(pod), None)
+            if gpu_holders([pod] + ([gone] if gone else []), self.gpu_resource):
+                self.released_at = self.clock.now()
         else:
             self.pods[uid(pod)] = pod
 
@@ -415,6 +478,10 @@ class SwitchTracker(object):
     def new_pods(self):
         return [p for u, p in self.pods.items() if u not in self.old_uids and not is_terminating(p)]
 
+    def gpu_wait(self, pod):
+        """``gpu_wait`` for one new pod, on what the tracker has seen."""
+        return gpu_wait(pod, list(self.pods.values()), self.released_at, self.clock.now(), self.gpu_resource)
+
     def step(self):
         """Advance the phase marks; return "done", "failed" or "waiting"."""
         if self.failure:
@@ -427,13 +494,17 @@ class SwitchTracker(object):
         olds = self.old_pods()
         if olds:
             return self.stuck_terminating(olds)
-        self.clock.mark("terminate")
         news = sorted(self.new_pods(), key=lambda p: (not is_ready(p), (p.get("metadata") or {}).get("creationTimestamp") or ""))
+        if not [p for p in news if self.gpu_wait(p) == "terminating"]:
+            self.clock.mark("terminate")
         if not news:
             return "waiting"
         # Fail on the first new pod with a problem; its node problems count too.
         for pod in news:
             failure = classify_pod(pod, self.container)
+            if failure is not None and failure["reason"] == "Unschedulable" and self.gpu_wait(pod):
+                self.pod = pod
+                return "waiting"
             node_name = (pod.get("spec") or {}).get("nodeName")
             if failure is None and node_name and node_name in self.nodes and not is_ready(pod):
                 failure = node_problem(self.nodes[node_name], self.gpu_resource)
@@ -491,6 +562,12 @@ class SwitchTracker(object):
         if not news:
             return "no new pod was created yet"
         pod = news[0]
+        why = self.gpu_wait(pod)
+        if why == "terminating":
+            return "pod %s waits for the GPU that terminating pod %s still holds" % (
+                name_of(pod), ", ".join(sorted(name_of(p) for p in gpu_holders(self.pods.values(), self.gpu_resource))))
+        if why == "released":
+            return "pod %s waits for the scheduler to place it on the GPU a terminating pod just released" % name_of(pod)
         cstatus = main_status(pod, self.container) or {}
         state = cstatus.get("state") or {}
         detail = (state.get("waiting") or {}).get("reason") or ("running, not Ready" if "running" in state else

@@ -75,6 +75,8 @@ def wait(api, namespace, selector, replicas, old_uids, pods, pods_rv, nodes, nod
             try:
                 batch = [events.get(timeout=max(0.01, min(left, 2.0, 2.0 if due is None else due)))]
             except _queue.Empty:
+                # no event: step again all the same, a wait the tracker bounds in time may be over
+                state = tracker.step()
                 continue
             while True:
                 try:

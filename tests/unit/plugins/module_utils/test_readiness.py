@@ -232,3 +232,81 @@ def test_tracker_fails_fast_when_an_old_pod_cannot_terminate_on_a_not_ready_node
     assert t.failure["reason"] == "NodeNotReady" and t.failure["phase"] == "terminate"
     assert t.failure["node"] == "gpu" and t.failure["pod"] == "old"
     assert "node gpu is NotReady (container runtime is down)" in t.failure["message"]
+
+
+GPU = {"limits": {"nvidia.com/gpu": "1"}}
+NO_GPU = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+           "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu. preemption: 0/1 nodes are available: "
+                      "1 No preemption victims found for incoming pod."}]
+
+
+def gpu_pod(**kwargs):
+    p = pod(**kwargs)
+    p["spec"]["containers"][0]["resources"] = GPU
+    return p
+
+
+def test_gpu_wait_waits_only_for_a_gpu_a_terminating_pod_of_the_instance_holds():
+    new = gpu_pod(name="new", uid="new", conditions=NO_GPU)
+    holder = gpu_pod(name="old", uid="old", node="gpu", phase="Running", deleting=True)
+    assert readiness.gpu_wait(new, [holder, new], None, 100.0) == "terminating"
+    # a real shortage: nothing of the instance terminates (another workload holds the GPU)
+    assert readiness.gpu_wait(new, [new], None, 100.0) is None
+    running = gpu_pod(name="old", uid="old", node="gpu", phase="Running")
+    assert readiness.gpu_wait(new, [running, new], None, 100.0) is None
+    # a terminating pod that asks for no GPU, or was never bound, holds none
+    assert readiness.gpu_wait(new, [pod(name="old", uid="old", node="gpu", deleting=True), new], None, 100.0) is None
+    assert readiness.gpu_wait(new, [gpu_pod(name="old", uid="old", deleting=True), new], None, 100.0) is None
+    # another reason than the GPU fails at once, a terminating pod or not
+    selector = gpu_pod(name="new", uid="new", conditions=[dict(NO_GPU[0], message=(
+        "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."))])
+    assert readiness.gpu_wait(selector, [holder, selector], None, 100.0) is None
+    # the holder just went: the scheduler gets SCHEDULER_RETRY_SECONDS to try the pod again
+    assert readiness.gpu_wait(new, [new], 95.0, 100.0) == "released"
+    assert readiness.gpu_wait(new, [new], 100.0 - readiness.SCHEDULER_RETRY_SECONDS, 100.0) is None
+    # a pod the scheduler placed meanwhile is no longer waited for here
+    assert readiness.gpu_wait(gpu_pod(name="new", uid="new", node="gpu", conditions=NO_GPU), [holder], None, 1) is None
+
+
+def test_tracker_waits_in_terminate_while_a_terminating_pod_of_the_instance_holds_the_gpu():
+    now = FakeTime()
+    clock = readiness.PhaseClock(now)
+    holder = gpu_pod(name="old", uid="old", node="gpu", phase="Running", deleting=True)
+    new = gpu_pod(name="new", uid="new", conditions=NO_GPU)
+    t = readiness.SwitchTracker(clock, [], 1)       # the holder is not among the pods that must be gone
+    t.set_pods([holder, new])
+    assert t.step() == "waiting" and clock.current() == "terminate" and t.failure is None
+    assert t.describe() == "pod new waits for the GPU that terminating pod old still holds"
+    now.t += 4
+    t.pod_event("DELETED", holder)
+    # the condition still says Insufficient: the scheduler has not tried the pod again yet
+    assert t.step() == "waiting" and clock.done("terminate") and not clock.done("schedule")
+    assert "waits for the scheduler" in t.describe()
+    now.t += 1
+    t.pod_event("MODIFIED", gpu_pod(name="new", uid="new", node="gpu", status=waiting("ContainerCreating")))
+    assert t.step() == "waiting" and clock.done("schedule")
+    assert clock.durations()["terminate"] == 4 and clock.durations()["schedule"] == 1
+
+
+def test_tracker_fails_an_unschedulable_pod_once_the_scheduler_had_its_retry():
+    now = FakeTime()
+    clock = readiness.PhaseClock(now)
+    old = gpu_pod(name="old", uid="old", node="gpu", phase="Running", deleting=True)
+    new = gpu_pod(name="new", uid="new", conditions=NO_GPU)
+    t = readiness.SwitchTracker(clock, ["old"], 1)
+    t.set_pods([old, new])
+    assert t.step() == "waiting" and t.describe() == "1 old pod(s) still terminating"
+    t.set_pods([new])                                # a re-list after a broken watch: the old pod is gone
+    assert t.step() == "waiting"
+    now.t += readiness.SCHEDULER_RETRY_SECONDS
+    assert t.step() == "failed"
+    assert t.failure["reason"] == "Unschedulable" and t.failure["phase"] == "schedule"
+    assert t.failure["message"].startswith("pod new cannot be scheduled: 0/1 nodes are available: 1 Insufficient")
+
+
+def test_tracker_fails_a_real_gpu_shortage_at_once():
+    clock = readiness.PhaseClock(FakeTime())
+    t = readiness.SwitchTracker(clock, [], 1)
+    t.set_pods([gpu_pod(name="new", uid="new", conditions=NO_GPU)])
+    assert t.step() == "failed" and t.failure["reason"] == "Unschedulable"
+    assert t.failure["message"] == "pod new cannot be scheduled: " + NO_GPU[0]["message"]
