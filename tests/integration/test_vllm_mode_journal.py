@@ -3,6 +3,7 @@ vllm_mode and vllm_mode_info through ansible-playbook against the simulated clus
 runs killed (the whole process tree: ansible-playbook, its worker and the module) and faults
 injected mid-switch (sim_only)."""
 import copy
+import datetime
 import time
 
 import pytest
@@ -148,13 +149,96 @@ def test_node_not_ready_while_the_old_pod_terminates_fails_fast_and_the_rollback
     assert took < 20, took                  # not wait_timeout (60 s) twice
     rec = record(api)
     assert rec["in_progress"] == "false" and rec["result"] == "failed"
-    # The node comes back: ml, the spec the rollback put back, serves again by itself, once the r1 pod
-    # that was terminating on the lost node is gone (until then it holds the GPU, and ml's pod waits).
+    # The node comes back: ml, the spec the rollback put back, serves again. The pod that was
+    # terminating on the lost node holds the GPU until it is gone, and the switch waits for it
+    # (test_a_switch_while_the_old_pod_still_terminates_waits_for_the_gpu makes sure it starts first).
     kube_sim.patch_scenario({"nodes": [{"name": WORKER, "ready": True}]})
-    wait_until(lambda: not [p for p in api.pods() if p.metadata.deletion_timestamp], what="the r1 pod gone")
     res = switch(playbook, kube_sim, "ml")
     assert res.get("failed") is not True, res.get("msg")
     assert deployment_mode(api) == "ml"
+
+
+LOCK = "vllm-server-switch"
+
+
+def hold_the_lock(api):
+    """Take the switch Lease as a live switch from another front end would."""
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    api.coord.create_namespaced_lease(NS, {
+        "metadata": {"name": LOCK}, "spec": {"holderIdentity": "console/4242", "leaseDurationSeconds": 300,
+                                             "acquireTime": now, "renewTime": now}})
+
+
+def waits_for_the_lock(kube_sim):
+    """Whether a switch started since the last request reset has read the held Lease."""
+    return [r for r in kube_sim.requests()["log"] if r["method"] == "GET" and r["path"].endswith("/leases/" + LOCK)]
+
+
+def start_behind_the_lock(playbook, kube_sim, api, mode, **options):
+    """Start a switch that waits on the held switch Lease (lock_timeout); returns once it waits."""
+    hold_the_lock(api)
+    kube_sim.reset_requests()
+    proc = playbook.start([task(mode, lock_timeout=120, **options)], kubeconfig=kube_sim.kubeconfig)
+    wait_until(lambda: waits_for_the_lock(kube_sim), what="the switch waiting for the lock")
+    return proc
+
+
+@pytest.fixture
+def recovering_kube_sim(kube_sim_factory):
+    """Speed 3, quick pulls and loads, and vLLM takes 29 s of its 30 s grace period to stop: once
+    a lost node is back its kubelet needs 9.7 s to finish a pod deleted while it was away."""
+    cluster = kube_sim_factory(speed=3)
+    cluster.patch_scenario({
+        "images": {"vllm/vllm-openai:v0.8.5.post1": {"shutdown_seconds": 29, "pull_seconds": 5}},
+        "models": dict((MODES[m]["model"], {"load_seconds": 10, "first_load_seconds": 10}) for m in ("ml", "r1"))})
+    return cluster
+
+
+def test_a_switch_while_the_old_pod_still_terminates_waits_for_the_gpu(playbook, recovering_kube_sim):
+    """The node is lost during a switch to r1 (rollback off: the Deployment stays r1) and ml's pod is
+    deleted while it is away. The node comes back and the switch back to ml starts while that pod
+    still terminates: it holds the one GPU, so ml's new pod is Unschedulable (Insufficient
+    nvidia.com/gpu) until it is gone. The switch waits for the GPU and serves ml. Each switch is held
+    on the switch lock until the node and the pods are in the state the test wants."""
+    kube_sim = recovering_kube_sim
+    api = Api(kube_sim).setup()
+    assert_serving(switch(playbook, kube_sim, "ml"), "ml", "Qwen/Qwen3-8B-AWQ")
+    proc = start_behind_the_lock(playbook, kube_sim, api, "r1", rollback=False, wait_timeout=60)
+    kube_sim.patch_scenario({"nodes": [{"name": WORKER, "ready": False}]})
+    api.coord.delete_namespaced_lease(LOCK, NS)
+    res = playbook.finish(proc).result("switch")
+    assert res["failed"] is True and res["failure"]["reason"] == "NodeNotReady", res["failure"]
+    assert deployment_mode(api) == "r1"
+    old = wait_until(lambda: [p.metadata.name for p in api.pods() if p.metadata.deletion_timestamp],
+                     what="the ml pod deleted")
+    # The node is back: its kubelet takes 29 simulated seconds (9.7 s) to finish the old pod. The
+    # switch to ml reads the nodes and passes its preflight, then waits on the lock: while it waits
+    # the old pod still terminates, and the switch lists the pods the moment it gets the lock.
+    kube_sim.patch_scenario({"nodes": [{"name": WORKER, "ready": True}]})
+    proc = start_behind_the_lock(playbook, kube_sim, api, "ml", wait_timeout=60)
+    assert [p.metadata.name for p in api.pods() if p.metadata.deletion_timestamp] == old, "the old pod is gone"
+    api.coord.delete_namespaced_lease(LOCK, NS)
+    res = playbook.finish(proc).result("switch")
+    assert res.get("failed") is not True, res.get("msg")
+    assert_serving(res, "ml", "Qwen/Qwen3-8B-AWQ")
+    assert old[0] not in [p.metadata.name for p in api.pods()]
+
+
+def test_a_real_gpu_shortage_still_fails_at_once_as_unschedulable(playbook, kube_sim):
+    """Nothing of the instance terminates: another workload holds the GPU. The switch fails with
+    Unschedulable as soon as the scheduler says so, not after its wait_timeout."""
+    api = Api(kube_sim).setup()
+    api.core.create_namespaced_pod(NS, {
+        "metadata": {"name": "other-gpu-job"},
+        "spec": {"nodeSelector": POD["node_selector"], "tolerations": POD["tolerations"],
+                 "containers": [{"name": "job", "image": "vllm/vllm-openai:v0.8.5.post1",
+                                 "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}})
+    wait_until(lambda: api.core.read_namespaced_pod("other-gpu-job", NS).spec.node_name, what="the job scheduled")
+    res = switch(playbook, kube_sim, "ml", wait_timeout=300)
+    assert res["failed"] is True and res["failure"]["reason"] == "Unschedulable", res["failure"]
+    assert res["failure"]["phase"] == "schedule"
+    assert "cannot be scheduled: 0/2 nodes are available: 1 Insufficient nvidia.com/gpu" in res["msg"], res["msg"]
+    assert res["elapsed"] < 60, res["elapsed"]
 
 
 def test_a_recovered_pod_shows_no_problem_in_status(playbook, kube_sim):
