@@ -99,7 +99,7 @@ class Switcher(threading.Thread):
         self.queue = JobQueue(config.queue_limit)
         self.wakeup = threading.Condition()
         self.stop_event = threading.Event()
-        self.last = None   # the last switch this gateway ran: target, trigger, outcome, elapsed, phases
+        self.last = None   # the last switch this gateway ran: target, trigger, outcome, elapsed, phases, failed step
         self.listeners = []   # called as listener(name, history entry) after each switch it ran
 
     # -- the front end's side ---------------------------------------------------------------------
@@ -203,7 +203,8 @@ class Switcher(threading.Thread):
         job.message = message
         self.last = {"from": previous, "to": job.target, "trigger": job.trigger, "outcome": outcome,
                      "elapsed": round(elapsed, 3), "phases": result.get("phases"), "finished_at": now_text(),
-                     "message": message}
+                     "message": message, "failed_mode": (result.get("failure") or {}).get("mode") or None,
+                     "failed_phase": (result.get("failure") or {}).get("phase") or None}
         entry = history.from_run(previous, job.target, job.trigger, outcome, started_at, self.last["finished_at"],
                                  result.get("phases"), message, result.get("failure"))
         for listener in self.listeners:

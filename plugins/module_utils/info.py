@@ -79,7 +79,8 @@ def switch_lock(lease, now=None):
 
 def last_switch(rec, lock=None, now=None, lock_known=True):
     # type: (dict, Optional[dict], Optional[datetime.datetime], bool) -> Optional[dict]
-    """The record as status shows it; an open record with no live lock is ``stale`` (its run was
+    """The record as status shows it (after a failure ``failed_mode`` and ``failed_phase``: the mode
+    whose step failed and that phase; else None); an open record with no live lock is ``stale`` (its run was
     killed), with ``stale_for_s`` since it started (``lock_known`` False: the Lease could not be
     read, so nothing is called stale)."""
     if not rec:
@@ -87,7 +88,8 @@ def last_switch(rec, lock=None, now=None, lock_known=True):
     out = {"mode": rec.get("mode"), "previous_mode": rec.get("previous_mode"),
            "in_progress": rec.get("in_progress") == "true", "started_at": rec.get("started_at"),
            "finished_at": rec.get("finished_at"), "result": rec.get("result"), "trigger": rec.get("trigger"),
-           "holder": rec.get("holder"), "stale": False}
+           "holder": rec.get("holder"), "stale": False,
+           "failed_mode": rec.get("failed_mode") or None, "failed_phase": rec.get("failed_phase") or None}
     out.update(record.progress_view(rec, now))
     if out["in_progress"] and lock_known and (lock is None or lock["stale"]):
         started = parse_time(rec.get("started_at"))

@@ -85,7 +85,9 @@ http_status:
 instances:
   description:
     - One item per vLLM Deployment the gateway serves, as the gateway reports it - C(name), C(mode), C(model),
-      C(ready), C(ready_since), C(locked), C(locked_since), C(in_flight), C(queued), C(last_switch).
+      C(ready), C(ready_since), C(locked), C(locked_since), C(in_flight), C(queued), C(last_switch) (the switch
+      record; after a failed switch its C(failed_mode) and C(failed_phase) name the mode whose step failed and
+      that phase).
     - Empty when RV(answered) is false.
   returned: always
   type: list

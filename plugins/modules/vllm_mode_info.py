@@ -133,6 +133,9 @@ last_switch:
     - The switch record (mode, previous_mode, in_progress, started_at, finished_at, result, trigger,
       holder). C(stale) is true for a record left open by a killed run (in progress, no live lock), with
       C(stale_for_s) (seconds since it started) and a C(message) saying what closes it.
+    - After a failed switch (C(result) C(failed) or C(rolled back)) C(failed_mode) and C(failed_phase) name the mode
+      whose step failed (the target, or a keep-awake or sleeping resident mode) and the phase it failed in, e.g.
+      C(embed) and C(wake); null otherwise (a new switch blanks them).
     - Where the switch stands, kept current by the running switch at each phase change - C(phase) (terminate,
       schedule, pull, start, ready, verify, rollback, and done once closed), C(phase_elapsed_s) (seconds in that
       phase so far, null once closed), C(elapsed_s) (seconds since it started; for a closed record its whole time)

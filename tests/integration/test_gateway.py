@@ -211,6 +211,12 @@ def test_a_crash_looping_target_answers_with_the_reason_and_ml_serves_again(clus
     last = gw.status()["switches"][0]
     assert last["to"] == "r1" and last["outcome"] == "rolled back", last
     assert last["failed_mode"] == "r1" and last["failed_phase"] == error["phase"], last
+    # and so do the last switch (the record) and the gateway's own last switch in /gateway/status
+    state = gw.status()
+    assert state["last_switch"]["result"] == "rolled back", state["last_switch"]
+    assert (state["last_switch"]["failed_mode"], state["last_switch"]["failed_phase"]) == ("r1", error["phase"])
+    assert state["gateway_switch"]["outcome"] == "rolled_back", state["gateway_switch"]
+    assert (state["gateway_switch"]["failed_mode"], state["gateway_switch"]["failed_phase"]) == ("r1", error["phase"])
 
 
 def test_idle_release_to_idle_then_a_request_wakes_the_default_mode(cluster, gateway):

@@ -374,7 +374,9 @@ def test_a_failed_reconcile_says_what_failed_and_leaves_the_current_mode_awake_t
              "no new r1 pod")
     run = playbook.run([{"name": "reconcile", "ignore_errors": True,
                          "homelab.gpu.vllm_mode": {"mode": "ml", "modes": MODES, "pod": POD,
-                                                   "registry": {"offline": True}}}],
+                                                   "registry": {"offline": True}}},
+                        {"name": "status", "homelab.gpu.vllm_mode_info": {"modes": MODES, "pod": POD,
+                                                                          "registry": {"offline": True}}}],
                        kubeconfig=kube_sim.kubeconfig)
     res = run.result("reconcile")
     # one sentence, no Python traceback: what failed, where the set stands, what to do
@@ -393,6 +395,10 @@ def test_a_failed_reconcile_says_what_failed_and_leaves_the_current_mode_awake_t
     assert pods(kube_sim, "homelab.gpu/resident=r1") == []
     rec = switch_record(kube_sim)
     assert rec["mode"] == "ml" and rec["result"] == "rolled back" and rec["failed_mode"] == "r1", rec
+    # the status names the mode and the phase whose step failed, as the message did
+    last = run.result("status")["last_switch"]
+    assert last["result"] == "rolled back" and last["in_progress"] is False, last
+    assert last["failed_mode"] == "r1" and last["failed_phase"] == "start", last
 
 
 # --------------------------------------------------------------------------------------------
