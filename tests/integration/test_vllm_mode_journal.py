@@ -224,20 +224,39 @@ def test_a_switch_while_the_old_pod_still_terminates_waits_for_the_gpu(playbook,
     assert old[0] not in [p.metadata.name for p in api.pods()]
 
 
-def test_a_real_gpu_shortage_still_fails_at_once_as_unschedulable(playbook, kube_sim):
-    """Nothing of the instance terminates: another workload holds the GPU. The switch fails with
-    Unschedulable as soon as the scheduler says so, not after its wait_timeout."""
-    api = Api(kube_sim).setup()
+def other_gpu_job(api):
+    """A pod of another workload that asks for the GPU."""
     api.core.create_namespaced_pod(NS, {
         "metadata": {"name": "other-gpu-job"},
         "spec": {"nodeSelector": POD["node_selector"], "tolerations": POD["tolerations"],
                  "containers": [{"name": "job", "image": "vllm/vllm-openai:v0.8.5.post1",
                                  "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}})
+
+
+def test_a_real_gpu_shortage_still_fails_at_once_as_unschedulable(playbook, kube_sim):
+    """Nothing of the instance terminates: another workload holds the GPU. The switch fails with
+    Unschedulable as soon as the scheduler says so, not after its wait_timeout."""
+    api = Api(kube_sim).setup()
+    other_gpu_job(api)
     wait_until(lambda: api.core.read_namespaced_pod("other-gpu-job", NS).spec.node_name, what="the job scheduled")
     res = switch(playbook, kube_sim, "ml", wait_timeout=300)
     assert res["failed"] is True and res["failure"]["reason"] == "Unschedulable", res["failure"]
     assert res["failure"]["phase"] == "schedule"
     assert "cannot be scheduled: 0/2 nodes are available: 1 Insufficient nvidia.com/gpu" in res["msg"], res["msg"]
+    assert res["elapsed"] < 60, res["elapsed"]
+
+
+def test_a_gpu_taken_by_another_workload_as_the_old_pod_goes_fails_after_the_schedulers_retry(playbook, kube_sim):
+    """Another workload's pod waits for the GPU ml holds, and takes it when ml's pod is gone (it is
+    older than r1's pod, so the scheduler places it first). r1's pod stays Unschedulable: after the
+    scheduler's retry window (10 s) the switch fails with Unschedulable, not at its wait_timeout."""
+    api = Api(kube_sim).setup()
+    assert_serving(switch(playbook, kube_sim, "ml"), "ml", "Qwen/Qwen3-8B-AWQ")
+    other_gpu_job(api)
+    res = switch(playbook, kube_sim, "r1", wait_timeout=300)
+    assert res["failed"] is True and res["failure"]["reason"] == "Unschedulable", res["failure"]
+    assert "Insufficient nvidia.com/gpu" in res["failure"]["message"]
+    assert api.core.read_namespaced_pod("other-gpu-job", NS).spec.node_name == WORKER
     assert res["elapsed"] < 60, res["elapsed"]
 
 
