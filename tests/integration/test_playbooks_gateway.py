@@ -16,11 +16,13 @@ own behaviour is tested with the real process in test_gateway*.py).
 """
 import base64
 import glob
+import io
 import json
 import os
 import re
 import threading
 import urllib.parse
+import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -144,7 +146,7 @@ def test_site_deploys_every_gateway_object_and_it_becomes_ready(lab):
     assert pod_spec.security_context.run_as_non_root and container.security_context.read_only_root_filesystem
     assert container.readiness_probe.http_get.path == "/healthz"
     env = {e.name: e for e in container.env}
-    assert env["PYTHONPATH"].value == "/opt/homelab"
+    assert env["PYTHONPATH"].value == "/opt/homelab/code.zip"
     assert env["VLLM_GATEWAY_TOKEN"].value_from.secret_key_ref.name == "vllm-gateway-token"
     # the gateway stays off the tainted GPU worker
     (pod,) = gateway_pods(cluster)
@@ -177,25 +179,39 @@ def test_site_deploys_every_gateway_object_and_it_becomes_ready(lab):
     state["generation"] = dep.metadata.generation
 
 
-def test_code_configmap_carries_every_python_file_of_the_gateway_and_the_engine(lab):
+def code_zip_files(cluster):
+    """The files of the code ConfigMap's zip (archive path to bytes) and the ConfigMap's keys."""
+    code = cluster.core.read_namespaced_config_map("vllm-gateway-code", NS)
+    keys = sorted(code.data or {}) + sorted(code.binary_data or {})
+    with zipfile.ZipFile(io.BytesIO(base64.b64decode(code.binary_data["code.zip"]))) as archive:
+        return {i.filename: archive.read(i) for i in archive.infolist() if not i.is_dir()}, keys
+
+
+def test_code_configmap_carries_every_python_file_of_the_gateway_and_the_engine_in_one_zip(lab):
     cluster, _state = lab
-    code = cluster.configmap("vllm-gateway-code")
+    files, keys = code_zip_files(cluster)
+    assert keys == ["code.zip"]
     dep = cluster.apps.read_namespaced_deployment("vllm-gateway", NS)
     volume = next(v for v in dep.spec.template.spec.volumes if v.name == "code")
-    paths = {item.key: item.path for item in volume.config_map.items}
+    assert [(item.key, item.path) for item in volume.config_map.items] == [("code.zip", "code.zip")]
+    mount = next(m for m in dep.spec.template.spec.containers[0].volume_mounts if m.name == "code")
+    assert mount.mount_path == "/opt/homelab"
     expected = {}
     for folder in ("gateway", "plugins/module_utils"):
         for path in sorted(glob.glob(os.path.join(ROOT, folder, "*.py"))):
             expected["ansible_collections/homelab/gpu/%s/%s" % (folder, os.path.basename(path))] = path
-    assert sorted(paths.values()) == sorted(expected)
-    for key, target in paths.items():
-        with open(expected[target]) as handle:
-            assert code[key] == handle.read(), target
+    assert sorted(files) == sorted(expected)
+    for name, path in expected.items():
+        with open(path, "rb") as handle:
+            assert files[name] == handle.read(), name
 
 
 def test_rerun_changes_nothing_restarts_nothing_and_never_prints_the_token(lab):
     cluster, state = lab
     rc, out = ansible_playbook(cluster, "site.yml", "--diff", "-v")
+    assert rc == 0 and recap(out)["changed"] == 0, out[-4000:]
+    # the code zip is built byte for byte the same: check mode shows no difference either
+    rc, out = ansible_playbook(cluster, "site.yml", "--check", "--diff")
     assert rc == 0 and recap(out)["changed"] == 0, out[-4000:]
     dep = cluster.apps.read_namespaced_deployment("vllm-gateway", NS)
     assert dep.metadata.generation == state["generation"]
@@ -203,6 +219,61 @@ def test_rerun_changes_nothing_restarts_nothing_and_never_prints_the_token(lab):
     assert token_of(cluster) == state["token"]
     assert state["token"] not in out
     assert base64.b64encode(state["token"].encode()).decode() not in out
+
+
+def old_code_layout():
+    """The code ConfigMap's data and the volume's items as releases before the zip shipped them: one
+    plain data key per file (gateway.app.py, module_utils.api.py) projected to its collection path."""
+    data, items = {}, []
+    for folder, prefix in (("gateway", "gateway"), ("plugins/module_utils", "module_utils")):
+        for path in sorted(glob.glob(os.path.join(ROOT, folder, "*.py"))):
+            key = "%s.%s" % (prefix, os.path.basename(path))
+            with open(path) as handle:
+                data[key] = handle.read()
+            items.append({"key": key, "path": "ansible_collections/homelab/gpu/%s/%s" % (folder, os.path.basename(path))})
+    return data, items
+
+
+def test_an_upgrade_from_one_data_key_per_file_leaves_only_the_zip_and_rolls_the_pod(lab):
+    cluster, state = lab
+    api = client.ApiClient(cluster.core.api_client.configuration)
+    old_data, old_items = old_code_layout()
+    # the cluster as the previous release's role left it: the same objects, applied by the same field manager
+    code = api.sanitize_for_serialization(cluster.core.read_namespaced_config_map("vllm-gateway-code", NS))
+    dep = api.sanitize_for_serialization(cluster.apps.read_namespaced_deployment("vllm-gateway", NS))
+    for obj, kind, api_version in ((code, "ConfigMap", "v1"), (dep, "Deployment", "apps/v1")):
+        obj.pop("status", None)
+        obj.update(kind=kind, apiVersion=api_version,
+                   metadata={k: obj["metadata"][k] for k in ("name", "namespace", "labels")})
+    del code["binaryData"]
+    code["data"] = old_data
+    template = dep["spec"]["template"]
+    template["metadata"]["annotations"]["homelab.gpu/code-checksum"] = "the-previous-release"
+    container = template["spec"]["containers"][0]
+    next(e for e in container["env"] if e["name"] == "PYTHONPATH")["value"] = "/opt/homelab"
+    next(v for v in template["spec"]["volumes"] if v["name"] == "code")["configMap"]["items"] = old_items
+    apply = {"field_manager": DEFAULTS["vllm_field_manager"], "force": True, "_content_type": "application/apply-patch+yaml"}
+    cluster.core.patch_namespaced_config_map("vllm-gateway-code", NS, code, **apply)
+    cluster.apps.patch_namespaced_deployment("vllm-gateway", NS, dep, **apply)
+    assert sorted(cluster.configmap("vllm-gateway-code")) == sorted(old_data)
+    old_dep = cluster.apps.read_namespaced_deployment("vllm-gateway", NS)
+    assert len(next(v for v in old_dep.spec.template.spec.volumes if v.name == "code").config_map.items) == len(old_items)
+
+    rc, out = ansible_playbook(cluster, "site.yml")
+    assert rc == 0 and recap(out)["failed"] == 0, out[-3000:]
+    files, keys = code_zip_files(cluster)
+    assert keys == ["code.zip"], "the old data keys were left behind: %s" % keys
+    assert sorted(files) == sorted(item["path"] for item in old_items)
+    dep = cluster.apps.read_namespaced_deployment("vllm-gateway", NS)
+    volume = next(v for v in dep.spec.template.spec.volumes if v.name == "code")
+    assert [(item.key, item.path) for item in volume.config_map.items] == [("code.zip", "code.zip")]
+    env = {e.name: e.value for e in dep.spec.template.spec.containers[0].env}
+    assert env["PYTHONPATH"] == "/opt/homelab/code.zip"
+    assert dep.metadata.generation > old_dep.metadata.generation and dep.status.ready_replicas == 1
+    (pod,) = gateway_pods(cluster)
+    assert pod.metadata.uid != state["pod_uid"]
+    state["pod_uid"] = pod.metadata.uid
+    state["generation"] = dep.metadata.generation
 
 
 def test_the_role_allows_every_request_a_switch_makes_and_no_more(lab):
