@@ -51,8 +51,7 @@ def from_record(data):
             "by": who(data.get("holder")), "outcome": OUTCOMES.get(data.get("result"), data.get("result") or None),
             "started_at": data.get("started_at"), "finished_at": data.get("finished_at"),
             "seconds": total_seconds(phases, data.get("started_at"), data.get("finished_at")),
-            "phases": phases, "message": None, "failed_mode": data.get("failed_mode") or None,
-            "failed_phase": data.get("failed_phase") or None, "source": "record"}
+            "phases": phases, "message": None, "source": "record", **engine_record.failed_step(data)}
 
 
 def from_run(previous, target, trigger, outcome, started_at, finished_at, phases, message, failure=None):
@@ -66,8 +65,7 @@ def from_run(previous, target, trigger, outcome, started_at, finished_at, phases
     return {"from": previous, "to": target, "trigger": trigger, "by": "gateway",
             "outcome": OUTCOMES.get(outcome, outcome), "started_at": started_at, "finished_at": finished_at,
             "seconds": total_seconds(phases, started_at, finished_at), "phases": phases, "message": message,
-            "failed_mode": (failure or {}).get("mode") or None, "failed_phase": (failure or {}).get("phase") or None,
-            "source": "gateway"}
+            "source": "gateway", **engine_record.failed_step_of(failure)}
 
 
 def _second(text):

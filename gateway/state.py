@@ -208,8 +208,8 @@ class InstanceState(object):
             last = {"mode": record.get("mode"), "previous_mode": record.get("previous_mode") or None,
                     "in_progress": record.get("in_progress") == "true", "started_at": record.get("started_at"),
                     "finished_at": record.get("finished_at") or None, "result": record.get("result") or None,
-                    "trigger": record.get("trigger"), "phase": record.get("phase"),
-                    "failed_mode": record.get("failed_mode") or None, "failed_phase": record.get("failed_phase") or None}
+                    "trigger": record.get("trigger"), "phase": record.get("phase")}
+            last.update(journal.failed_step(record))
         foreign = bool(last and last["in_progress"] and record.get("holder") != self.holder and not self.switching)
         self.view = View(mode=mode, model=live["model"] if serving else None,
                          served_model_names=live["served_model_names"] if serving else [],

@@ -22,7 +22,7 @@ import time
 from ansible_collections.homelab.gpu.plugins.module_utils.api import KubeError, ns_path
 from ansible_collections.homelab.gpu.gateway import history, routing
 from ansible_collections.homelab.gpu.gateway.state import now_text
-from ansible_collections.homelab.gpu.plugins.module_utils import lease
+from ansible_collections.homelab.gpu.plugins.module_utils import lease, record as journal
 from ansible_collections.homelab.gpu.plugins.module_utils.run import switch as engine_switch
 
 LOG = logging.getLogger("vllm_gateway")
@@ -203,8 +203,7 @@ class Switcher(threading.Thread):
         job.message = message
         self.last = {"from": previous, "to": job.target, "trigger": job.trigger, "outcome": outcome,
                      "elapsed": round(elapsed, 3), "phases": result.get("phases"), "finished_at": now_text(),
-                     "message": message, "failed_mode": (result.get("failure") or {}).get("mode") or None,
-                     "failed_phase": (result.get("failure") or {}).get("phase") or None}
+                     "message": message, **journal.failed_step_of(result.get("failure"))}
         entry = history.from_run(previous, job.target, job.trigger, outcome, started_at, self.last["finished_at"],
                                  result.get("phases"), message, result.get("failure"))
         for listener in self.listeners:

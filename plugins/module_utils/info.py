@@ -88,8 +88,8 @@ def last_switch(rec, lock=None, now=None, lock_known=True):
     out = {"mode": rec.get("mode"), "previous_mode": rec.get("previous_mode"),
            "in_progress": rec.get("in_progress") == "true", "started_at": rec.get("started_at"),
            "finished_at": rec.get("finished_at"), "result": rec.get("result"), "trigger": rec.get("trigger"),
-           "holder": rec.get("holder"), "stale": False,
-           "failed_mode": rec.get("failed_mode") or None, "failed_phase": rec.get("failed_phase") or None}
+           "holder": rec.get("holder"), "stale": False}
+    out.update(record.failed_step(rec))
     out.update(record.progress_view(rec, now))
     if out["in_progress"] and lock_known and (lock is None or lock["stale"]):
         started = parse_time(rec.get("started_at"))

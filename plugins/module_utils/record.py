@@ -34,7 +34,7 @@ __metaclass__ = type
 import datetime
 import json
 import time
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from ansible_collections.homelab.gpu.plugins.module_utils.api import KubeError, ns_path
 from ansible_collections.homelab.gpu.plugins.module_utils.catalog import MANAGER
@@ -50,6 +50,20 @@ ROLLBACK = "rollback"
 PROGRESS_PHASES = ALL_PHASES + (ROLLBACK, DONE)
 # The keys a run writes when it ends: a new record blanks them.
 END_KEYS = ("result", "finished_at", "closed_by", "note", "failed_mode", "failed_phase")
+
+
+def failed_step(data):
+    # type: (dict) -> Dict[str, Optional[str]]
+    """``failed_mode`` and ``failed_phase`` of a record's ``data``, as status, the page and the history
+    show them (None each unless the run failed). Pure."""
+    return {"failed_mode": data.get("failed_mode") or None, "failed_phase": data.get("failed_phase") or None}
+
+
+def failed_step_of(failure):
+    # type: (Optional[dict]) -> Dict[str, Optional[str]]
+    """The same two keys from an engine result's ``failure`` (its ``mode`` and ``phase``). Pure."""
+    failure = failure or {}
+    return {"failed_mode": failure.get("mode") or None, "failed_phase": failure.get("phase") or None}
 
 
 def record_name(name):

@@ -108,7 +108,7 @@ class Verifier(object):
             return None
         svc_base = self.service_base()
         base = (self.pod_base(pod, selector) or svc_base) if via_pod else svc_base
-        path = "/health" if self.how == "health" else "/v1/models"
+        path = service_path(self.how)
         last = "no answer"
         attempt = 0
         no_endpoints_since = None
